@@ -1,0 +1,123 @@
+//! The command line: one binary, one subcommand per role. Parsing errors and invalid
+//! configuration exit 64 (EX_USAGE) before any port is bound; runtime failures exit 1.
+
+mod pool;
+mod sim;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+use crate::config::{self, ConfigError, Dur, Layer, Zone, env};
+use crate::exoscale::{Client, ClientConfig};
+use crate::telemetry::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "poolpilot",
+    version,
+    about = "An autoscaling appliance for Exoscale instance pools",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// How to write logs (to stderr).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto, env = "POOLPILOT_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    /// A TOML configuration file; environment variables and flags override it.
+    #[arg(long, global = true, value_name = "FILE", env = "POOLPILOT_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a local Exoscale API v2 simulator (no cloud account needed).
+    Sim(sim::SimArgs),
+    /// Inspect or resize an instance pool.
+    #[command(subcommand)]
+    Pool(pool::PoolCommand),
+}
+
+/// Why a command failed, and so which exit code it gets.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Runtime(#[from] anyhow::Error),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Config(_) => config::EXIT_CONFIG,
+            CliError::Runtime(_) => 1,
+        }
+    }
+}
+
+/// The configuration file: shared keys at the top, one table per subcommand.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct FileConfig {
+    pub zone: Option<Zone>,
+    pub pool: Option<String>,
+    pub api_timeout: Option<Dur>,
+    #[serde(default)]
+    pub sim: crate::sim::seed::Seed,
+}
+
+/// Which pool, in which zone: the same names in every subcommand, each with its environment
+/// variable (the course's names).
+#[derive(Debug, Clone, Args)]
+pub struct TargetArgs {
+    /// The instance pool's id.
+    #[arg(long, value_name = "ID", env = env::POOL)]
+    pub pool: Option<String>,
+    /// The Exoscale zone (ch-gva-2, ch-dk-2, de-fra-1, de-muc-1, at-vie-1, at-vie-2, bg-sof-1, hr-zag-1).
+    #[arg(long, value_name = "ZONE", env = env::ZONE)]
+    pub zone: Option<Zone>,
+    /// How long one API request may take before it is abandoned (and retried when safe).
+    #[arg(long, value_name = "DURATION")]
+    pub api_timeout: Option<Dur>,
+}
+
+/// A validated target: the pool, the zone and a client for it.
+pub struct Target {
+    pub pool: uuid::Uuid,
+    pub client: Client,
+}
+
+impl TargetArgs {
+    /// Layers flags/env over the file, validates, and builds the API client.
+    pub fn resolve(&self, file: &FileConfig) -> Result<Target, ConfigError> {
+        let zone = self.zone.pick(file.zone, Zone::DEFAULT);
+        let pool =
+            config::parse_pool_id("pool", self.pool.clone().or(file.pool.clone()).as_deref())?;
+        let timeout = self.api_timeout.pick(file.api_timeout, Dur::secs(30));
+        if timeout.get().is_zero() {
+            return Err(ConfigError::invalid(
+                "api-timeout",
+                "must be greater than 0",
+            ));
+        }
+        let mut cfg = ClientConfig::from_env(zone)?;
+        cfg.request_timeout = timeout.get();
+        let client =
+            Client::new(cfg).map_err(|e| ConfigError::invalid("api client", e.to_string()))?;
+        Ok(Target { pool, client })
+    }
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let file: FileConfig = config::load_file(cli.config.as_deref())?;
+    match cli.command {
+        Command::Sim(args) => sim::run(args, file).await,
+        Command::Pool(cmd) => pool::run(cmd, file).await,
+    }
+}

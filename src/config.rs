@@ -1,0 +1,302 @@
+//! Shared configuration vocabulary: environment variable names, durations, zones, and the
+//! validation error that makes the binary exit 64 naming the field and the rule.
+//!
+//! Every subcommand layers its settings the same way: built-in defaults, then the TOML file given
+//! with `--config`, then environment variables, then flags, then `validate()`. Clap merges the
+//! environment and the flags (a flag wins); [`Layer::pick`] puts the file underneath them.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+
+/// Names of every environment variable poolpilot reads, in one place.
+pub mod env {
+    /// Overrides the API base URL (any scheme), as in Exoscale's own tools.
+    pub const API_ENDPOINT: &str = "EXOSCALE_API_ENDPOINT";
+    /// API key, the name used by Exoscale's CLI and SDKs.
+    pub const API_KEY: &str = "EXOSCALE_API_KEY";
+    /// API secret, the name used by Exoscale's CLI and SDKs.
+    pub const API_SECRET: &str = "EXOSCALE_API_SECRET";
+    /// API key, the course's name (and the Terraform provider's fallback).
+    pub const COURSE_KEY: &str = "EXOSCALE_KEY";
+    /// API secret, the course's name (and the Terraform provider's fallback).
+    pub const COURSE_SECRET: &str = "EXOSCALE_SECRET";
+    /// The zone, as the course's tools read it.
+    pub const ZONE: &str = "EXOSCALE_ZONE";
+    /// The instance pool id, as the course's tools read it.
+    pub const POOL: &str = "EXOSCALE_INSTANCEPOOL_ID";
+    /// Set by systemd when stdout/stderr go to the journal.
+    pub const JOURNAL_STREAM: &str = "JOURNAL_STREAM";
+    /// Log filter directives (tracing-subscriber's `EnvFilter` syntax).
+    pub const LOG: &str = "POOLPILOT_LOG";
+}
+
+/// The process exit code for a configuration or usage error (sysexits' EX_USAGE).
+pub const EXIT_CONFIG: i32 = 64;
+
+/// A configuration that cannot be used: names the field and the rule it breaks.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration: `{field}` {rule}")]
+    Invalid { field: String, rule: String },
+    #[error("invalid configuration: cannot read `{path}`: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: `{path}`: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+impl ConfigError {
+    pub fn invalid(field: impl Into<String>, rule: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            rule: rule.into(),
+        }
+    }
+}
+
+/// Reads a TOML configuration file into `T` (unknown keys are an error, so typos surface).
+pub fn load_file<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result<T, ConfigError> {
+    let Some(path) = path else {
+        return Ok(T::default());
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string().trim_end().replace('\n', " "),
+    })
+}
+
+/// Picks the value of one setting from its layers: flag or environment, then file, then default.
+pub trait Layer<T> {
+    fn pick(self, file: Option<T>, default: T) -> T;
+}
+
+impl<T> Layer<T> for Option<T> {
+    fn pick(self, file: Option<T>, default: T) -> T {
+        self.or(file).unwrap_or(default)
+    }
+}
+
+/// A duration written `500ms`, `10s`, `5m`, `1h` (or combined, `1m30s`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    pub const fn secs(s: u64) -> Self {
+        Self(Duration::from_secs(s))
+    }
+    pub const fn millis(ms: u64) -> Self {
+        Self(Duration::from_millis(ms))
+    }
+    pub fn get(self) -> Duration {
+        self.0
+    }
+}
+
+impl FromStr for Dur {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        if t.is_empty() {
+            return Err("is empty; write a duration such as 500ms, 10s or 5m".into());
+        }
+        if t.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "`{t}` has no unit; write a duration such as {t}s or {t}ms"
+            ));
+        }
+        humantime::parse_duration(t)
+            .map(Dur)
+            .map_err(|e| format!("`{t}` is not a duration ({e}); write e.g. 500ms, 10s or 5m"))
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl serde::Serialize for Dur {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+/// An Exoscale zone. The API is zone-local: every call, even polling an operation, goes to the
+/// zone's own endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Zone {
+    #[serde(rename = "ch-gva-2")]
+    ChGva2,
+    #[serde(rename = "ch-dk-2")]
+    ChDk2,
+    #[serde(rename = "de-fra-1")]
+    DeFra1,
+    #[serde(rename = "de-muc-1")]
+    DeMuc1,
+    #[serde(rename = "at-vie-1")]
+    AtVie1,
+    #[serde(rename = "at-vie-2")]
+    AtVie2,
+    #[serde(rename = "bg-sof-1")]
+    BgSof1,
+    #[serde(rename = "hr-zag-1")]
+    HrZag1,
+}
+
+impl Zone {
+    /// All zones, in the order of Exoscale's documentation.
+    pub const ALL: [Zone; 8] = [
+        Zone::ChGva2,
+        Zone::ChDk2,
+        Zone::DeFra1,
+        Zone::DeMuc1,
+        Zone::AtVie1,
+        Zone::AtVie2,
+        Zone::BgSof1,
+        Zone::HrZag1,
+    ];
+
+    /// Exoscale's default zone.
+    pub const DEFAULT: Zone = Zone::ChGva2;
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Zone::ChGva2 => "ch-gva-2",
+            Zone::ChDk2 => "ch-dk-2",
+            Zone::DeFra1 => "de-fra-1",
+            Zone::DeMuc1 => "de-muc-1",
+            Zone::AtVie1 => "at-vie-1",
+            Zone::AtVie2 => "at-vie-2",
+            Zone::BgSof1 => "bg-sof-1",
+            Zone::HrZag1 => "hr-zag-1",
+        }
+    }
+
+    /// The zone's API v2 base URL (`https://api-{zone}.exoscale.com/v2`).
+    pub fn endpoint(self) -> String {
+        format!("https://api-{}.exoscale.com/v2", self.name())
+    }
+}
+
+impl fmt::Display for Zone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Zone {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        Zone::ALL
+            .into_iter()
+            .find(|z| z.name().eq_ignore_ascii_case(t))
+            .ok_or_else(|| {
+                let names: Vec<_> = Zone::ALL.iter().map(|z| z.name()).collect();
+                format!(
+                    "`{t}` is not an Exoscale zone (one of {})",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+impl<'de> Deserialize<'de> for Zone {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses an instance pool id (a UUID), naming the field on failure.
+pub fn parse_pool_id(field: &str, raw: Option<&str>) -> Result<uuid::Uuid, ConfigError> {
+    let raw = raw
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            ConfigError::invalid(
+                field,
+                format!("is required: give --pool ID or set {}", env::POOL),
+            )
+        })?;
+    raw.parse()
+        .map_err(|_| ConfigError::invalid(field, format!("must be a UUID, got `{raw}`")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_the_documented_forms() {
+        assert_eq!("500ms".parse::<Dur>().unwrap(), Dur::millis(500));
+        assert_eq!("10s".parse::<Dur>().unwrap(), Dur::secs(10));
+        assert_eq!("5m".parse::<Dur>().unwrap(), Dur::secs(300));
+        assert_eq!("1m30s".parse::<Dur>().unwrap(), Dur::secs(90));
+    }
+
+    #[test]
+    fn durations_without_unit_or_garbage_are_refused_with_a_hint() {
+        assert!("10".parse::<Dur>().unwrap_err().contains("10s"));
+        assert!(
+            "soon"
+                .parse::<Dur>()
+                .unwrap_err()
+                .contains("not a duration")
+        );
+        assert!("".parse::<Dur>().is_err());
+    }
+
+    #[test]
+    fn zones_round_trip_and_map_to_their_endpoint() {
+        for z in Zone::ALL {
+            assert_eq!(z.name().parse::<Zone>().unwrap(), z);
+        }
+        assert_eq!(
+            Zone::DeFra1.endpoint(),
+            "https://api-de-fra-1.exoscale.com/v2"
+        );
+        assert!(
+            "us-east-1"
+                .parse::<Zone>()
+                .unwrap_err()
+                .contains("ch-gva-2")
+        );
+    }
+
+    #[test]
+    fn layers_prefer_flag_then_file_then_default() {
+        assert_eq!(Some(1).pick(Some(2), 3), 1);
+        assert_eq!(None.pick(Some(2), 3), 2);
+        assert_eq!(None.pick(None, 3), 3);
+    }
+
+    #[test]
+    fn pool_id_must_be_present_and_a_uuid() {
+        let e = parse_pool_id("pool", None).unwrap_err().to_string();
+        assert!(e.contains("`pool`") && e.contains("required"), "{e}");
+        let e = parse_pool_id("pool", Some("nope")).unwrap_err().to_string();
+        assert!(e.contains("UUID"), "{e}");
+        assert!(parse_pool_id("pool", Some("4c2f8e0a-1b2c-4d3e-8f90-a1b2c3d4e5f6")).is_ok());
+    }
+}

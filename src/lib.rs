@@ -1,0 +1,10 @@
+//! poolpilot: an autoscaling appliance for Exoscale instance pools.
+//!
+//! The library holds every part; `src/main.rs` only wires the chosen subcommand.
+
+pub mod cli;
+pub mod config;
+pub mod exoscale;
+pub mod shutdown;
+pub mod sim;
+pub mod telemetry;

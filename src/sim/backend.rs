@@ -1,0 +1,109 @@
+//! What stands behind a simulated instance. The simulator's API state never knows whether an
+//! instance is a mere record or a real process: it asks its [`InstanceBackend`].
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::sync::Mutex;
+
+use uuid::Uuid;
+
+/// What the backend is told about a new instance.
+#[derive(Clone, Debug)]
+pub struct LaunchSpec {
+    pub id: Uuid,
+    pub name: String,
+    pub pool: Option<Uuid>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("no address left for a new instance ({0})")]
+    Exhausted(String),
+    #[error("cannot start the instance: {0}")]
+    Start(String),
+}
+
+/// Starts and stops whatever plays the part of a machine. Called with the simulator's state
+/// locked, so implementations must not block for long.
+pub trait InstanceBackend: Send + Sync + 'static {
+    /// A short name for logs (`records`, `processes`, ...).
+    fn name(&self) -> &'static str;
+    /// Brings up the machine for a new instance and returns its public address.
+    fn launch(&self, spec: &LaunchSpec) -> Result<Ipv4Addr, BackendError>;
+    /// Whether the machine has finished booting; asked once the boot delay has passed.
+    fn is_ready(&self, _id: Uuid) -> bool {
+        true
+    }
+    /// Tears the machine down and frees its address.
+    fn terminate(&self, id: Uuid, addr: Ipv4Addr);
+}
+
+/// Instances that are only records, with addresses from the documentation range 198.51.100.0/24
+/// (RFC 5737), so nothing ever sends traffic to them by mistake.
+#[derive(Debug)]
+pub struct RecordBackend {
+    free: Mutex<BTreeSet<u8>>,
+}
+
+impl RecordBackend {
+    /// The load balancer's own address in this range; never handed to an instance.
+    pub const NLB_ADDRESS: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 254);
+
+    pub fn new() -> Self {
+        Self {
+            free: Mutex::new((1..=250).collect()),
+        }
+    }
+}
+
+impl Default for RecordBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl InstanceBackend for RecordBackend {
+    fn name(&self) -> &'static str {
+        "records"
+    }
+
+    fn launch(&self, _spec: &LaunchSpec) -> Result<Ipv4Addr, BackendError> {
+        let mut free = self.free.lock().expect("address set lock");
+        let host = free
+            .pop_first()
+            .ok_or_else(|| BackendError::Exhausted("198.51.100.1-250 are all in use".into()))?;
+        Ok(Ipv4Addr::new(198, 51, 100, host))
+    }
+
+    fn terminate(&self, _id: Uuid, addr: Ipv4Addr) {
+        let [a, b, c, host] = addr.octets();
+        if [a, b, c] == [198, 51, 100] && (1..=250).contains(&host) {
+            self.free.lock().expect("address set lock").insert(host);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_addresses_come_from_the_documentation_range_and_are_reused() {
+        let b = RecordBackend::new();
+        let spec = LaunchSpec {
+            id: Uuid::nil(),
+            name: "x".into(),
+            pool: None,
+        };
+        let a1 = b.launch(&spec).unwrap();
+        let a2 = b.launch(&spec).unwrap();
+        assert_eq!(a1, Ipv4Addr::new(198, 51, 100, 1));
+        assert_eq!(a2, Ipv4Addr::new(198, 51, 100, 2));
+        b.terminate(Uuid::nil(), a1);
+        assert_eq!(b.launch(&spec).unwrap(), a1);
+        for _ in 0..248 {
+            b.launch(&spec).unwrap();
+        }
+        assert!(b.launch(&spec).is_err());
+    }
+}

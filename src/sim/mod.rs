@@ -1,0 +1,322 @@
+//! A local Exoscale API v2 simulator, held to the official OpenAPI spec by the contract tests.
+//!
+//! It serves the subset poolpilot uses under `/v2`, verifies EXO2-HMAC-SHA256 signatures as the
+//! real API does (a bad signature, unknown key or expired request gets 403 and changes nothing),
+//! and keeps a zone's state in [`state::State`]. Outside `/v2`, an unsigned `/admin` API makes
+//! out-of-band changes and injects faults, and records every request so tests can assert the
+//! calls they expect, in order.
+//!
+//! ```text
+//! request ─> record ─> faults (latency, 429/5xx) ─> signature check ─> handler ─> State::advance + act
+//! ```
+
+pub mod backend;
+pub mod catalog;
+pub mod seed;
+pub mod state;
+
+mod admin;
+mod api;
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::{OriginalUri, Request, State as Ax};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use tokio::net::TcpListener;
+
+use crate::exoscale::{Credentials, sign};
+pub use backend::{InstanceBackend, RecordBackend};
+pub use state::{ApiError, State, Timing};
+
+/// The largest request body the simulator reads.
+const MAX_BODY: usize = 1024 * 1024;
+
+/// One request as the simulator saw it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct RequestRecord {
+    pub method: String,
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    pub status: u16,
+}
+
+/// Faults queued by the admin API, consumed one request at a time.
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    pub errors: VecDeque<ErrorFault>,
+    pub latency: Option<(Duration, u32)>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct ErrorFault {
+    pub status: u16,
+    pub retry_after: Option<u64>,
+}
+
+/// The simulator: its zone state, the credentials it accepts, faults and the request log.
+pub struct Sim {
+    pub(crate) state: Mutex<State>,
+    credentials: Vec<Credentials>,
+    pub(crate) faults: Mutex<Faults>,
+    pub(crate) requests: Mutex<Vec<RequestRecord>>,
+}
+
+impl Sim {
+    pub fn new(state: State, credentials: Vec<Credentials>) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(state),
+            credentials,
+            faults: Mutex::new(Faults::default()),
+            requests: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Runs `f` on the zone state after settling what has come due.
+    pub fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let mut s = self.state.lock().expect("simulator state lock");
+        s.advance(tokio::time::Instant::now());
+        f(&mut s)
+    }
+
+    /// The requests seen under `/v2` so far, oldest first.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.requests.lock().expect("request log lock").clone()
+    }
+
+    fn secret_for(&self, key: &str) -> Option<&str> {
+        self.credentials
+            .iter()
+            .find(|c| c.key == key)
+            .map(|c| c.secret.expose())
+    }
+
+    /// Binds `addr` and serves until `shutdown` completes.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, router(self))
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+
+    /// Starts the simulator on `addr` (use port 0 in tests) in the background.
+    pub async fn start(self: Arc<Self>, addr: SocketAddr) -> std::io::Result<RunningSim> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let sim = self.clone();
+        let task = tokio::spawn(async move {
+            let _ = sim
+                .serve(listener, async move {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok(RunningSim {
+            addr,
+            sim: self,
+            stop: Some(tx),
+            task,
+        })
+    }
+}
+
+/// A simulator serving in the background; dropping it stops the server.
+pub struct RunningSim {
+    pub addr: SocketAddr,
+    pub sim: Arc<Sim>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningSim {
+    /// The value for `EXOSCALE_API_ENDPOINT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}/v2", self.addr)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for RunningSim {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The simulator's whole HTTP surface.
+pub fn router(sim: Arc<Sim>) -> Router {
+    let v2 = api::routes()
+        .layer(middleware::from_fn_with_state(sim.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(sim.clone(), inject_faults))
+        .layer(middleware::from_fn_with_state(sim.clone(), record));
+    Router::new()
+        .nest("/v2", v2)
+        .nest("/admin", admin::routes())
+        .fallback(|| async { api_error(404, "no such route") })
+        .with_state(sim)
+}
+
+/// An error answer in the API's `{"message": ...}` shape.
+pub(crate) fn api_error(status: u16, message: impl Into<String>) -> Response {
+    #[derive(Serialize)]
+    struct Body {
+        message: String,
+    }
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        code,
+        axum::Json(Body {
+            message: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        api_error(self.status, self.message)
+    }
+}
+
+fn original_uri(req: &Request) -> axum::http::Uri {
+    req.extensions()
+        .get::<OriginalUri>()
+        .map(|u| u.0.clone())
+        .unwrap_or_else(|| req.uri().clone())
+}
+
+async fn record(Ax(sim): Ax<Arc<Sim>>, req: Request, next: Next) -> Response {
+    let method = req.method().to_string();
+    let uri = original_uri(&req);
+    let path = uri.path().to_owned();
+    let query = uri.query().map(str::to_owned);
+    let resp = next.run(req).await;
+    let mut log = sim.requests.lock().expect("request log lock");
+    // Bounded: a long-running simulator must not grow without limit.
+    if log.len() >= 100_000 {
+        log.drain(..50_000);
+    }
+    log.push(RequestRecord {
+        method,
+        path,
+        query,
+        status: resp.status().as_u16(),
+    });
+    resp
+}
+
+async fn inject_faults(Ax(sim): Ax<Arc<Sim>>, req: Request, next: Next) -> Response {
+    let (latency, error) = {
+        let mut f = sim.faults.lock().expect("faults lock");
+        let latency = match &mut f.latency {
+            Some((d, n)) if *n > 0 => {
+                *n -= 1;
+                Some(*d)
+            }
+            _ => None,
+        };
+        (latency, f.errors.pop_front())
+    };
+    if let Some(d) = latency {
+        tokio::time::sleep(d).await;
+    }
+    if let Some(fault) = error {
+        let mut resp = api_error(fault.status, "injected fault");
+        if let Some(secs) = fault.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        return resp;
+    }
+    next.run(req).await
+}
+
+/// Checks the EXO2-HMAC-SHA256 signature over method, path, body, signed query values and
+/// expiry, as the real API does.
+async fn authenticate(Ax(sim): Ax<Arc<Sim>>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = to_bytes(body, MAX_BODY).await else {
+        return api_error(413, "request body too large");
+    };
+    let Some(header) = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+    else {
+        return api_error(403, "missing Authorization header");
+    };
+    let auth = match sign::parse_authorization(header) {
+        Ok(a) => a,
+        Err(e) => return api_error(403, format!("invalid Authorization header: {e}")),
+    };
+    let Some(secret) = sim.secret_for(&auth.credential) else {
+        return api_error(403, "invalid API key");
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if auth.expires < now {
+        return api_error(403, "request expired");
+    }
+    let pairs: Vec<(String, String)> = parts
+        .uri
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut signed = Vec::with_capacity(auth.signed_query_args.len());
+    for name in &auth.signed_query_args {
+        let mut values = pairs.iter().filter(|(k, _)| k == name);
+        match (values.next(), values.next()) {
+            (Some((k, v)), None) => signed.push((k.clone(), v.clone())),
+            _ => {
+                return api_error(
+                    403,
+                    format!("signed query argument `{name}` is missing or repeated"),
+                );
+            }
+        }
+    }
+    // Inside the /v2 nest the URI is relative; the client signed the full, escaped path.
+    let full_path = parts
+        .extensions
+        .get::<OriginalUri>()
+        .map(|u| u.0.path().to_owned())
+        .unwrap_or_else(|| parts.uri.path().to_owned());
+    let message = sign::string_to_sign(
+        parts.method.as_str(),
+        &full_path,
+        &bytes,
+        &signed,
+        auth.expires,
+    );
+    if !sign::verify(secret.as_bytes(), &message, &auth.signature) {
+        return api_error(403, "invalid request signature");
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
