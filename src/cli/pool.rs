@@ -65,8 +65,9 @@ pub async fn run(cmd: PoolCommand, file: FileConfig) -> Result<(), CliError> {
     }
 }
 
-/// What `pool status` reports.
+/// What `pool status` reports (`--json` prints it with the API's kebab-case keys).
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct StatusReport {
     pub zone: String,
     pub pool: InstancePool,
@@ -91,7 +92,7 @@ impl StatusReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "pool {} ({}) in {}: {:?}, size {}",
+            "pool {} ({}) in {}: {}, size {}",
             p.id,
             p.name.as_deref().unwrap_or("-"),
             self.zone,

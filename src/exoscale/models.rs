@@ -36,6 +36,19 @@ pub enum PoolState {
 }
 
 impl PoolState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolState::Creating => "creating",
+            PoolState::Running => "running",
+            PoolState::ScalingUp => "scaling-up",
+            PoolState::ScalingDown => "scaling-down",
+            PoolState::Updating => "updating",
+            PoolState::Destroying => "destroying",
+            PoolState::Suspended => "suspended",
+            PoolState::Other => "other",
+        }
+    }
+
     /// A pool in this state is changing its membership (a scale is under way).
     pub fn is_scaling(self) -> bool {
         matches!(self, PoolState::ScalingUp | PoolState::ScalingDown)
@@ -97,9 +110,15 @@ impl InstanceState {
     }
 }
 
+impl std::fmt::Display for PoolState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 impl std::fmt::Display for InstanceState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 

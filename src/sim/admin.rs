@@ -2,7 +2,6 @@
 //! fault injection and the request log. It exists only on the simulator's loopback listener.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, State as Ax};
@@ -123,7 +122,7 @@ async fn add_faults(Ax(sim): Ax<Arc<Sim>>, body: axum::body::Bytes) -> Result<Re
                 });
             }
         }
-        (None, Some(d)) => f.latency = Some((Duration::from(d.get()), count)),
+        (None, Some(d)) => f.latency = Some((d.get(), count)),
         _ => {
             return Err(ApiError::bad_request(
                 "give exactly one of `status` or `latency`",

@@ -47,6 +47,7 @@ pub struct RequestRecord {
     pub path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
+    /// The answer's status; 0 while unanswered (or when the client gave up first).
     pub status: u16,
 }
 
@@ -206,22 +207,32 @@ fn original_uri(req: &Request) -> axum::http::Uri {
 }
 
 async fn record(Ax(sim): Ax<Arc<Sim>>, req: Request, next: Next) -> Response {
-    let method = req.method().to_string();
     let uri = original_uri(&req);
-    let path = uri.path().to_owned();
-    let query = uri.query().map(str::to_owned);
+    let entry = RequestRecord {
+        method: req.method().to_string(),
+        path: uri.path().to_owned(),
+        query: uri.query().map(str::to_owned),
+        status: 0,
+    };
+    // Logged on arrival, so a request whose client gave up (status 0) is still seen.
+    let index = {
+        let mut log = sim.requests.lock().expect("request log lock");
+        // Bounded: a long-running simulator must not grow without limit.
+        if log.len() >= 100_000 {
+            log.clear();
+        }
+        log.push(entry);
+        log.len() - 1
+    };
     let resp = next.run(req).await;
-    let mut log = sim.requests.lock().expect("request log lock");
-    // Bounded: a long-running simulator must not grow without limit.
-    if log.len() >= 100_000 {
-        log.drain(..50_000);
+    if let Some(e) = sim
+        .requests
+        .lock()
+        .expect("request log lock")
+        .get_mut(index)
+    {
+        e.status = resp.status().as_u16();
     }
-    log.push(RequestRecord {
-        method,
-        path,
-        query,
-        status: resp.status().as_u16(),
-    });
     resp
 }
 
