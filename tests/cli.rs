@@ -62,7 +62,8 @@ impl SimProcess {
         args.extend_from_slice(extra);
         let mut cmd = poolpilot(&args);
         if let Some(sock) = notify {
-            cmd.env("NOTIFY_SOCKET", sock);
+            cmd.env("NOTIFY_SOCKET", sock)
+                .env("WATCHDOG_USEC", "400000");
         }
         let child = cmd
             .stdin(Stdio::null())
@@ -379,9 +380,17 @@ fn the_simulator_tells_systemd_it_is_ready_and_stopping() {
     let mut buf = [0u8; 256];
     let n = sock.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"READY=1\n");
+    // WATCHDOG_USEC=400000: pings every 200 ms.
+    for _ in 0..2 {
+        let n = sock.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"WATCHDOG=1\n");
+    }
     sim.signal("TERM");
-    let n = sock.recv(&mut buf).unwrap();
-    assert_eq!(&buf[..n], b"STOPPING=1\n");
+    let stopping = (0..10).any(|_| {
+        let n = sock.recv(&mut buf).unwrap();
+        &buf[..n] == b"STOPPING=1\n"
+    });
+    assert!(stopping, "no STOPPING=1");
     assert_eq!(sim.wait_exit(Duration::from_secs(5)), 0);
     let mut out = String::new();
     sim.child
@@ -417,4 +426,22 @@ fn json_logs_are_one_object_per_line() {
             "{l}"
         );
     }
+}
+
+#[test]
+fn the_simulator_is_seeded_from_the_configuration_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sim.toml");
+    std::fs::write(
+        &cfg,
+        "[sim]\nboot-delay = \"1s\"\n\n[[sim.pool]]\nname = \"web\"\nsize = 2\ninstance-type = \"standard.small\"\nload-balancer = false\n",
+    )
+    .unwrap();
+    let sim = SimProcess::start(&["--config", cfg.to_str().unwrap()], None);
+    let o = run(&mut sim.client(&["pool", "status", "--json"]));
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["pool"]["name"], "web");
+    assert_eq!(v["members"].as_array().unwrap().len(), 2);
+    assert!(v["load-balancers"].as_array().unwrap().is_empty());
 }
