@@ -2,6 +2,7 @@
 //!
 //! The library holds every part; `src/main.rs` only wires the chosen subcommand.
 
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod exoscale;

@@ -1,6 +1,7 @@
 //! Graceful stop: SIGTERM or SIGINT resolves [`signal`]; servers then drain within
 //! [`GRACE`] and the process exits 0.
 
+use std::future::IntoFuture;
 use std::time::Duration;
 
 use tracing::info;
@@ -20,4 +21,36 @@ pub async fn signal() {
     };
     info!(signal = name, "stopping");
     crate::telemetry::notify_stopping();
+}
+
+/// Serves `router` on `listener` until SIGTERM/SIGINT, then lets in-flight requests finish for
+/// at most [`GRACE`] (a `/load` request may take longer; it is cut short).
+pub async fn serve(listener: tokio::net::TcpListener, router: axum::Router) -> std::io::Result<()> {
+    serve_until(listener, router, signal()).await
+}
+
+/// As [`serve`], stopping when `stop` resolves.
+pub async fn serve_until(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            stop.await;
+            let _ = tx.send(());
+        })
+        .into_future();
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => r,
+        _ = async {
+            let _ = rx.await;
+            tokio::time::sleep(GRACE).await;
+        } => {
+            tracing::warn!(grace_ms = GRACE.as_millis() as u64, "in-flight requests cut short at shutdown");
+            Ok(())
+        }
+    }
 }

@@ -1,8 +1,9 @@
 //! The command line: one binary, one subcommand per role. Parsing errors and invalid
 //! configuration exit 64 (EX_USAGE) before any port is bound; runtime failures exit 1.
 
+pub mod app;
 mod pool;
-mod sim;
+pub mod sim;
 
 use std::path::PathBuf;
 
@@ -40,6 +41,8 @@ pub enum Command {
     /// Inspect or resize an instance pool.
     #[command(subcommand)]
     Pool(pool::PoolCommand),
+    /// Serve the deliberately slow app (the course's http-load-generator, with an exporter).
+    App(app::AppArgs),
 }
 
 /// Why a command failed, and so which exit code it gets.
@@ -69,6 +72,8 @@ pub struct FileConfig {
     pub api_timeout: Option<Dur>,
     #[serde(default)]
     pub sim: crate::sim::seed::Seed,
+    #[serde(default)]
+    pub app: app::AppFile,
 }
 
 /// Which pool, in which zone: the same names in every subcommand, each with its environment
@@ -119,5 +124,6 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Sim(args) => sim::run(args, file).await,
         Command::Pool(cmd) => pool::run(cmd, file).await,
+        Command::App(args) => app::run(args, file).await,
     }
 }

@@ -160,7 +160,7 @@ pub async fn run(args: SimArgs, file: FileConfig) -> Result<(), CliError> {
     info!(%addr, zone = %zone, pools = seeded.len(), "simulator serving");
     telemetry::notify_ready();
     let _watchdog = telemetry::spawn_watchdog();
-    sim.serve(listener, shutdown::signal())
+    shutdown::serve(listener, crate::sim::router(sim))
         .await
         .context("simulator server")?;
     Ok(())

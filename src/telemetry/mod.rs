@@ -90,3 +90,5 @@ pub fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {
         }
     }))
 }
+
+pub mod metrics;

@@ -1,0 +1,97 @@
+//! `poolpilot app`: the slow app pool members serve.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use clap::Args;
+use tracing::info;
+
+use super::{CliError, FileConfig};
+use crate::app::{self, AppConfig};
+use crate::config::{ConfigError, Dur, Layer};
+use crate::exoscale::Secret;
+use crate::{shutdown, telemetry};
+
+/// The course app's port.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+
+#[derive(Debug, Args)]
+pub struct AppArgs {
+    /// Address to serve on.
+    #[arg(long, value_name = "ADDR", env = "POOLPILOT_APP_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// How long one /load request keeps every core busy.
+    #[arg(long, value_name = "DURATION", env = "POOLPILOT_LOAD_SECONDS")]
+    pub load_seconds: Option<Dur>,
+    /// Threads one /load request burns (default: every core).
+    #[arg(long, value_name = "N")]
+    pub burners: Option<usize>,
+}
+
+/// `[app]` in the configuration file.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct AppFile {
+    pub listen: Option<SocketAddr>,
+    pub load_seconds: Option<Dur>,
+    pub burners: Option<usize>,
+}
+
+/// Environment variable holding the drain token (never a flag: it would show in `ps`).
+pub const DRAIN_TOKEN_ENV: &str = "POOLPILOT_DRAIN_TOKEN";
+
+pub fn resolve(args: &AppArgs, file: &AppFile) -> Result<AppConfig, ConfigError> {
+    let listen = args
+        .listen
+        .pick(file.listen, DEFAULT_LISTEN.parse().expect("valid default"));
+    let load = args
+        .load_seconds
+        .pick(file.load_seconds, Dur::secs(10))
+        .get();
+    if load.is_zero() || load > std::time::Duration::from_secs(3600) {
+        return Err(ConfigError::invalid(
+            "load-seconds",
+            "must be between 1ms and 1h",
+        ));
+    }
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let burners = args.burners.or(file.burners).unwrap_or(cores);
+    if !(1..=1024).contains(&burners) {
+        return Err(ConfigError::invalid(
+            "burners",
+            "must be between 1 and 1024",
+        ));
+    }
+    let drain_token = std::env::var(DRAIN_TOKEN_ENV)
+        .ok()
+        .filter(|t| !t.is_empty())
+        .map(Secret::new);
+    Ok(AppConfig {
+        listen,
+        load_duration: load,
+        burners,
+        drain_token,
+    })
+}
+
+pub async fn run(args: AppArgs, file: FileConfig) -> Result<(), CliError> {
+    let cfg = resolve(&args, &file.app)?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    info!(
+        addr = %listener.local_addr().context("listener address")?,
+        load_ms = cfg.load_duration.as_millis() as u64,
+        burners = cfg.burners,
+        drain = cfg.drain_token.is_some(),
+        "app serving"
+    );
+    telemetry::notify_ready();
+    let _watchdog = telemetry::spawn_watchdog();
+    shutdown::serve(listener, app::router(cfg))
+        .await
+        .context("app server")?;
+    Ok(())
+}
