@@ -6,6 +6,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod exoscale;
+pub mod load;
 pub mod shutdown;
 pub mod sim;
 pub mod telemetry;

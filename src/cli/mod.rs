@@ -2,6 +2,7 @@
 //! configuration exit 64 (EX_USAGE) before any port is bound; runtime failures exit 1.
 
 pub mod app;
+mod load;
 mod pool;
 pub mod sim;
 
@@ -43,6 +44,8 @@ pub enum Command {
     Pool(pool::PoolCommand),
     /// Serve the deliberately slow app (the course's http-load-generator, with an exporter).
     App(app::AppArgs),
+    /// Load a URL: closed loop (--concurrency) or open loop (--rate), bounded in time or count.
+    Load(load::LoadArgs),
 }
 
 /// Why a command failed, and so which exit code it gets.
@@ -125,5 +128,6 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Sim(args) => sim::run(args, file).await,
         Command::Pool(cmd) => pool::run(cmd, file).await,
         Command::App(args) => app::run(args, file).await,
+        Command::Load(args) => load::run(args).await,
     }
 }
