@@ -20,7 +20,12 @@ async fn app() -> String {
 }
 
 async fn served(base: &str, route: &str) -> f64 {
-    let text = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let series = format!("poolpilot_app_http_requests_total{{route=\"{route}\",code=\"200\"}}");
     text.lines()
         .find_map(|l| l.strip_prefix(&series).map(|v| v.trim().parse().unwrap()))
@@ -40,9 +45,17 @@ fn cfg(url: &str, mode: Mode, duration: Option<u64>, requests: Option<u64>) -> L
 #[tokio::test]
 async fn a_closed_loop_sends_exactly_its_request_budget() {
     let base = app().await;
-    let s = load::run(cfg(&format!("{base}/health"), Mode::Closed(Profile::Constant(4.0)), None, Some(250)), |_| {})
-        .await
-        .unwrap();
+    let s = load::run(
+        cfg(
+            &format!("{base}/health"),
+            Mode::Closed(Profile::Constant(4.0)),
+            None,
+            Some(250),
+        ),
+        |_| {},
+    )
+    .await
+    .unwrap();
     assert_eq!((s.requests, s.ok, s.failed), (250, 250, 0));
     assert_eq!(served(&base, "health").await, 250.0);
     assert!(s.latency_ms.p50 > 0.0 && s.latency_ms.p99 >= s.latency_ms.p50);
@@ -51,9 +64,17 @@ async fn a_closed_loop_sends_exactly_its_request_budget() {
 #[tokio::test]
 async fn an_open_loop_sends_exactly_its_request_budget() {
     let base = app().await;
-    let s = load::run(cfg(&format!("{base}/health"), Mode::Open(Profile::Constant(400.0)), None, Some(120)), |_| {})
-        .await
-        .unwrap();
+    let s = load::run(
+        cfg(
+            &format!("{base}/health"),
+            Mode::Open(Profile::Constant(400.0)),
+            None,
+            Some(120),
+        ),
+        |_| {},
+    )
+    .await
+    .unwrap();
     assert_eq!((s.requests, s.ok), (120, 120));
     assert_eq!(served(&base, "health").await, 120.0);
 }
@@ -62,9 +83,12 @@ async fn an_open_loop_sends_exactly_its_request_budget() {
 async fn a_profile_ends_the_run() {
     let base = app().await;
     let p: Profile = "step:0s=2,500ms=1,1s=0".parse().unwrap();
-    let s = load::run(cfg(&format!("{base}/load"), Mode::Closed(p), None, None), |_| {})
-        .await
-        .unwrap();
+    let s = load::run(
+        cfg(&format!("{base}/load"), Mode::Closed(p), None, None),
+        |_| {},
+    )
+    .await
+    .unwrap();
     assert!(s.elapsed_seconds < 3.0, "ran {}s", s.elapsed_seconds);
     assert!(s.ok >= 10, "two then one client on a 50 ms /load: {}", s.ok);
     assert_eq!(served(&base, "load").await, s.ok as f64);
@@ -73,14 +97,31 @@ async fn a_profile_ends_the_run() {
 #[tokio::test]
 async fn failures_are_counted_by_kind() {
     let base = app().await;
-    let s = load::run(cfg(&format!("{base}/missing"), Mode::Closed(Profile::Constant(1.0)), None, Some(5)), |_| {})
-        .await
-        .unwrap();
+    let s = load::run(
+        cfg(
+            &format!("{base}/missing"),
+            Mode::Closed(Profile::Constant(1.0)),
+            None,
+            Some(5),
+        ),
+        |_| {},
+    )
+    .await
+    .unwrap();
     assert_eq!(s.errors.get("http_404"), Some(&5));
     // Nothing listens on a freshly closed port.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let s = load::run(
-        cfg(&format!("http://127.0.0.1:{port}/"), Mode::Closed(Profile::Constant(1.0)), None, Some(3)),
+        cfg(
+            &format!("http://127.0.0.1:{port}/"),
+            Mode::Closed(Profile::Constant(1.0)),
+            None,
+            Some(3),
+        ),
         |_| {},
     )
     .await
@@ -91,13 +132,53 @@ async fn failures_are_counted_by_kind() {
 #[test]
 fn unbounded_or_ambiguous_runs_are_refused_with_exit_64() {
     let cases: [(&[&str], &str); 4] = [
-        (&["load", "--url", "http://127.0.0.1:9/", "--concurrency", "2"], "duration"),
-        (&["load", "--url", "http://127.0.0.1:9/", "--concurrency", "2", "--rate", "5", "--requests", "1"], "--rate"),
-        (&["load", "--url", "ftp://127.0.0.1/", "--rate", "5", "--requests", "1"], "url"),
-        (&["load", "--url", "http://127.0.0.1:9/", "--rate", "step:5s=1,1s=2"], "backwards"),
+        (
+            &["load", "--url", "http://127.0.0.1:9/", "--concurrency", "2"],
+            "duration",
+        ),
+        (
+            &[
+                "load",
+                "--url",
+                "http://127.0.0.1:9/",
+                "--concurrency",
+                "2",
+                "--rate",
+                "5",
+                "--requests",
+                "1",
+            ],
+            "--rate",
+        ),
+        (
+            &[
+                "load",
+                "--url",
+                "ftp://127.0.0.1/",
+                "--rate",
+                "5",
+                "--requests",
+                "1",
+            ],
+            "url",
+        ),
+        (
+            &[
+                "load",
+                "--url",
+                "http://127.0.0.1:9/",
+                "--rate",
+                "step:5s=1,1s=2",
+            ],
+            "backwards",
+        ),
     ];
     for (args, field) in cases {
-        let o = Command::new(env!("CARGO_BIN_EXE_poolpilot")).args(args).stdin(Stdio::null()).output().unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_poolpilot"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
         let text = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(64), "{args:?}: {text}");
         assert!(text.contains(field), "{args:?} should name {field}: {text}");
@@ -109,7 +190,16 @@ fn the_binary_prints_a_json_summary() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let base = rt.block_on(app());
     let o = Command::new(env!("CARGO_BIN_EXE_poolpilot"))
-        .args(["load", "--url", &format!("{base}/health"), "--concurrency", "2", "--requests", "40", "--json"])
+        .args([
+            "load",
+            "--url",
+            &format!("{base}/health"),
+            "--concurrency",
+            "2",
+            "--requests",
+            "40",
+            "--json",
+        ])
         .stdin(Stdio::null())
         .output()
         .unwrap();

@@ -39,15 +39,25 @@ pub fn resolve(a: &LoadArgs) -> Result<LoadConfig, ConfigError> {
     let url = url::Url::parse(&a.url)
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-        .ok_or_else(|| ConfigError::invalid("url", format!("must be an http(s) URL, got `{}`", a.url)))?;
+        .ok_or_else(|| {
+            ConfigError::invalid("url", format!("must be an http(s) URL, got `{}`", a.url))
+        })?;
     let mode = match (&a.concurrency, &a.rate) {
         (Some(p), None) => Mode::Closed(p.clone()),
         (None, Some(p)) => Mode::Open(p.clone()),
-        _ => return Err(ConfigError::invalid("concurrency", "give exactly one of --concurrency or --rate")),
+        _ => {
+            return Err(ConfigError::invalid(
+                "concurrency",
+                "give exactly one of --concurrency or --rate",
+            ));
+        }
     };
     if let Mode::Closed(p) = &mode {
         if p.peak() > load::MAX_WORKERS as f64 {
-            return Err(ConfigError::invalid("concurrency", format!("must be at most {}", load::MAX_WORKERS)));
+            return Err(ConfigError::invalid(
+                "concurrency",
+                format!("must be at most {}", load::MAX_WORKERS),
+            ));
         }
     }
     if a.timeout.get().is_zero() {
@@ -91,7 +101,10 @@ pub async fn run(a: LoadArgs) -> Result<(), CliError> {
         eprintln!();
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&summary).expect("serializable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).expect("serializable")
+        );
     } else {
         print!("{}", summary.render());
     }

@@ -237,6 +237,7 @@ pub struct RawResponse {
 pub struct Client {
     http: reqwest::Client,
     cfg: ClientConfig,
+    metrics: Option<super::ApiMetrics>,
 }
 
 impl Client {
@@ -247,7 +248,17 @@ impl Client {
             .connect_timeout(cfg.request_timeout.min(Duration::from_secs(10)))
             .build()
             .map_err(|e| Error::Config(e.to_string()))?;
-        Ok(Self { http, cfg })
+        Ok(Self {
+            http,
+            cfg,
+            metrics: None,
+        })
+    }
+
+    /// Records request durations and errors into `metrics`.
+    pub fn with_metrics(mut self, metrics: super::ApiMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -288,10 +299,33 @@ impl Client {
     ) -> Result<RawResponse> {
         let url = self.url(path, query);
         let request = format!("{method} {}", url.path());
+        let operation = super::metrics::operation_id(method.as_str(), url.path());
+        let result = self
+            .send_with_retries(&method, &url, body, idempotency, &request, operation)
+            .await;
+        if let (Err(e), Some(m)) = (&result, &self.metrics) {
+            m.error(operation, e.kind().as_str());
+        }
+        result
+    }
+
+    async fn send_with_retries(
+        &self,
+        method: &Method,
+        url: &Url,
+        body: Option<Vec<u8>>,
+        idempotency: Idempotency,
+        request: &str,
+        operation: &'static str,
+    ) -> Result<RawResponse> {
         let policy = &self.cfg.retry;
         let mut attempt = 0u32;
         loop {
-            let outcome = self.attempt(&method, &url, body.as_deref(), &request).await;
+            let started = std::time::Instant::now();
+            let outcome = self.attempt(method, url, body.as_deref(), request).await;
+            if let Some(m) = &self.metrics {
+                m.observe(operation, started.elapsed().as_secs_f64());
+            }
             let (err, retry_after) = match outcome {
                 Ok(raw) => return Ok(raw),
                 Err(Attempt::Final(e)) => return Err(e),

@@ -72,7 +72,9 @@ impl Stats {
     fn new() -> Self {
         Self {
             started: Instant::now(),
-            histogram: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")),
+            histogram: Mutex::new(
+                Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
+            ),
             ok: AtomicU64::new(0),
             errors: Mutex::new(BTreeMap::new()),
             issued: AtomicU64::new(0),
@@ -82,17 +84,32 @@ impl Stats {
 
     fn record(&self, latency: Duration, outcome: Result<(), String>) {
         let us = (latency.as_micros() as u64).clamp(1, 3_600_000_000);
-        self.histogram.lock().expect("histogram lock").saturating_record(us);
+        self.histogram
+            .lock()
+            .expect("histogram lock")
+            .saturating_record(us);
         match outcome {
             Ok(()) => {
                 self.ok.fetch_add(1, Ordering::Relaxed);
             }
-            Err(kind) => *self.errors.lock().expect("errors lock").entry(kind).or_insert(0) += 1,
+            Err(kind) => {
+                *self
+                    .errors
+                    .lock()
+                    .expect("errors lock")
+                    .entry(kind)
+                    .or_insert(0) += 1
+            }
         }
     }
 
     fn error(&self, kind: &str) {
-        *self.errors.lock().expect("errors lock").entry(kind.to_owned()).or_insert(0) += 1;
+        *self
+            .errors
+            .lock()
+            .expect("errors lock")
+            .entry(kind.to_owned())
+            .or_insert(0) += 1;
     }
 
     /// A snapshot of the run so far.
@@ -102,7 +119,13 @@ impl Stats {
         let ok = self.ok.load(Ordering::Relaxed);
         let failed: u64 = errors.values().sum();
         let elapsed = self.started.elapsed().as_secs_f64();
-        let ms = |q: f64| if h.is_empty() { 0.0 } else { h.value_at_quantile(q) as f64 / 1000.0 };
+        let ms = |q: f64| {
+            if h.is_empty() {
+                0.0
+            } else {
+                h.value_at_quantile(q) as f64 / 1000.0
+            }
+        };
         Summary {
             url: url.to_string(),
             elapsed_seconds: elapsed,
@@ -110,14 +133,22 @@ impl Stats {
             ok,
             failed,
             errors,
-            rate: if elapsed > 0.0 { (ok + failed) as f64 / elapsed } else { 0.0 },
+            rate: if elapsed > 0.0 {
+                (ok + failed) as f64 / elapsed
+            } else {
+                0.0
+            },
             target: *self.target.lock().expect("target lock"),
             latency_ms: Latency {
                 p50: ms(0.50),
                 p90: ms(0.90),
                 p99: ms(0.99),
                 p999: ms(0.999),
-                max: if h.is_empty() { 0.0 } else { h.max() as f64 / 1000.0 },
+                max: if h.is_empty() {
+                    0.0
+                } else {
+                    h.max() as f64 / 1000.0
+                },
                 mean: if h.is_empty() { 0.0 } else { h.mean() / 1000.0 },
             },
         }
@@ -202,7 +233,10 @@ fn claim(stats: &Stats, budget: Option<u64>) -> bool {
 }
 
 /// Runs the load; `on_tick` is called about once a second with a snapshot (the progress bar).
-pub async fn run(cfg: LoadConfig, mut on_tick: impl FnMut(&Summary) + Send) -> anyhow::Result<Summary> {
+pub async fn run(
+    cfg: LoadConfig,
+    mut on_tick: impl FnMut(&Summary) + Send,
+) -> anyhow::Result<Summary> {
     let client = reqwest::Client::builder()
         .timeout(cfg.timeout)
         .no_proxy()
@@ -220,7 +254,13 @@ pub async fn run(cfg: LoadConfig, mut on_tick: impl FnMut(&Summary) + Send) -> a
         Mode::Closed(p) => {
             let workers = (p.peak().ceil() as usize).clamp(1, MAX_WORKERS);
             for i in 0..workers {
-                let (client, url, stats, stop, p) = (client.clone(), url.clone(), stats.clone(), stop.clone(), p.clone());
+                let (client, url, stats, stop, p) = (
+                    client.clone(),
+                    url.clone(),
+                    stats.clone(),
+                    stop.clone(),
+                    p.clone(),
+                );
                 let budget = cfg.requests;
                 tasks.spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
@@ -239,7 +279,13 @@ pub async fn run(cfg: LoadConfig, mut on_tick: impl FnMut(&Summary) + Send) -> a
             }
         }
         Mode::Open(p) => {
-            let (client, url, stats, stop, p) = (client.clone(), url.clone(), stats.clone(), stop.clone(), p.clone());
+            let (client, url, stats, stop, p) = (
+                client.clone(),
+                url.clone(),
+                stats.clone(),
+                stop.clone(),
+                p.clone(),
+            );
             let budget = cfg.requests;
             tasks.spawn(async move {
                 let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_WORKERS));

@@ -20,8 +20,15 @@ use crate::config::Dur;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Profile {
     Constant(f64),
-    Points { points: Vec<(Duration, f64)>, linear: bool },
-    Sine { min: f64, max: f64, period: Duration },
+    Points {
+        points: Vec<(Duration, f64)>,
+        linear: bool,
+    },
+    Sine {
+        min: f64,
+        max: f64,
+        period: Duration,
+    },
 }
 
 impl Profile {
@@ -142,7 +149,8 @@ impl FromStr for Profile {
             return parse_points(rest, true);
         }
         if let Some(path) = s.strip_prefix("csv:") {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
             return parse_csv(&text);
         }
         if let Some(rest) = s.strip_prefix("sine:") {
@@ -214,10 +222,25 @@ mod tests {
 
     #[test]
     fn bad_profiles_say_why() {
-        assert!("step:60s=4,0s=1".parse::<Profile>().unwrap_err().contains("backwards"));
+        assert!(
+            "step:60s=4,0s=1"
+                .parse::<Profile>()
+                .unwrap_err()
+                .contains("backwards")
+        );
         assert!("step:60=4".parse::<Profile>().unwrap_err().contains("unit"));
-        assert!("ramp:0s=-1".parse::<Profile>().unwrap_err().contains(">= 0"));
-        assert!("sine:max=3".parse::<Profile>().unwrap_err().contains("period"));
+        assert!(
+            "ramp:0s=-1"
+                .parse::<Profile>()
+                .unwrap_err()
+                .contains(">= 0")
+        );
+        assert!(
+            "sine:max=3"
+                .parse::<Profile>()
+                .unwrap_err()
+                .contains("period")
+        );
         assert!("lots".parse::<Profile>().unwrap_err().contains("profile"));
     }
 }
