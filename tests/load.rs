@@ -129,6 +129,36 @@ async fn failures_are_counted_by_kind() {
     assert_eq!(s.errors.get("connect"), Some(&3), "{:?}", s.errors);
 }
 
+#[tokio::test]
+async fn slow_answers_count_as_timeouts_on_both_transports() {
+    // /load holds each request for 2 s; the client gives up after 200 ms.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = app::router(AppConfig {
+        listen: addr,
+        load_duration: Duration::from_secs(2),
+        burners: 1,
+        drain_token: None,
+    });
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let url = format!("http://{addr}/load");
+    for mode in [
+        Mode::Closed(Profile::Constant(1.0)),
+        Mode::Open(Profile::Constant(20.0)),
+    ] {
+        let mut c = cfg(&url, mode.clone(), None, Some(2));
+        c.timeout = Duration::from_millis(200);
+        let s = load::run(c, |_| {}).await.unwrap();
+        assert_eq!(
+            s.errors.get("timeout"),
+            Some(&2),
+            "{mode:?}: {:?}",
+            s.errors
+        );
+        assert_eq!(s.ok, 0);
+    }
+}
+
 #[test]
 fn unbounded_or_ambiguous_runs_are_refused_with_exit_64() {
     let cases: [(&[&str], &str); 4] = [

@@ -4,6 +4,7 @@
 //! Latencies go to an HDR histogram (microseconds, 3 significant digits). Every run ends by its
 //! duration, its request count or the end of its profile, whichever comes first.
 
+mod conn;
 pub mod profile;
 
 use std::collections::BTreeMap;
@@ -200,29 +201,9 @@ impl Summary {
     }
 }
 
-fn classify(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timeout".into()
-    } else if e.is_connect() {
-        "connect".into()
-    } else {
-        "other".into()
-    }
-}
-
 async fn one_request(client: &reqwest::Client, url: &Url, stats: &Stats) {
     let started = Instant::now();
-    let outcome = match client.get(url.clone()).send().await {
-        Ok(resp) => {
-            let status = resp.status();
-            match resp.bytes().await {
-                Ok(_) if status.is_success() => Ok(()),
-                Ok(_) => Err(format!("http_{}", status.as_u16())),
-                Err(e) => Err(classify(&e)),
-            }
-        }
-        Err(e) => Err(classify(&e)),
-    };
+    let outcome = conn::pooled_request(client, url).await;
     stats.record(started.elapsed(), outcome);
 }
 
@@ -237,12 +218,7 @@ pub async fn run(
     cfg: LoadConfig,
     mut on_tick: impl FnMut(&Summary) + Send,
 ) -> anyhow::Result<Summary> {
-    let client = reqwest::Client::builder()
-        .timeout(cfg.timeout)
-        .no_proxy()
-        .pool_max_idle_per_host(MAX_WORKERS)
-        .user_agent(concat!("poolpilot-load/", env!("CARGO_PKG_VERSION")))
-        .build()?;
+    let client = conn::pooled_client(cfg.timeout, MAX_WORKERS)?;
     let stats = Arc::new(Stats::new());
     let stop = Arc::new(AtomicBool::new(false));
     let deadline = cfg.time_bound().map(|d| stats.started + d);
@@ -262,6 +238,7 @@ pub async fn run(
                     p.clone(),
                 );
                 let budget = cfg.requests;
+                let mut direct = conn::Connection::for_url(&url, cfg.timeout);
                 tasks.spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
                         let target = p.value_at(stats.started.elapsed()).round() as usize;
@@ -273,7 +250,14 @@ pub async fn run(
                             stop.store(true, Ordering::Relaxed);
                             break;
                         }
-                        one_request(&client, &url, &stats).await;
+                        match &mut direct {
+                            Some(c) => {
+                                let started = Instant::now();
+                                let outcome = c.request().await;
+                                stats.record(started.elapsed(), outcome);
+                            }
+                            None => one_request(&client, &url, &stats).await,
+                        }
                     }
                 });
             }
