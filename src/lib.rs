@@ -5,6 +5,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod discovery;
 pub mod exoscale;
 pub mod load;
 pub mod shutdown;

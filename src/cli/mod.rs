@@ -2,6 +2,7 @@
 //! configuration exit 64 (EX_USAGE) before any port is bound; runtime failures exit 1.
 
 pub mod app;
+pub mod discovery;
 mod load;
 mod pool;
 pub mod sim;
@@ -44,6 +45,8 @@ pub enum Command {
     Pool(pool::PoolCommand),
     /// Serve the deliberately slow app (the course's http-load-generator, with an exporter).
     App(app::AppArgs),
+    /// Write the pools' members to a Prometheus file_sd file, every interval.
+    Discovery(discovery::DiscoveryArgs),
     /// Load a URL: closed loop (--concurrency) or open loop (--rate), bounded in time or count.
     Load(load::LoadArgs),
 }
@@ -73,6 +76,9 @@ pub struct FileConfig {
     pub zone: Option<Zone>,
     pub pool: Option<String>,
     pub api_timeout: Option<Dur>,
+    pub api_retries: Option<u32>,
+    #[serde(default)]
+    pub discovery: discovery::DiscoveryFile,
     #[serde(default)]
     pub sim: crate::sim::seed::Seed,
     #[serde(default)]
@@ -86,12 +92,22 @@ pub struct TargetArgs {
     /// The instance pool's id.
     #[arg(long, value_name = "ID", env = env::POOL)]
     pub pool: Option<String>,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// How to reach the API: the zone and the client's patience.
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
     /// The Exoscale zone (ch-gva-2, ch-dk-2, de-fra-1, de-muc-1, at-vie-1, at-vie-2, bg-sof-1, hr-zag-1).
     #[arg(long, value_name = "ZONE", env = env::ZONE)]
     pub zone: Option<Zone>,
     /// How long one API request may take before it is abandoned (and retried when safe).
     #[arg(long, value_name = "DURATION")]
     pub api_timeout: Option<Dur>,
+    /// How many times a failed API request is retried (with exponential backoff from 1 s).
+    #[arg(long, value_name = "N")]
+    pub api_retries: Option<u32>,
 }
 
 /// A validated target: the pool, the zone and a client for it.
@@ -100,12 +116,14 @@ pub struct Target {
     pub client: Client,
 }
 
-impl TargetArgs {
-    /// Layers flags/env over the file, validates, and builds the API client.
-    pub fn resolve(&self, file: &FileConfig) -> Result<Target, ConfigError> {
-        let zone = self.zone.pick(file.zone, Zone::DEFAULT);
-        let pool =
-            config::parse_pool_id("pool", self.pool.clone().or(file.pool.clone()).as_deref())?;
+impl ApiArgs {
+    /// The zone, layered over the file.
+    pub fn zone(&self, file: &FileConfig) -> Zone {
+        self.zone.pick(file.zone, Zone::DEFAULT)
+    }
+
+    /// Validates and builds the API client (credentials and endpoint from the environment).
+    pub fn client(&self, file: &FileConfig) -> Result<Client, ConfigError> {
         let timeout = self.api_timeout.pick(file.api_timeout, Dur::secs(30));
         if timeout.get().is_zero() {
             return Err(ConfigError::invalid(
@@ -113,10 +131,23 @@ impl TargetArgs {
                 "must be greater than 0",
             ));
         }
-        let mut cfg = ClientConfig::from_env(zone)?;
+        let retries = self.api_retries.pick(file.api_retries, 4);
+        if retries > 10 {
+            return Err(ConfigError::invalid("api-retries", "must be at most 10"));
+        }
+        let mut cfg = ClientConfig::from_env(self.zone(file))?;
         cfg.request_timeout = timeout.get();
-        let client =
-            Client::new(cfg).map_err(|e| ConfigError::invalid("api client", e.to_string()))?;
+        cfg.retry.max_retries = retries;
+        Client::new(cfg).map_err(|e| ConfigError::invalid("api client", e.to_string()))
+    }
+}
+
+impl TargetArgs {
+    /// Layers flags/env over the file, validates, and builds the API client.
+    pub fn resolve(&self, file: &FileConfig) -> Result<Target, ConfigError> {
+        let pool =
+            config::parse_pool_id("pool", self.pool.clone().or(file.pool.clone()).as_deref())?;
+        let client = self.api.client(file)?;
         Ok(Target { pool, client })
     }
 }
@@ -129,5 +160,6 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Pool(cmd) => pool::run(cmd, file).await,
         Command::App(args) => app::run(args, file).await,
         Command::Load(args) => load::run(args).await,
+        Command::Discovery(args) => discovery::run(args, file).await,
     }
 }
