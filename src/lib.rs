@@ -3,6 +3,7 @@
 //! The library holds every part; `src/main.rs` only wires the chosen subcommand.
 
 pub mod app;
+pub mod autoscaler;
 pub mod cli;
 pub mod config;
 pub mod discovery;

@@ -2,6 +2,7 @@
 //! configuration exit 64 (EX_USAGE) before any port is bound; runtime failures exit 1.
 
 pub mod app;
+pub mod autoscaler;
 pub mod discovery;
 mod load;
 mod pool;
@@ -47,6 +48,8 @@ pub enum Command {
     App(app::AppArgs),
     /// Write the pools' members to a Prometheus file_sd file, every interval.
     Discovery(discovery::DiscoveryArgs),
+    /// Scale a pool on alert webhooks: at most one step per interval, within bounds.
+    Autoscaler(autoscaler::AutoscalerArgs),
     /// Load a URL: closed loop (--concurrency) or open loop (--rate), bounded in time or count.
     Load(load::LoadArgs),
 }
@@ -79,6 +82,8 @@ pub struct FileConfig {
     pub api_retries: Option<u32>,
     #[serde(default)]
     pub discovery: discovery::DiscoveryFile,
+    #[serde(default)]
+    pub autoscaler: autoscaler::AutoscalerFile,
     #[serde(default)]
     pub sim: crate::sim::seed::Seed,
     #[serde(default)]
@@ -161,5 +166,6 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::App(args) => app::run(args, file).await,
         Command::Load(args) => load::run(args).await,
         Command::Discovery(args) => discovery::run(args, file).await,
+        Command::Autoscaler(args) => autoscaler::run(args, file).await,
     }
 }

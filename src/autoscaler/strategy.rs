@@ -1,0 +1,76 @@
+//! Strategies: from the pool's size and a tick's signals to a desired size, with the reason.
+//! Bounds, the one-step limit and the busy gate are applied afterwards by the controller, the
+//! same for every strategy; a strategy only says what it would like.
+
+use super::source::Signals;
+
+/// What a strategy would like, and why (the decision record carries the reason).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recommendation {
+    pub desired: u64,
+    pub reason: String,
+}
+
+pub trait Strategy: Send {
+    fn name(&self) -> &'static str;
+    fn recommend(&mut self, current: u64, signals: &Signals) -> Recommendation;
+}
+
+/// The course's rule: any firing up-intent since the last tick -> one more; else any down-intent
+/// -> one fewer; both -> up (scaling in while something asks for more is the costly mistake).
+#[derive(Clone, Debug, Default)]
+pub struct WebhookStep;
+
+impl Strategy for WebhookStep {
+    fn name(&self) -> &'static str {
+        "webhook-step"
+    }
+
+    fn recommend(&mut self, current: u64, signals: &Signals) -> Recommendation {
+        let i = &signals.intents;
+        match (i.up, i.down) {
+            (0, 0) => Recommendation {
+                desired: current,
+                reason: "no intent since the last tick".into(),
+            },
+            (up, 0) => Recommendation {
+                desired: current + 1,
+                reason: format!("{up} up intent(s)"),
+            },
+            (0, down) => Recommendation {
+                desired: current.saturating_sub(1),
+                reason: format!("{down} down intent(s)"),
+            },
+            (up, down) => Recommendation {
+                desired: current + 1,
+                reason: format!("{up} up and {down} down intent(s): up wins"),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::autoscaler::source::Intents;
+
+    fn signals(up: u64, down: u64) -> Signals {
+        Signals {
+            intents: Intents {
+                up,
+                down,
+                recent: vec![],
+            },
+        }
+    }
+
+    #[test]
+    fn one_step_up_wins_over_down() {
+        let mut s = WebhookStep;
+        assert_eq!(s.recommend(3, &signals(0, 0)).desired, 3);
+        assert_eq!(s.recommend(3, &signals(5, 0)).desired, 4);
+        assert_eq!(s.recommend(3, &signals(0, 2)).desired, 2);
+        assert_eq!(s.recommend(3, &signals(1, 9)).desired, 4);
+        assert_eq!(s.recommend(0, &signals(0, 1)).desired, 0);
+    }
+}

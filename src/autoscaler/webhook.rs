@@ -1,0 +1,312 @@
+//! Alert webhook bodies: which format, which alerts fire, which way they ask to scale.
+//!
+//! Three senders are understood, detected from the body itself:
+//!
+//! | format | recognised by | fires when |
+//! |---|---|---|
+//! | Alertmanager | `version: "4"` with `alerts[]` | the alert's `status` is `firing` |
+//! | Grafana unified (8+) | `alerts[]` with any other `version` (Grafana sends `"1"`) | the alert's `status` is `firing` |
+//! | Grafana legacy (<= 10) | `state` without `alerts[]` (`ruleName`, `evalMatches`) | `state` is `alerting` |
+//!
+//! Grafana's `DatasourceNoData` and `DatasourceError` alerts never count: missing data is not
+//! load. Resolved alerts never count either (Alertmanager sends them by default).
+//!
+//! On `/up` and `/down` the route gives the direction; on `/webhook` each firing alert's `scale`
+//! label does (`up` or `down`; for the legacy format, the rule's `scale` tag).
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// Which way to change the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Up,
+    Down,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Up => "up",
+            Direction::Down => "down",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "up" => Some(Direction::Up),
+            "down" => Some(Direction::Down),
+            _ => None,
+        }
+    }
+}
+
+/// The body's sender.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// GET (or an empty POST) on `/up` or `/down`: the course checker's trigger.
+    Plain,
+    GrafanaUnified,
+    GrafanaLegacy,
+    Alertmanager,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Plain => "plain",
+            Format::GrafanaUnified => "grafana-unified",
+            Format::GrafanaLegacy => "grafana-legacy",
+            Format::Alertmanager => "alertmanager",
+        }
+    }
+}
+
+/// One alert that asks to scale.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Firing {
+    pub direction: Direction,
+    /// The alert's name (`alertname`, or the legacy `ruleName`).
+    pub name: String,
+}
+
+/// An alert that was read but does not scale, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Ignored {
+    pub name: String,
+    pub reason: String,
+}
+
+/// What a body says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Parsed {
+    pub format: Format,
+    pub firing: Vec<Firing>,
+    pub ignored: Vec<Ignored>,
+}
+
+/// Where the body arrived: `/up` and `/down` fix the direction, `/webhook` reads labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    Fixed(Direction),
+    Labelled,
+}
+
+/// The Grafana alerts that report a broken query, not load.
+const DATASOURCE_ALERTS: [&str; 2] = ["DatasourceNoData", "DatasourceError"];
+
+/// At most this many ignored alerts are reported back (a body may hold thousands).
+const MAX_IGNORED: usize = 20;
+
+/// Reads a JSON body. `Err` holds the reason for a 400.
+pub fn parse(body: &[u8], route: Route) -> Result<Parsed, String> {
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
+    let obj = v
+        .as_object()
+        .ok_or("the body must be a JSON object (a Grafana or Alertmanager webhook)")?;
+    let mut out = Parsed {
+        format: Format::GrafanaUnified,
+        firing: Vec::new(),
+        ignored: Vec::new(),
+    };
+    let ignore = |out: &mut Parsed, name: &str, reason: String| {
+        if out.ignored.len() < MAX_IGNORED {
+            out.ignored.push(Ignored {
+                name: name.to_owned(),
+                reason,
+            });
+        }
+    };
+    if let Some(alerts) = obj.get("alerts") {
+        let alerts = alerts
+            .as_array()
+            .ok_or("`alerts` must be an array of alerts")?;
+        out.format = match obj.get("version").and_then(Value::as_str) {
+            Some("4") => Format::Alertmanager,
+            _ => Format::GrafanaUnified,
+        };
+        for (i, alert) in alerts.iter().enumerate() {
+            let a = alert
+                .as_object()
+                .ok_or_else(|| format!("`alerts[{i}]` must be an object"))?;
+            let status = a
+                .get("status")
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("`alerts[{i}].status` is missing"))?;
+            let labels = match a.get("labels") {
+                None | Some(Value::Null) => None,
+                Some(Value::Object(l)) => Some(l),
+                Some(_) => return Err(format!("`alerts[{i}].labels` must be an object")),
+            };
+            let label = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
+            let name = label("alertname").unwrap_or("(unnamed)");
+            if status != "firing" {
+                ignore(&mut out, name, format!("status is {status}"));
+                continue;
+            }
+            if DATASOURCE_ALERTS.contains(&name) {
+                ignore(
+                    &mut out,
+                    name,
+                    "no data or a query error is not load".into(),
+                );
+                continue;
+            }
+            match direction(route, label("scale")) {
+                Ok(direction) => out.firing.push(Firing {
+                    direction,
+                    name: name.to_owned(),
+                }),
+                Err(reason) => ignore(&mut out, name, reason),
+            }
+        }
+        return Ok(out);
+    }
+    if let Some(state) = obj.get("state") {
+        out.format = Format::GrafanaLegacy;
+        let state = state.as_str().ok_or("`state` must be a string")?;
+        let name = obj
+            .get("ruleName")
+            .and_then(Value::as_str)
+            .unwrap_or("(unnamed)");
+        if state != "alerting" {
+            ignore(&mut out, name, format!("state is {state}"));
+            return Ok(out);
+        }
+        let tag = obj
+            .get("tags")
+            .and_then(Value::as_object)
+            .and_then(|t| t.get("scale"))
+            .and_then(Value::as_str);
+        match direction(route, tag) {
+            Ok(direction) => out.firing.push(Firing {
+                direction,
+                name: name.to_owned(),
+            }),
+            Err(reason) => ignore(&mut out, name, reason),
+        }
+        return Ok(out);
+    }
+    Err(
+        "unrecognised webhook body: expected Grafana (unified or legacy) or Alertmanager, \
+         with `alerts` or `state`"
+            .into(),
+    )
+}
+
+fn direction(route: Route, label: Option<&str>) -> Result<Direction, String> {
+    match route {
+        Route::Fixed(d) => Ok(d),
+        Route::Labelled => match label {
+            Some(l) => Direction::parse(l)
+                .ok_or_else(|| format!("scale label is `{l}`, expected `up` or `down`")),
+            None => Err("no `scale` label (`up` or `down`)".into()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(name: &str) -> Vec<u8> {
+        let path = format!("{}/../shared/reference/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn with_labels(mut body: Value, f: impl Fn(&mut Value)) -> Vec<u8> {
+        for a in body["alerts"].as_array_mut().unwrap() {
+            f(a);
+        }
+        serde_json::to_vec(&body).unwrap()
+    }
+
+    #[test]
+    fn the_reference_bodies_are_detected_and_fire() {
+        let up = Route::Fixed(Direction::Up);
+        let p = parse(&reference("grafana-unified-webhook.json"), up).unwrap();
+        assert_eq!(p.format, Format::GrafanaUnified);
+        assert_eq!(p.firing.len(), 2);
+        assert_eq!(p.firing[1].name, "High CPU usage");
+        let p = parse(&reference("grafana-legacy-webhook.json"), up).unwrap();
+        assert_eq!(p.format, Format::GrafanaLegacy);
+        assert_eq!(p.firing.len(), 1);
+        let p = parse(
+            &reference("alertmanager-webhook.json"),
+            Route::Fixed(Direction::Down),
+        )
+        .unwrap();
+        assert_eq!(p.format, Format::Alertmanager);
+        assert_eq!(p.firing[0].direction, Direction::Down);
+    }
+
+    #[test]
+    fn resolved_ok_no_data_and_datasource_alerts_never_fire() {
+        let up = Route::Fixed(Direction::Up);
+        let unified: Value =
+            serde_json::from_slice(&reference("grafana-unified-webhook.json")).unwrap();
+        let resolved = with_labels(unified.clone(), |a| a["status"] = "resolved".into());
+        let p = parse(&resolved, up).unwrap();
+        assert!(p.firing.is_empty());
+        assert_eq!(p.ignored[0].reason, "status is resolved");
+        for name in DATASOURCE_ALERTS {
+            let body = with_labels(unified.clone(), |a| a["labels"]["alertname"] = name.into());
+            assert!(parse(&body, up).unwrap().firing.is_empty(), "{name}");
+        }
+        let legacy: Value =
+            serde_json::from_slice(&reference("grafana-legacy-webhook.json")).unwrap();
+        for state in ["ok", "no_data", "pending", "paused"] {
+            let mut b = legacy.clone();
+            b["state"] = state.into();
+            let p = parse(&serde_json::to_vec(&b).unwrap(), up).unwrap();
+            assert!(p.firing.is_empty(), "{state}");
+        }
+    }
+
+    #[test]
+    fn the_webhook_route_reads_the_scale_label() {
+        let am: Value = serde_json::from_slice(&reference("alertmanager-webhook.json")).unwrap();
+        let down = with_labels(am.clone(), |a| a["labels"]["scale"] = "down".into());
+        let p = parse(&down, Route::Labelled).unwrap();
+        assert_eq!(p.firing[0].direction, Direction::Down);
+        let p = parse(&serde_json::to_vec(&am).unwrap(), Route::Labelled).unwrap();
+        assert!(p.firing.is_empty());
+        assert!(p.ignored[0].reason.contains("no `scale` label"));
+        let odd = with_labels(am, |a| a["labels"]["scale"] = "sideways".into());
+        assert!(parse(&odd, Route::Labelled).unwrap().firing.is_empty());
+    }
+
+    #[test]
+    fn malformed_bodies_get_a_reason() {
+        let up = Route::Fixed(Direction::Up);
+        for (body, says) in [
+            (&b"{"[..], "not valid JSON"),
+            (b"[1,2]", "JSON object"),
+            (b"{\"hello\": 1}", "unrecognised"),
+            (b"{\"alerts\": 3}", "must be an array"),
+            (b"{\"alerts\": [1]}", "alerts[0]"),
+            (b"{\"alerts\": [{}]}", "status"),
+            (b"{\"state\": 5}", "state"),
+        ] {
+            let e = parse(body, up).unwrap_err();
+            assert!(e.contains(says), "{e}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        #[test]
+        fn no_input_panics(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = parse(&body, Route::Labelled);
+        }
+
+        #[test]
+        fn no_json_shaped_input_panics(s in r#"\{("(alerts|state|version|status|labels|scale|ruleName|tags)":(\[|\{|"firing"|"4"|"up"|null|1|"alerting")[,\]\}]{0,3}){0,8}"#) {
+            let _ = parse(s.as_bytes(), Route::Labelled);
+            let _ = parse(s.as_bytes(), Route::Fixed(Direction::Up));
+        }
+    }
+}

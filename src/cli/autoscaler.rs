@@ -1,0 +1,208 @@
+//! `poolpilot autoscaler`: configuration, wiring, the stop signal.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use tracing::{info, warn};
+
+use super::{ApiArgs, CliError, FileConfig};
+use crate::autoscaler::server::{self, ServerState};
+use crate::autoscaler::{
+    Bounds, Controller, ControllerConfig, ExoscalePool, Inbox, Metrics, Shared, WebhookSource,
+    WebhookStep,
+};
+use crate::config::{self, ConfigError, Dur, Layer};
+use crate::exoscale::{ApiMetrics, Secret};
+use crate::{shutdown, telemetry};
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8090";
+/// The course's variable: the port to listen on (all addresses).
+pub const LISTEN_PORT_ENV: &str = "LISTEN_PORT";
+pub const TOKEN_ENV: &str = "POOLPILOT_WEBHOOK_TOKEN";
+/// The largest pool the autoscaler will ask for (a guard against typos on a real bill).
+pub const MAX_MAX: u64 = 1000;
+
+#[derive(Debug, Args)]
+pub struct AutoscalerArgs {
+    /// The instance pool's id.
+    #[arg(long, value_name = "ID", env = config::env::POOL)]
+    pub pool: Option<String>,
+    /// Address for webhooks, decisions, metrics and health (the course's LISTEN_PORT sets the port).
+    #[arg(long, value_name = "ADDR", env = "POOLPILOT_AUTOSCALER_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// The smallest size the autoscaler will set.
+    #[arg(long, value_name = "N")]
+    pub min: Option<u64>,
+    /// The largest size the autoscaler will set.
+    #[arg(long, value_name = "N")]
+    pub max: Option<u64>,
+    /// How often to decide (at most one change per interval).
+    #[arg(long, value_name = "DURATION")]
+    pub interval: Option<Dur>,
+    /// How long a wanted change may wait for a busy pool (scaling, members starting).
+    #[arg(long, value_name = "DURATION")]
+    pub settle_timeout: Option<Dur>,
+    /// Require this token on webhooks (Bearer, or a basic-auth password). Prefer the
+    /// environment variable: flags show in `ps`.
+    #[arg(long, value_name = "TOKEN", env = TOKEN_ENV, hide_env_values = true)]
+    pub webhook_token: Option<String>,
+    /// Decide and log, but never call the API to change the pool.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// `[autoscaler]` in the configuration file.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct AutoscalerFile {
+    pub listen: Option<SocketAddr>,
+    pub min: Option<u64>,
+    pub max: Option<u64>,
+    pub interval: Option<Dur>,
+    pub settle_timeout: Option<Dur>,
+    pub dry_run: Option<bool>,
+}
+
+/// A validated configuration.
+#[derive(Debug)]
+pub struct Resolved {
+    pub pool: uuid::Uuid,
+    pub listen: SocketAddr,
+    pub controller: ControllerConfig,
+    pub token: Option<Secret>,
+}
+
+pub fn resolve(args: &AutoscalerArgs, file: &FileConfig) -> Result<Resolved, ConfigError> {
+    let f = &file.autoscaler;
+    let pool = config::parse_pool_id("pool", args.pool.clone().or(file.pool.clone()).as_deref())?;
+    let listen = match (args.listen, std::env::var(LISTEN_PORT_ENV).ok()) {
+        (Some(l), _) => l,
+        (None, Some(port)) if !port.trim().is_empty() => {
+            let port: u16 = port.trim().parse().ok().filter(|p| *p > 0).ok_or_else(|| {
+                ConfigError::invalid(
+                    LISTEN_PORT_ENV,
+                    format!("must be a port number, got `{port}`"),
+                )
+            })?;
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))
+        }
+        _ => f
+            .listen
+            .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
+    };
+    let min = args.min.or(f.min).unwrap_or(1);
+    let max = args.max.or(f.max).unwrap_or(5);
+    if max == 0 || max > MAX_MAX {
+        return Err(ConfigError::invalid(
+            "max",
+            format!("must be between 1 and {MAX_MAX}"),
+        ));
+    }
+    if min > max {
+        return Err(ConfigError::invalid(
+            "min",
+            format!("must not exceed max ({min} > {max})"),
+        ));
+    }
+    let interval = args.interval.pick(f.interval, Dur::secs(60)).get();
+    if interval < Duration::from_secs(1) || interval > Duration::from_secs(3600) {
+        return Err(ConfigError::invalid(
+            "interval",
+            "must be between 1s and 1h",
+        ));
+    }
+    let settle = args
+        .settle_timeout
+        .pick(f.settle_timeout, Dur::secs(600))
+        .get();
+    if settle > Duration::from_secs(24 * 3600) {
+        return Err(ConfigError::invalid(
+            "settle-timeout",
+            "must be at most 24h",
+        ));
+    }
+    let token = match args.webhook_token.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(t) if t.len() < 16 => {
+            return Err(ConfigError::invalid(
+                "webhook-token",
+                "must be at least 16 characters (or unset)",
+            ));
+        }
+        Some(t) => Some(Secret::new(t)),
+    };
+    Ok(Resolved {
+        pool,
+        listen,
+        controller: ControllerConfig {
+            bounds: Bounds { min, max },
+            interval,
+            dry_run: args.dry_run || f.dry_run.unwrap_or(false),
+            settle_timeout: settle,
+        },
+        token,
+    })
+}
+
+pub async fn run(args: AutoscalerArgs, file: FileConfig) -> Result<(), CliError> {
+    let cfg = resolve(&args, &file)?;
+    let mut registry = telemetry::metrics::registry("autoscaler");
+    let api_metrics = ApiMetrics::register(&mut registry);
+    let client = args.api.client(&file)?.with_metrics(api_metrics);
+    let metrics = Metrics::register(&mut registry);
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let target = ExoscalePool::new(client, cfg.pool);
+    let bounds = cfg.controller.bounds;
+    info!(
+        pool = %cfg.pool,
+        zone = %args.api.zone(&file),
+        min = bounds.min,
+        max = bounds.max,
+        interval_ms = cfg.controller.interval.as_millis() as u64,
+        dry_run = cfg.controller.dry_run,
+        token = cfg.token.is_some(),
+        addr = %listener.local_addr().context("listener address")?,
+        "autoscaler starting"
+    );
+    if cfg.token.is_none() && !cfg.listen.ip().is_loopback() {
+        warn!("webhooks are accepted without a token from anyone who can reach this port");
+    }
+    let inbox = Arc::new(Inbox::default());
+    let shared = Arc::new(Shared::new(bounds, cfg.controller.dry_run));
+    let controller = Controller::new(
+        cfg.controller,
+        WebhookSource::new(inbox.clone()),
+        WebhookStep,
+        target,
+        shared.clone(),
+        metrics.clone(),
+    );
+    let router = server::router(ServerState {
+        inbox,
+        shared,
+        metrics,
+        registry: Arc::new(registry),
+        token: cfg.token,
+    });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(shutdown::serve_until(listener, router, async move {
+        let _ = stop_rx.await;
+    }));
+    telemetry::notify_ready();
+    let _watchdog = telemetry::spawn_watchdog();
+    tokio::select! {
+        _ = shutdown::signal() => {}
+        _ = controller.run() => {}
+    }
+    let _ = stop_tx.send(());
+    server.await.context("server task")?.context("server")?;
+    Ok(())
+}

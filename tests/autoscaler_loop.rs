@@ -1,0 +1,296 @@
+//! The control loop in virtual time (tokio's paused clock) against an in-memory pool: one step
+//! per tick at most, bounds, the busy gate, dry run, and a property test over random sequences
+//! of webhooks and out-of-band changes.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use poolpilot::autoscaler::webhook::{Direction, Firing, Format};
+use poolpilot::autoscaler::{
+    Actuation, Bounds, Controller, ControllerConfig, Inbox, Metrics, Observation, Outcome, Shared,
+    Target, TargetError, WebhookSource, WebhookStep,
+};
+use proptest::prelude::*;
+
+/// An in-memory pool: the size, whether it is busy, whether reads fail, and every change asked.
+#[derive(Clone, Default)]
+struct MemoryPool {
+    inner: Arc<Mutex<PoolState>>,
+}
+
+#[derive(Default)]
+struct PoolState {
+    size: u64,
+    busy: bool,
+    fail_reads: bool,
+    set_calls: Vec<u64>,
+}
+
+impl MemoryPool {
+    fn new(size: u64) -> Self {
+        let p = Self::default();
+        p.inner.lock().unwrap().size = size;
+        p
+    }
+    fn size(&self) -> u64 {
+        self.inner.lock().unwrap().size
+    }
+    fn set_out_of_band(&self, size: u64) {
+        self.inner.lock().unwrap().size = size;
+    }
+    fn calls(&self) -> Vec<u64> {
+        self.inner.lock().unwrap().set_calls.clone()
+    }
+}
+
+impl Target for MemoryPool {
+    fn describe(&self) -> String {
+        "memory pool".into()
+    }
+    async fn observe(&self) -> Result<Observation, TargetError> {
+        let s = self.inner.lock().unwrap();
+        if s.fail_reads {
+            return Err(TargetError {
+                kind: "server",
+                message: "503 from the API".into(),
+            });
+        }
+        Ok(Observation {
+            size: s.size,
+            state: "running".into(),
+            members: s.size,
+            running: if s.busy { 0 } else { s.size },
+            busy: s.busy.then(|| "members starting".to_owned()),
+        })
+    }
+    async fn set_size(&self, size: u64) -> Result<Actuation, TargetError> {
+        let mut s = self.inner.lock().unwrap();
+        s.set_calls.push(size);
+        s.size = size;
+        Ok(Actuation {
+            operation: None,
+            pending: None,
+        })
+    }
+    async fn wait(&self, _: &Actuation) -> Result<(), TargetError> {
+        Ok(())
+    }
+}
+
+struct Rig {
+    pool: MemoryPool,
+    inbox: Arc<Inbox>,
+    shared: Arc<Shared>,
+    controller: Controller<WebhookSource, WebhookStep, MemoryPool>,
+}
+
+fn rig(size: u64, min: u64, max: u64, dry_run: bool) -> Rig {
+    let pool = MemoryPool::new(size);
+    let inbox = Arc::new(Inbox::default());
+    let bounds = Bounds { min, max };
+    let shared = Arc::new(Shared::new(bounds, dry_run));
+    let controller = Controller::new(
+        ControllerConfig {
+            bounds,
+            interval: Duration::from_secs(60),
+            dry_run,
+            settle_timeout: Duration::from_secs(300),
+        },
+        WebhookSource::new(inbox.clone()),
+        WebhookStep,
+        pool.clone(),
+        shared.clone(),
+        Metrics::default(),
+    );
+    Rig {
+        pool,
+        inbox,
+        shared,
+        controller,
+    }
+}
+
+fn send(inbox: &Inbox, direction: Direction, n: usize) {
+    let f = Firing {
+        direction,
+        name: "test".into(),
+    };
+    for _ in 0..n {
+        inbox.record(Format::Plain, std::slice::from_ref(&f));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_most_one_step_per_interval_and_only_at_the_tick() {
+    let r = rig(1, 1, 10, false);
+    let (pool, inbox, shared) = (r.pool.clone(), r.inbox.clone(), r.shared.clone());
+    let loop_task = tokio::spawn(r.controller.run());
+    // The first tick runs at once and finds nothing.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(pool.size(), 1);
+    // A flood of up-intents between two ticks is one step.
+    send(&inbox, Direction::Up, 500);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(pool.size(), 1, "nothing happens before the tick");
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(pool.size(), 2);
+    // Intents live one tick: nothing new arrived, nothing changes.
+    tokio::time::sleep(Duration::from_secs(180)).await;
+    assert_eq!(pool.size(), 2);
+    // Up and down in the same interval: up.
+    send(&inbox, Direction::Down, 3);
+    send(&inbox, Direction::Up, 1);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(pool.size(), 3);
+    assert_eq!(pool.calls(), vec![2, 3]);
+    let d = shared.decisions();
+    assert_eq!(d.len(), 2, "quiet ticks leave no record: {d:#?}");
+    assert_eq!(d[1].reason, "1 up and 3 down intent(s): up wins");
+    loop_task.abort();
+}
+
+#[tokio::test]
+async fn bounds_hold_and_answer_at_bound() {
+    let mut r = rig(3, 1, 3, false);
+    send(&r.inbox, Direction::Up, 1);
+    let d = r.controller.tick().await.unwrap();
+    assert_eq!(
+        (d.outcome, d.desired, d.clipped_by.as_deref()),
+        (Outcome::AtBound, Some(3), Some("max 3"))
+    );
+    let mut r = rig(1, 1, 3, false);
+    send(&r.inbox, Direction::Down, 1);
+    let d = r.controller.tick().await.unwrap();
+    assert_eq!((d.outcome, d.desired), (Outcome::AtBound, Some(1)));
+    assert!(r.pool.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_size_outside_the_bounds_is_walked_back_one_step_per_tick() {
+    let mut r = rig(2, 1, 4, false);
+    r.controller.tick().await;
+    r.pool.set_out_of_band(7);
+    send(&r.inbox, Direction::Up, 1);
+    let d = r.controller.tick().await.unwrap();
+    assert_eq!(
+        d.note.as_deref(),
+        Some("size changed out of band from 2 to 7")
+    );
+    assert_eq!((d.action, d.desired), ("down", Some(6)));
+    for _ in 0..5 {
+        r.controller.tick().await;
+    }
+    assert_eq!(r.pool.size(), 4);
+    assert_eq!(r.pool.calls(), vec![6, 5, 4]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_pool_holds_changes_back_until_the_settle_timeout() {
+    let mut r = rig(2, 1, 5, false);
+    r.pool.inner.lock().unwrap().busy = true;
+    send(&r.inbox, Direction::Up, 1);
+    let d = r.controller.tick().await.unwrap();
+    assert_eq!(d.outcome, Outcome::Busy);
+    assert_eq!(d.gate.as_deref(), Some("target busy: members starting"));
+    tokio::time::advance(Duration::from_secs(299)).await;
+    send(&r.inbox, Direction::Up, 1);
+    assert_eq!(r.controller.tick().await.unwrap().outcome, Outcome::Busy);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    send(&r.inbox, Direction::Up, 1);
+    assert_eq!(r.controller.tick().await.unwrap().outcome, Outcome::Scaled);
+    assert_eq!(r.pool.size(), 3);
+}
+
+#[tokio::test]
+async fn a_failed_read_changes_nothing_and_drops_the_intents() {
+    let mut r = rig(2, 1, 5, false);
+    r.pool.inner.lock().unwrap().fail_reads = true;
+    send(&r.inbox, Direction::Up, 1);
+    let d = r.controller.tick().await.unwrap();
+    assert_eq!(d.outcome, Outcome::Error);
+    assert_eq!(d.current, None);
+    assert!(d.error.unwrap().contains("503"));
+    r.pool.inner.lock().unwrap().fail_reads = false;
+    assert!(
+        r.controller.tick().await.is_none(),
+        "the old intent is gone"
+    );
+    assert!(r.pool.calls().is_empty());
+    assert!(r.shared.ready());
+}
+
+#[tokio::test]
+async fn dry_run_decides_through_the_same_path_without_changing_anything() {
+    let mut r = rig(2, 1, 5, true);
+    send(&r.inbox, Direction::Up, 1);
+    let d = r.controller.tick().await.unwrap();
+    assert_eq!(
+        (d.outcome, d.action, d.desired),
+        (Outcome::DryRun, "up", Some(3))
+    );
+    assert!(r.pool.calls().is_empty());
+    assert_eq!(r.pool.size(), 2);
+}
+
+/// What happens between two ticks.
+#[derive(Clone, Debug)]
+struct Between {
+    ups: usize,
+    downs: usize,
+    /// A size set by someone else (within the bounds), before the tick.
+    out_of_band: Option<u64>,
+}
+
+fn between(min: u64, max: u64) -> impl Strategy<Value = Between> {
+    (
+        prop_oneof![3 => Just(0usize), 1 => 1usize..4],
+        prop_oneof![3 => Just(0usize), 1 => 1usize..4],
+        prop_oneof![6 => Just(None), 1 => (min..=max).prop_map(Some)],
+    )
+        .prop_map(|(ups, downs, out_of_band)| Between {
+            ups,
+            downs,
+            out_of_band,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    #[test]
+    fn the_size_stays_in_bounds_moves_one_step_and_only_on_intent(
+        (min, max, start, steps) in (0u64..4, 1u64..8)
+            .prop_filter("min <= max", |(min, max)| min <= max)
+            .prop_flat_map(|(min, max)| (
+                Just(min),
+                Just(max),
+                min..=max,
+                proptest::collection::vec(between(min, max), 1..40),
+            ))
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        rt.block_on(async {
+            let mut r = rig(start, min, max, false);
+            for b in steps {
+                if let Some(n) = b.out_of_band {
+                    r.pool.set_out_of_band(n);
+                }
+                let before = r.pool.size();
+                send(&r.inbox, Direction::Up, b.ups);
+                send(&r.inbox, Direction::Down, b.downs);
+                r.controller.tick().await;
+                let after = r.pool.size();
+                prop_assert!(min <= after && after <= max, "{after} outside [{min}, {max}]");
+                prop_assert!(after.abs_diff(before) <= 1, "{before} -> {after}");
+                if b.ups == 0 && b.downs == 0 {
+                    prop_assert_eq!(after, before, "moved without an intent");
+                }
+                if b.ups > 0 {
+                    prop_assert_eq!(after, (before + 1).min(max), "up wins");
+                } else if b.downs > 0 {
+                    prop_assert_eq!(after, before.saturating_sub(1).max(min));
+                }
+            }
+            Ok(())
+        })?;
+    }
+}
