@@ -1,0 +1,587 @@
+//! `poolpilot autoscaler`, the real binary against the simulator, with the reference webhook
+//! bodies of `../shared/reference`.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_poolpilot");
+const TOKEN: &str = "a-webhook-token-for-tests";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn reference(name: &str) -> Value {
+    let path = format!("{}/../shared/reference/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+}
+
+fn base_command() -> Command {
+    let mut c = Command::new(BIN);
+    for v in [
+        "EXOSCALE_API_KEY",
+        "EXOSCALE_API_SECRET",
+        "EXOSCALE_KEY",
+        "EXOSCALE_SECRET",
+        "EXOSCALE_ZONE",
+        "EXOSCALE_INSTANCEPOOL_ID",
+        "EXOSCALE_API_ENDPOINT",
+        "LISTEN_PORT",
+        "POOLPILOT_WEBHOOK_TOKEN",
+        "NOTIFY_SOCKET",
+        "JOURNAL_STREAM",
+    ] {
+        c.env_remove(v);
+    }
+    c.env("POOLPILOT_LOG_FORMAT", "json");
+    c
+}
+
+struct Scaler {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+    log: std::path::PathBuf,
+}
+
+impl Scaler {
+    async fn start(sim: &common::TestSim, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("autoscaler.log");
+        let port = free_port();
+        let child = base_command()
+            .args(["autoscaler", "--interval", "2s", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(extra)
+            .env("EXOSCALE_API_ENDPOINT", sim.running.endpoint())
+            .env("EXOSCALE_API_KEY", common::KEY)
+            .env("EXOSCALE_API_SECRET", common::SECRET)
+            .env("EXOSCALE_INSTANCEPOOL_ID", sim.pool.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let s = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+            _dir: dir,
+            log,
+        };
+        let started = Instant::now();
+        loop {
+            if let Ok(r) = s.http.get(format!("{}/readyz", s.base)).send().await
+                && r.status() == 200
+            {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "never ready:\n{}",
+                s.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        s
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn decisions(&self) -> Vec<Value> {
+        self.get("/v1/decisions")
+            .await
+            .1
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// Waits for a decision recorded after `after` decisions that satisfies `pred`.
+    async fn wait_decision(&self, after: usize, pred: impl Fn(&Value) -> bool) -> Value {
+        let started = Instant::now();
+        loop {
+            let d = self.decisions().await;
+            if let Some(found) = d.iter().skip(after).find(|d| pred(d)) {
+                return found.clone();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no such decision; have {d:#?}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn terminate(&mut self) -> (i32, Duration) {
+        let started = Instant::now();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return (st.code().expect("exited, not killed"), started.elapsed());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Scaler {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn scale_calls(sim: &common::TestSim) -> Vec<u16> {
+    let path = format!("/v2/instance-pool/{}:scale", sim.pool);
+    sim.sim()
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PUT" && r.path == path)
+        .map(|r| r.status)
+        .collect()
+}
+
+fn pool_reads(sim: &common::TestSim) -> usize {
+    sim.requests_to("GET", &format!("/v2/instance-pool/{}", sim.pool))
+}
+
+async fn size(sim: &common::TestSim) -> u64 {
+    sim.client().get_instance_pool(sim.pool).await.unwrap().size
+}
+
+/// Waits until the autoscaler has read the pool `n` more times (that is, ticked `n` times).
+async fn ticks(sim: &common::TestSim, n: usize) {
+    let target = pool_reads(sim) + n;
+    let started = Instant::now();
+    while pool_reads(sim) < target {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the loop stopped ticking"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn post_faults(sim: &common::TestSim, body: Value) {
+    let r = reqwest::Client::new()
+        .post(sim.admin("/faults"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+}
+
+#[tokio::test]
+async fn get_up_scales_at_the_next_tick_and_down_at_min_changes_nothing() {
+    let sim = common::start(1, common::quick()).await;
+    let s = Scaler::start(&sim, &["--min", "1", "--max", "3"]).await;
+
+    let (status, body) = s.get("/down").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["recorded"]["down"], 1);
+    assert!(body["note"].as_str().unwrap().contains("minimum"), "{body}");
+    let d = s.wait_decision(0, |d| d["intents"]["down"] == 1).await;
+    assert_eq!(d["outcome"], "at-bound", "{d:#}");
+    assert!(scale_calls(&sim).is_empty(), "no API call at the bound");
+
+    let (status, body) = s.get("/up").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["recorded"]["up"], 1);
+    assert_eq!(size(&sim).await, 1, "nothing before the tick");
+    let n = s.decisions().await.len();
+    let d = s.wait_decision(n, |d| d["action"] == "up").await;
+    assert_eq!(d["outcome"], "scaled", "{d:#}");
+    assert_eq!(
+        (d["current"].as_u64(), d["desired"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert!(d["operation"].is_string());
+    assert_eq!(size(&sim).await, 2);
+    assert_eq!(scale_calls(&sim), vec![200]);
+    // The decision was logged as one structured record.
+    let logged = s
+        .log()
+        .lines()
+        .filter(|l| l.contains("\"message\":\"decision\"") && l.contains("\"outcome\":\"scaled\""))
+        .count();
+    assert_eq!(logged, 1, "{}", s.log());
+}
+
+#[tokio::test]
+async fn grafana_and_alertmanager_bodies_fire_resolved_ones_do_not() {
+    let sim = common::start(2, common::quick()).await;
+    let s = Scaler::start(&sim, &["--min", "1", "--max", "4"]).await;
+
+    // Resolved (unified), ok (legacy) and Grafana's no-data alert: recorded as nothing.
+    let mut resolved = reference("grafana-unified-webhook.json");
+    resolved["status"] = "resolved".into();
+    for a in resolved["alerts"].as_array_mut().unwrap() {
+        a["status"] = "resolved".into();
+    }
+    let mut ok = reference("grafana-legacy-webhook.json");
+    ok["state"] = "ok".into();
+    let mut nodata = reference("grafana-unified-webhook.json");
+    for a in nodata["alerts"].as_array_mut().unwrap() {
+        a["labels"]["alertname"] = "DatasourceNoData".into();
+    }
+    for body in [&resolved, &ok, &nodata] {
+        let (status, reply) = s.post("/up", body).await;
+        assert_eq!(status, 200);
+        assert_eq!(reply["recorded"]["up"], 0, "{reply}");
+    }
+    ticks(&sim, 2).await;
+    assert!(scale_calls(&sim).is_empty());
+
+    // Grafana unified, firing, on /up: acts.
+    let (status, reply) = s
+        .post("/up", &reference("grafana-unified-webhook.json"))
+        .await;
+    assert_eq!(
+        (status, reply["format"].as_str()),
+        (200, Some("grafana-unified"))
+    );
+    let d = s.wait_decision(0, |d| d["outcome"] == "scaled").await;
+    assert_eq!(d["desired"], 3);
+
+    // Alertmanager on /webhook: the `scale` label gives the direction.
+    let mut am = reference("alertmanager-webhook.json");
+    am["alerts"][0]["labels"]["scale"] = "down".into();
+    let (status, reply) = s.post("/webhook", &am).await;
+    assert_eq!(
+        (status, reply["format"].as_str()),
+        (200, Some("alertmanager"))
+    );
+    assert_eq!(reply["recorded"]["down"], 1);
+    let n = s.decisions().await.len();
+    let d = s
+        .wait_decision(n, |d| d["action"] == "down" && d["outcome"] == "scaled")
+        .await;
+    assert_eq!(d["desired"], 2);
+
+    // Grafana legacy on /up: acts.
+    let (status, reply) = s
+        .post("/up", &reference("grafana-legacy-webhook.json"))
+        .await;
+    assert_eq!(
+        (status, reply["format"].as_str()),
+        (200, Some("grafana-legacy"))
+    );
+    let n = s.decisions().await.len();
+    s.wait_decision(n, |d| d["action"] == "up" && d["outcome"] == "scaled")
+        .await;
+    assert_eq!(size(&sim).await, 3);
+    assert_eq!(scale_calls(&sim), vec![200, 200, 200]);
+}
+
+#[tokio::test]
+async fn api_errors_during_a_tick_are_retried_and_the_scale_happens_once() {
+    let sim = common::start(1, common::quick()).await;
+    let s = Scaler::start(&sim, &["--max", "3"]).await;
+    // Right after a tick, so that the faults meet the next one.
+    ticks(&sim, 1).await;
+    post_faults(&sim, json!({"status": 429, "count": 1, "retry-after": 1})).await;
+    post_faults(&sim, json!({"status": 500, "count": 1})).await;
+    assert_eq!(s.get("/up").await.0, 200);
+    let d = s.wait_decision(0, |d| d["action"] == "up").await;
+    assert_eq!(d["outcome"], "scaled", "{d:#}");
+    let statuses: Vec<u16> = sim.sim().requests().iter().map(|r| r.status).collect();
+    assert!(
+        statuses.contains(&429) && statuses.contains(&500),
+        "{statuses:?}"
+    );
+    assert_eq!(scale_calls(&sim), vec![200], "exactly one scale");
+    assert_eq!(size(&sim).await, 2);
+    // A few ticks later, still exactly one.
+    ticks(&sim, 2).await;
+    assert_eq!(scale_calls(&sim), vec![200]);
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_and_scale_nothing() {
+    let sim = common::start(2, common::quick()).await;
+    let s = Scaler::start(&sim, &["--webhook-token", TOKEN]).await;
+    let url = |p: &str| format!("{}{p}", s.base);
+    let c = &s.http;
+    let unified = reference("grafana-unified-webhook.json");
+
+    let r = c.get(url("/up")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().contains_key("www-authenticate"));
+    let r = c
+        .get(url("/up"))
+        .bearer_auth("wrong-token-wrong-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c
+        .post(url("/up"))
+        .basic_auth("grafana", Some("nope"))
+        .json(&unified)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    let authed = |rb: reqwest::RequestBuilder| rb.bearer_auth(TOKEN);
+    let r = authed(c.post(url("/up")))
+        .header("content-type", "application/json")
+        .body("{\"alerts\": [")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"].as_str().unwrap().contains("not valid JSON"),
+        "{v}"
+    );
+    let r = authed(c.post(url("/webhook")))
+        .json(&json!({"hello": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = authed(c.post(url("/up")))
+        .header("content-type", "text/plain")
+        .body("scale up please")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    let big = vec![b' '; 2 * 1024 * 1024];
+    let r = authed(c.post(url("/up")))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let r = authed(c.delete(url("/up"))).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    let r = authed(c.get(url("/webhook"))).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+
+    ticks(&sim, 2).await;
+    assert!(scale_calls(&sim).is_empty(), "a refused request scaled");
+    assert!(s.decisions().await.is_empty());
+
+    // The token as a bearer token or as Grafana's basic-auth password: accepted.
+    let r = authed(c.get(url("/up"))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .post(url("/up"))
+        .basic_auth("grafana", Some(TOKEN))
+        .json(&unified)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let d = s.wait_decision(0, |d| d["outcome"] == "scaled").await;
+    assert_eq!(
+        d["intents"]["up"], 3,
+        "one plain trigger and two firing alerts: {d:#}"
+    );
+    assert!(!s.log().contains(TOKEN), "the token reached the log");
+
+    // Metrics are well-formed and count what happened.
+    let text = c
+        .get(url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "poolpilot_autoscaler_webhook_requests_total{route=\"/up\",format=\"unknown\",result=\"unauthorized\"} 3",
+        "poolpilot_autoscaler_webhook_requests_total{route=\"/up\",format=\"unknown\",result=\"too_large\"} 1",
+        "poolpilot_autoscaler_decisions_total{direction=\"up\",outcome=\"scaled\"} 1",
+        "poolpilot_autoscaler_max_size 5",
+        "poolpilot_autoscaler_pool_size 3",
+    ] {
+        assert!(text.contains(series), "missing {series}:\n{text}");
+    }
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package) must be installed");
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn dry_run_decides_and_never_calls_the_api_to_scale() {
+    let sim = common::start(1, common::quick()).await;
+    let s = Scaler::start(&sim, &["--dry-run"]).await;
+    assert_eq!(s.get("/up").await.0, 200);
+    let d = s.wait_decision(0, |d| d["action"] == "up").await;
+    assert_eq!(d["outcome"], "dry-run");
+    assert!(scale_calls(&sim).is_empty());
+    assert_eq!(size(&sim).await, 1);
+}
+
+#[tokio::test]
+async fn sigterm_in_the_middle_of_a_tick_exits_0_within_5s() {
+    let sim = common::start(1, common::quick()).await;
+    let mut s = Scaler::start(&sim, &[]).await;
+    ticks(&sim, 1).await;
+    // The next API request hangs for 30 s: the next tick is stuck in it.
+    post_faults(&sim, json!({"latency": "30s", "count": 5})).await;
+    assert_eq!(s.get("/up").await.0, 200);
+    let started = Instant::now();
+    while !sim.sim().requests().iter().any(|r| r.status == 0) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the tick never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (code, took) = s.terminate();
+    assert_eq!(code, 0, "{}", s.log());
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(scale_calls(&sim).is_empty());
+}
+
+#[tokio::test]
+async fn the_course_environment_alone_is_enough() {
+    let sim = common::start(1, common::quick()).await;
+    let port = free_port();
+    let mut child = base_command()
+        .arg("autoscaler")
+        .env("EXOSCALE_API_ENDPOINT", sim.running.endpoint())
+        .env("EXOSCALE_KEY", common::KEY)
+        .env("EXOSCALE_SECRET", common::SECRET)
+        .env("EXOSCALE_ZONE", "ch-gva-2")
+        .env("EXOSCALE_INSTANCEPOOL_ID", sim.pool.to_string())
+        .env("LISTEN_PORT", port.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await
+            && r.status() == 200
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "not ready on LISTEN_PORT"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn invalid_configuration_exits_64_naming_the_field_before_binding() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = held.local_addr().unwrap().to_string();
+    let pool = "4c2f8e0a-1b2c-4d3e-8f90-a1b2c3d4e5f6";
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec![], "`pool`"),
+        (vec!["--pool", pool, "--min", "4", "--max", "2"], "min"),
+        (vec!["--pool", pool, "--max", "0"], "max"),
+        (vec!["--pool", pool, "--interval", "60"], "--interval"),
+        (vec!["--pool", pool, "--interval", "10ms"], "interval"),
+        (
+            vec!["--pool", pool, "--webhook-token", "short"],
+            "webhook-token",
+        ),
+        (vec!["--pool", pool, "--min=-1"], "--min"),
+        (vec!["--pool", pool, "--zone", "mars-1"], "--zone"),
+    ];
+    for (args, field) in cases {
+        let o = base_command()
+            .arg("autoscaler")
+            .args(&args)
+            .args(["--listen", &listen])
+            .env("EXOSCALE_KEY", "k")
+            .env("EXOSCALE_SECRET", "s")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let t = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(o.status.code(), Some(64), "{args:?} should exit 64:\n{t}");
+        assert!(t.contains(field), "{args:?} should name {field}:\n{t}");
+    }
+    let o = base_command()
+        .args(["autoscaler", "--pool", pool])
+        .env("EXOSCALE_KEY", "k")
+        .env("EXOSCALE_SECRET", "s")
+        .env("LISTEN_PORT", "http")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("LISTEN_PORT"));
+}
