@@ -24,7 +24,7 @@ fn cfg(load: Duration, token: Option<&str>) -> AppConfig {
     AppConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         load_duration: load,
-        burners: 1,
+        capacity: 1.0,
         drain_token: token.map(Secret::new),
     }
 }

@@ -12,7 +12,7 @@ async fn app() -> String {
     let router = app::router(AppConfig {
         listen: addr,
         load_duration: Duration::from_millis(50),
-        burners: 1,
+        capacity: 1.0,
         drain_token: None,
     });
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
@@ -137,7 +137,7 @@ async fn slow_answers_count_as_timeouts_on_both_transports() {
     let router = app::router(AppConfig {
         listen: addr,
         load_duration: Duration::from_secs(2),
-        burners: 1,
+        capacity: 1.0,
         drain_token: None,
     });
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });

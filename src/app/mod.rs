@@ -50,8 +50,8 @@ pub struct AppConfig {
     pub listen: SocketAddr,
     /// How long one `/load` keeps the cores busy.
     pub load_duration: Duration,
-    /// How many threads one `/load` burns (every core by default).
-    pub burners: usize,
+    /// The cores `/load` keeps busy (every core by default; fractional in the local mode).
+    pub capacity: f64,
     /// Required in `Authorization: Bearer` for `/admin/drain`; without it, draining is disabled.
     pub drain_token: Option<Secret>,
 }
@@ -109,6 +109,7 @@ struct AppState {
     metrics: AppMetrics,
     registry: Arc<Registry>,
     clock: Clock,
+    burner: burn::Burner,
 }
 
 /// The app's router with the system clock.
@@ -151,8 +152,10 @@ pub fn router_with_clock(cfg: AppConfig, clock: Clock) -> Router {
         "1 while drained: /health fails so the load balancer sends nothing new",
         m.draining.clone(),
     );
+    let burner = burn::Burner::new(cfg.capacity);
     let state = Arc::new(AppState {
         cfg,
+        burner,
         draining: AtomicBool::new(false),
         metrics: m,
         registry: Arc::new(registry),
@@ -209,7 +212,7 @@ async fn load(State(s): State<Arc<AppState>>) -> Response {
         }
     }
     let _guard = InFlight(&s.metrics.load_in_flight);
-    burn::burn(s.cfg.burners, s.cfg.load_duration).await;
+    s.burner.hold(s.cfg.load_duration).await;
     LOAD_BODY.into_response()
 }
 

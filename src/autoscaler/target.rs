@@ -56,15 +56,103 @@ pub trait Target: Send + Sync {
     fn wait(&self, actuation: &Actuation) -> impl Future<Output = Result<(), TargetError>> + Send;
 }
 
+/// Graceful scale-in: drain the member through the app's drain switch, give the load balancer
+/// time to take it out and its requests time to finish, then evict exactly that member.
+#[derive(Clone, Debug)]
+pub struct Drain {
+    pub token: crate::exoscale::Secret,
+    /// The app's port on each member.
+    pub port: u16,
+    /// How long to wait after draining: the NLB's check interval x retries, plus the longest
+    /// request.
+    pub wait: std::time::Duration,
+}
+
 /// An Exoscale instance pool.
 pub struct ExoscalePool {
     client: Client,
     pool: Uuid,
+    drain: Option<Drain>,
+    http: reqwest::Client,
 }
 
 impl ExoscalePool {
     pub fn new(client: Client, pool: Uuid) -> Self {
-        Self { client, pool }
+        Self {
+            client,
+            pool,
+            drain: None,
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(std::time::Duration::from_secs(5))
+                .build()
+                .expect("an HTTP client"),
+        }
+    }
+
+    /// Scale-in drains and evicts one member instead of shrinking the pool blindly.
+    pub fn with_drain(mut self, drain: Drain) -> Self {
+        self.drain = Some(drain);
+        self
+    }
+
+    async fn drain_switch(
+        &self,
+        d: &Drain,
+        ip: std::net::Ipv4Addr,
+        on: bool,
+    ) -> Result<(), String> {
+        let url = format!("http://{ip}:{}/admin/drain", d.port);
+        let req = if on {
+            self.http.post(&url)
+        } else {
+            self.http.delete(&url)
+        };
+        match req.bearer_auth(d.token.expose()).send().await {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(format!("{url}: {}", r.status())),
+            Err(e) => Err(format!("{url}: {e}")),
+        }
+    }
+
+    /// Drains the oldest running member, waits, and evicts it.
+    async fn drain_and_evict(&self, d: &Drain) -> Result<Actuation, TargetError> {
+        let members = self.client.list_pool_members(self.pool).await?;
+        let victim = members
+            .iter()
+            .filter(|m| m.state == InstanceState::Running && m.public_ip.is_some())
+            .min_by_key(|m| (m.created_at, m.id))
+            .ok_or_else(|| TargetError {
+                kind: "no_victim",
+                message: "no running member with an address to drain".into(),
+            })?;
+        let ip = victim.public_ip.expect("filtered on an address");
+        match self.drain_switch(d, ip, true).await {
+            Ok(()) => {
+                tracing::info!(member = %victim.id, %ip, wait_s = d.wait.as_secs_f64(), "draining before eviction")
+            }
+            // An unreachable member takes no traffic anyway: evicting it is right.
+            Err(e) => {
+                tracing::warn!(member = %victim.id, error = %e, "could not drain; evicting anyway")
+            }
+        }
+        tokio::time::sleep(d.wait).await;
+        match self
+            .client
+            .evict_instance_pool_members(self.pool, &[victim.id])
+            .await
+        {
+            Ok(op) => Ok(Actuation {
+                operation: Some(op.id),
+                pending: Some(op),
+            }),
+            Err(e) => {
+                if let Err(u) = self.drain_switch(d, ip, false).await {
+                    tracing::warn!(member = %victim.id, error = %u, "could not undo the drain");
+                }
+                Err(e.into())
+            }
+        }
     }
 }
 
@@ -99,6 +187,12 @@ impl Target for ExoscalePool {
     }
 
     async fn set_size(&self, size: u64) -> Result<Actuation, TargetError> {
+        if let Some(d) = &self.drain {
+            let current = self.client.get_instance_pool(self.pool).await?.size;
+            if size + 1 == current {
+                return self.drain_and_evict(d).await;
+            }
+        }
         let op = self.client.scale_instance_pool(self.pool, size).await?;
         Ok(Actuation {
             operation: Some(op.id),

@@ -23,9 +23,13 @@ pub struct AppArgs {
     /// How long one /load request keeps every core busy.
     #[arg(long, value_name = "DURATION", env = "POOLPILOT_LOAD_SECONDS")]
     pub load_seconds: Option<Dur>,
-    /// Threads one /load request burns (default: every core).
-    #[arg(long, value_name = "N")]
-    pub burners: Option<usize>,
+    /// The cores /load keeps busy, fractions allowed (default: every core).
+    #[arg(long, value_name = "CORES", alias = "burners")]
+    pub cpu_capacity: Option<f64>,
+    /// Also serve node_exporter-style CPU metrics, relative to the capacity, on this address
+    /// (the local mode's stand-in for node_exporter on port 9100).
+    #[arg(long, value_name = "ADDR")]
+    pub node_listen: Option<SocketAddr>,
 }
 
 /// `[app]` in the configuration file.
@@ -34,7 +38,7 @@ pub struct AppArgs {
 pub struct AppFile {
     pub listen: Option<SocketAddr>,
     pub load_seconds: Option<Dur>,
-    pub burners: Option<usize>,
+    pub cpu_capacity: Option<f64>,
 }
 
 /// Environment variable holding the drain token (never a flag: it would show in `ps`).
@@ -57,11 +61,14 @@ pub fn resolve(args: &AppArgs, file: &AppFile) -> Result<AppConfig, ConfigError>
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let burners = args.burners.or(file.burners).unwrap_or(cores);
-    if !(1..=1024).contains(&burners) {
+    let capacity = args
+        .cpu_capacity
+        .or(file.cpu_capacity)
+        .unwrap_or(cores as f64);
+    if !(capacity.is_finite() && (0.01..=1024.0).contains(&capacity)) {
         return Err(ConfigError::invalid(
-            "burners",
-            "must be between 1 and 1024",
+            "cpu-capacity",
+            "must be between 0.01 and 1024 cores",
         ));
     }
     let drain_token = std::env::var(DRAIN_TOKEN_ENV)
@@ -71,7 +78,7 @@ pub fn resolve(args: &AppArgs, file: &AppFile) -> Result<AppConfig, ConfigError>
     Ok(AppConfig {
         listen,
         load_duration: load,
-        burners,
+        capacity,
         drain_token,
     })
 }
@@ -84,14 +91,28 @@ pub async fn run(args: AppArgs, file: FileConfig) -> Result<(), CliError> {
     info!(
         addr = %listener.local_addr().context("listener address")?,
         load_ms = cfg.load_duration.as_millis() as u64,
-        burners = cfg.burners,
+        cpu_capacity = cfg.capacity,
         drain = cfg.drain_token.is_some(),
         "app serving"
     );
+    let node = match args.node_listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            let router = crate::local::node::router(cfg.capacity);
+            Some(tokio::spawn(async move { axum::serve(l, router).await }))
+        }
+        None => None,
+    };
     telemetry::notify_ready();
     let _watchdog = telemetry::spawn_watchdog();
-    shutdown::serve(listener, app::router(cfg))
+    let served = shutdown::serve(listener, app::router(cfg))
         .await
-        .context("app server")?;
+        .context("app server");
+    if let Some(n) = node {
+        n.abort();
+    }
+    served?;
     Ok(())
 }

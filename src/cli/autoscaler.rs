@@ -10,6 +10,7 @@ use tracing::{info, warn};
 
 use super::{ApiArgs, CliError, FileConfig};
 use crate::autoscaler::server::{self, ServerState};
+use crate::autoscaler::target::Drain;
 use crate::autoscaler::{
     Bounds, Controller, ControllerConfig, ExoscalePool, Inbox, Metrics, Shared, WebhookSource,
     WebhookStep,
@@ -52,6 +53,22 @@ pub struct AutoscalerArgs {
     /// Decide and log, but never call the API to change the pool.
     #[arg(long)]
     pub dry_run: bool,
+    /// Scale in gracefully: drain the oldest member through the app's drain switch with this
+    /// token, wait --drain-wait, then evict it (the app's POOLPILOT_DRAIN_TOKEN).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "POOLPILOT_DRAIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub drain_token: Option<String>,
+    /// The app's port on each member, for draining.
+    #[arg(long, value_name = "PORT")]
+    pub drain_port: Option<u16>,
+    /// How long a drained member keeps running before eviction: the NLB's check interval x
+    /// retries, plus the longest request.
+    #[arg(long, value_name = "DURATION")]
+    pub drain_wait: Option<Dur>,
     #[command(flatten)]
     pub api: ApiArgs,
 }
@@ -66,6 +83,8 @@ pub struct AutoscalerFile {
     pub interval: Option<Dur>,
     pub settle_timeout: Option<Dur>,
     pub dry_run: Option<bool>,
+    pub drain_port: Option<u16>,
+    pub drain_wait: Option<Dur>,
 }
 
 /// A validated configuration.
@@ -75,6 +94,7 @@ pub struct Resolved {
     pub listen: SocketAddr,
     pub controller: ControllerConfig,
     pub token: Option<Secret>,
+    pub drain: Option<Drain>,
 }
 
 pub fn resolve(args: &AutoscalerArgs, file: &FileConfig) -> Result<Resolved, ConfigError> {
@@ -136,7 +156,26 @@ pub fn resolve(args: &AutoscalerArgs, file: &FileConfig) -> Result<Resolved, Con
         }
         Some(t) => Some(Secret::new(t)),
     };
+    let drain = match args.drain_token.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(t) => {
+            let port = args.drain_port.or(f.drain_port).unwrap_or(8080);
+            if port == 0 {
+                return Err(ConfigError::invalid("drain-port", "must be a port number"));
+            }
+            let wait = args.drain_wait.pick(f.drain_wait, Dur::secs(35)).get();
+            if wait > Duration::from_secs(3600) {
+                return Err(ConfigError::invalid("drain-wait", "must be at most 1h"));
+            }
+            Some(Drain {
+                token: Secret::new(t),
+                port,
+                wait,
+            })
+        }
+    };
     Ok(Resolved {
+        drain,
         pool,
         listen,
         controller: ControllerConfig {
@@ -159,7 +198,15 @@ pub async fn run(args: AutoscalerArgs, file: FileConfig) -> Result<(), CliError>
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
-    let target = ExoscalePool::new(client, cfg.pool);
+    let mut target = ExoscalePool::new(client, cfg.pool);
+    if let Some(d) = cfg.drain.clone() {
+        info!(
+            port = d.port,
+            wait_ms = d.wait.as_millis() as u64,
+            "scale-in drains the member before evicting it"
+        );
+        target = target.with_drain(d);
+    }
     let bounds = cfg.controller.bounds;
     info!(
         pool = %cfg.pool,

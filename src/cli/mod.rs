@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod autoscaler;
+pub mod demo;
 pub mod discovery;
 mod load;
 mod pool;
@@ -48,6 +49,8 @@ pub enum Command {
     App(app::AppArgs),
     /// Write the pools' members to a Prometheus file_sd file, every interval.
     Discovery(discovery::DiscoveryArgs),
+    /// Run the whole autoscaling loop on this machine: no cloud account needed.
+    Demo(demo::DemoArgs),
     /// Scale a pool on alert webhooks: at most one step per interval, within bounds.
     Autoscaler(autoscaler::AutoscalerArgs),
     /// Load a URL: closed loop (--concurrency) or open loop (--rate), bounded in time or count.
@@ -167,5 +170,6 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Load(args) => load::run(args).await,
         Command::Discovery(args) => discovery::run(args, file).await,
         Command::Autoscaler(args) => autoscaler::run(args, file).await,
+        Command::Demo(args) => demo::run(args).await,
     }
 }

@@ -619,6 +619,19 @@ impl State {
         self.instance_types.iter().find(|t| t.id == id)
     }
 
+    /// The pool's members in state `running` that have an address: what a load balancer probes.
+    pub fn running_members(&self, pool: Uuid) -> Vec<(Uuid, Ipv4Addr)> {
+        let Some(p) = self.pools.get(&pool) else {
+            return Vec::new();
+        };
+        p.members
+            .iter()
+            .filter_map(|m| self.instances.get(m))
+            .filter(|i| i.state == InstanceState::Running)
+            .map(|i| (i.id, i.ip))
+            .collect()
+    }
+
     /// Whether the load balancer would send traffic to this member.
     pub(crate) fn is_healthy(&self, inst: &SimInstance) -> bool {
         inst.state == InstanceState::Running && self.health.get(&inst.id).copied().unwrap_or(true)

@@ -1,0 +1,312 @@
+//! [`LocalBackend`]: each simulated instance is a real `poolpilot app` process.
+//!
+//! Instance N listens on 127.0.1.N:8080 (the app) and 127.0.1.N:9100 (the node_exporter
+//! stand-in), the ports a pool member serves on Exoscale. Linux routes all of 127.0.0.0/8 to the
+//! loopback interface, so no set-up is needed.
+//!
+//! CPU capacity: every app burns at most its `--cpu-capacity` (a duty cycle, see
+//! `app::burn`). Where the machine allows it, a cgroup CPU quota enforces the same capacity on
+//! the whole process: cgroup v2 (`cpu.max`) or v1 (`cpu.cfs_quota_us`), under
+//! `poolpilot-local/<instance>`. Where it does not (no write access, no cpu controller), the
+//! duty cycle alone keeps the capacity, and [`QuotaMode::DutyCycleOnly`] says so.
+//!
+//! The processes die with the simulator: each gets `PR_SET_PDEATHSIG`, and
+//! [`LocalBackend::shutdown`] stops the rest.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use crate::sim::backend::{BackendError, InstanceBackend, LaunchSpec};
+
+pub const APP_PORT: u16 = 8080;
+pub const NODE_PORT: u16 = 9100;
+
+/// How the CPU capacity is enforced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QuotaMode {
+    CgroupV2(PathBuf),
+    CgroupV1(PathBuf),
+    /// No cgroup could be used: the app's own duty cycle keeps the capacity.
+    DutyCycleOnly(String),
+}
+
+impl QuotaMode {
+    /// Finds a cgroup hierarchy we may create groups in, else says why not.
+    pub fn detect() -> Self {
+        let v2 = Path::new("/sys/fs/cgroup");
+        if v2.join("cgroup.controllers").exists() {
+            let controllers =
+                std::fs::read_to_string(v2.join("cgroup.controllers")).unwrap_or_default();
+            if controllers.split_whitespace().any(|c| c == "cpu") {
+                let parent = v2.join("poolpilot-local");
+                let ok = std::fs::create_dir_all(&parent).is_ok()
+                    && std::fs::write(v2.join("cgroup.subtree_control"), "+cpu").is_ok()
+                    && std::fs::write(parent.join("cgroup.subtree_control"), "+cpu").is_ok();
+                if ok {
+                    return QuotaMode::CgroupV2(parent);
+                }
+                let _ = std::fs::remove_dir(&parent);
+                return QuotaMode::DutyCycleOnly(
+                    "cgroup v2 is mounted but not writable here".into(),
+                );
+            }
+        }
+        let v1 = Path::new("/sys/fs/cgroup/cpu");
+        if v1.join("cpu.cfs_quota_us").exists() {
+            let parent = v1.join("poolpilot-local");
+            if std::fs::create_dir_all(&parent).is_ok() && parent.join("cgroup.procs").exists() {
+                return QuotaMode::CgroupV1(parent);
+            }
+            return QuotaMode::DutyCycleOnly(
+                "cgroup v1 cpu is mounted but not writable here".into(),
+            );
+        }
+        QuotaMode::DutyCycleOnly("no cgroup cpu controller found".into())
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            QuotaMode::CgroupV2(p) => format!("cgroup v2 cpu.max under {}", p.display()),
+            QuotaMode::CgroupV1(p) => format!("cgroup v1 cpu.cfs_quota_us under {}", p.display()),
+            QuotaMode::DutyCycleOnly(why) => {
+                format!(
+                    "the app's duty cycle only ({why}); other work in the process is not capped"
+                )
+            }
+        }
+    }
+
+    /// Puts `pid` into a new group limited to `capacity` cores; returns the group to remove.
+    fn apply(&self, name: &str, pid: u32, capacity: f64) -> std::io::Result<Option<PathBuf>> {
+        let period: u64 = 100_000;
+        let quota = ((capacity * period as f64) as u64).max(1000);
+        match self {
+            QuotaMode::CgroupV2(parent) => {
+                let g = parent.join(name);
+                std::fs::create_dir_all(&g)?;
+                std::fs::write(g.join("cpu.max"), format!("{quota} {period}"))?;
+                std::fs::write(g.join("cgroup.procs"), pid.to_string())?;
+                Ok(Some(g))
+            }
+            QuotaMode::CgroupV1(parent) => {
+                let g = parent.join(name);
+                std::fs::create_dir_all(&g)?;
+                std::fs::write(g.join("cpu.cfs_period_us"), period.to_string())?;
+                std::fs::write(g.join("cpu.cfs_quota_us"), quota.to_string())?;
+                std::fs::write(g.join("cgroup.procs"), pid.to_string())?;
+                Ok(Some(g))
+            }
+            QuotaMode::DutyCycleOnly(_) => Ok(None),
+        }
+    }
+}
+
+/// How local instances are started.
+#[derive(Clone, Debug)]
+pub struct LocalConfig {
+    /// The `poolpilot` binary to run as `app`.
+    pub binary: PathBuf,
+    /// Cores per instance.
+    pub capacity: f64,
+    pub load_duration: Duration,
+    /// Given to every app as `POOLPILOT_DRAIN_TOKEN`.
+    pub drain_token: String,
+    /// Where each instance's log goes (`<name>.log`).
+    pub log_dir: PathBuf,
+    pub quota: QuotaMode,
+}
+
+struct Running {
+    child: Child,
+    addr: Ipv4Addr,
+    cgroup: Option<PathBuf>,
+}
+
+pub struct LocalBackend {
+    cfg: LocalConfig,
+    free: Mutex<BTreeSet<u8>>,
+    running: Mutex<HashMap<Uuid, Running>>,
+    reapers: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl LocalBackend {
+    pub fn new(cfg: LocalConfig) -> Self {
+        Self {
+            cfg,
+            free: Mutex::new((1..=250).collect()),
+            running: Mutex::new(HashMap::new()),
+            reapers: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn config(&self) -> &LocalConfig {
+        &self.cfg
+    }
+
+    /// The app address of every instance with a process.
+    pub fn addresses(&self) -> Vec<(Uuid, Ipv4Addr)> {
+        self.running
+            .lock()
+            .expect("running lock")
+            .iter()
+            .map(|(id, r)| (*id, r.addr))
+            .collect()
+    }
+
+    /// Stops every instance and waits for the processes to exit (SIGKILL after 5 s).
+    pub fn shutdown(&self) {
+        let all: Vec<Uuid> = self
+            .running
+            .lock()
+            .expect("running lock")
+            .keys()
+            .copied()
+            .collect();
+        for id in all {
+            self.stop(id);
+        }
+        let reapers = std::mem::take(&mut *self.reapers.lock().expect("reapers lock"));
+        for r in reapers {
+            let _ = r.join();
+        }
+        // The parent group, once empty (another run may still use it: then it stays).
+        if let QuotaMode::CgroupV1(p) | QuotaMode::CgroupV2(p) = &self.cfg.quota {
+            let _ = std::fs::remove_dir(p);
+        }
+    }
+
+    fn stop(&self, id: Uuid) {
+        let Some(r) = self.running.lock().expect("running lock").remove(&id) else {
+            return;
+        };
+        let Running {
+            mut child,
+            addr,
+            cgroup,
+        } = r;
+        // SAFETY: kill has no memory-safety preconditions; the pid is our own child, not reaped.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let handle = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() >= deadline => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+            if let Some(g) = cgroup {
+                let _ = std::fs::remove_dir(g);
+            }
+            tracing::debug!(%addr, "local instance stopped");
+        });
+        self.reapers.lock().expect("reapers lock").push(handle);
+    }
+}
+
+impl InstanceBackend for LocalBackend {
+    fn name(&self) -> &'static str {
+        "local processes"
+    }
+
+    fn launch(&self, spec: &LaunchSpec) -> Result<Ipv4Addr, BackendError> {
+        let host = self
+            .free
+            .lock()
+            .expect("address set lock")
+            .pop_first()
+            .ok_or_else(|| BackendError::Exhausted("127.0.1.1-250 are all in use".into()))?;
+        let addr = Ipv4Addr::new(127, 0, 1, host);
+        let log = std::fs::File::create(self.cfg.log_dir.join(format!("{}.log", spec.name)))
+            .map_err(|e| BackendError::Start(format!("log file: {e}")))?;
+        let mut cmd = Command::new(&self.cfg.binary);
+        cmd.arg("app")
+            .arg("--listen")
+            .arg(SocketAddr::from((addr, APP_PORT)).to_string())
+            .arg("--node-listen")
+            .arg(SocketAddr::from((addr, NODE_PORT)).to_string())
+            .arg("--cpu-capacity")
+            .arg(self.cfg.capacity.to_string())
+            .arg("--load-seconds")
+            .arg(humantime::format_duration(self.cfg.load_duration).to_string())
+            .env("POOLPILOT_DRAIN_TOKEN", &self.cfg.drain_token)
+            .env("POOLPILOT_LOG_FORMAT", "text")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        // SAFETY: prctl is async-signal-safe; the closure touches no shared state.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|e| {
+            self.free.lock().expect("address set lock").insert(host);
+            BackendError::Start(format!("{}: {e}", self.cfg.binary.display()))
+        })?;
+        let cgroup = match self
+            .cfg
+            .quota
+            .apply(&spec.name, child.id(), self.cfg.capacity)
+        {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(instance = %spec.name, error = %e, "no cgroup quota for this instance; the duty cycle alone keeps its capacity");
+                None
+            }
+        };
+        tracing::debug!(instance = %spec.name, %addr, pid = child.id(), "local instance started");
+        self.running.lock().expect("running lock").insert(
+            spec.id,
+            Running {
+                child,
+                addr,
+                cgroup,
+            },
+        );
+        Ok(addr)
+    }
+
+    /// Ready once the app accepts connections.
+    fn is_ready(&self, id: Uuid) -> bool {
+        let addr = match self.running.lock().expect("running lock").get(&id) {
+            Some(r) => r.addr,
+            None => return false,
+        };
+        TcpStream::connect_timeout(
+            &SocketAddr::from((addr, APP_PORT)),
+            Duration::from_millis(50),
+        )
+        .is_ok()
+    }
+
+    fn terminate(&self, id: Uuid, addr: Ipv4Addr) {
+        self.stop(id);
+        let [a, b, c, host] = addr.octets();
+        if [a, b, c] == [127, 0, 1] {
+            self.free.lock().expect("address set lock").insert(host);
+        }
+    }
+}
+
+impl Drop for LocalBackend {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

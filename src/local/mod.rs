@@ -1,0 +1,12 @@
+//! The local mode: the whole autoscaling loop on one machine, with no cloud account.
+//!
+//! - [`backend::LocalBackend`] plays the simulator's instances with real `poolpilot app`
+//!   processes, one per loopback address (127.0.1.x), each with its own CPU capacity and a
+//!   node_exporter stand-in ([`node`]) on port 9100 of its address.
+//! - [`nlb::Nlb`] plays the Network Load Balancer on 127.0.0.1:8080.
+//! - `poolpilot demo` (in `crate::demo`) puts them together with discovery, Prometheus,
+//!   Alertmanager, the autoscaler and a load profile.
+
+pub mod backend;
+pub mod nlb;
+pub mod node;

@@ -1,0 +1,91 @@
+//! A node_exporter stand-in for the local mode: `node_cpu_seconds_total` by mode, relative to
+//! the instance's capacity, so that the course's PromQL works unchanged on a laptop.
+//!
+//! A local instance is one `poolpilot app` process given `capacity` cores. Its CPU is reported
+//! as one cpu (`cpu="0"`) whose modes add up to `capacity` seconds per second of wall time:
+//! `user` and `system` are the process's own CPU time, `idle` the rest of the capacity. The
+//! course's expression `sum(rate(node_cpu_seconds_total{mode!="idle"}[1m])) /
+//! sum(rate(node_cpu_seconds_total[1m]))` then gives the share of the instance's capacity in use,
+//! as it gives the share of a VM's cores on Exoscale.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+/// This process's user and system CPU seconds.
+pub fn cpu_times() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let ticks = if ticks > 0.0 { ticks } else { 100.0 };
+    Some((
+        f.get(11)?.parse::<f64>().ok()? / ticks,
+        f.get(12)?.parse::<f64>().ok()? / ticks,
+    ))
+}
+
+/// The metrics text for `capacity` cores, `elapsed` seconds after the start, with the given
+/// user and system CPU seconds.
+pub fn render(capacity: f64, elapsed: f64, user: f64, system: f64) -> String {
+    let idle = (capacity * elapsed - user - system).max(0.0);
+    let mut out = String::new();
+    out.push_str("# HELP node_cpu_seconds_total Seconds the CPUs spent in each mode.\n");
+    out.push_str("# TYPE node_cpu_seconds_total counter\n");
+    for (mode, v) in [("idle", idle), ("system", system), ("user", user)] {
+        let _ = writeln!(
+            out,
+            "node_cpu_seconds_total{{cpu=\"0\",mode=\"{mode}\"}} {v:.3}"
+        );
+    }
+    out.push_str(
+        "# HELP poolpilot_local_cpu_capacity_cores The cores this local instance may use.\n",
+    );
+    out.push_str("# TYPE poolpilot_local_cpu_capacity_cores gauge\n");
+    let _ = writeln!(out, "poolpilot_local_cpu_capacity_cores {capacity}");
+    out
+}
+
+/// `/metrics` of the stand-in.
+pub fn router(capacity: f64) -> Router {
+    let started = Arc::new(Instant::now());
+    // CPU time already spent before the first scrape (start-up) counts from the start.
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let started = started.clone();
+            async move {
+                let (user, system) = cpu_times().unwrap_or((0.0, 0.0));
+                let body = render(capacity, started.elapsed().as_secs_f64(), user, system);
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        crate::telemetry::metrics::CONTENT_TYPE,
+                    )],
+                    body,
+                )
+                    .into_response()
+            }
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_add_up_to_the_capacity() {
+        let text = render(0.5, 100.0, 20.0, 5.0);
+        assert!(text.contains("node_cpu_seconds_total{cpu=\"0\",mode=\"idle\"} 25.000"));
+        assert!(text.contains("node_cpu_seconds_total{cpu=\"0\",mode=\"user\"} 20.000"));
+        // More CPU than capacity (start-up bursts) never makes idle negative.
+        assert!(render(0.5, 1.0, 2.0, 0.0).contains("mode=\"idle\"} 0.000"));
+    }
+}
