@@ -445,3 +445,33 @@ fn the_simulator_is_seeded_from_the_configuration_file() {
     assert_eq!(v["members"].as_array().unwrap().len(), 2);
     assert!(v["load-balancers"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn template_register_waits_for_the_template_and_refuses_bad_input() {
+    let sim = SimProcess::start(&[], None);
+    let o = run(&mut sim.client(&[
+        "template",
+        "register",
+        "--name",
+        "poolpilot-pool-node",
+        "--url",
+        "https://sos-ch-gva-2.exo.io/images/pool-node.qcow2",
+        "--checksum",
+        "0123456789abcdef0123456789abcdef",
+    ]));
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("registered as `poolpilot-pool-node`"), "{t}");
+    let o = run(&mut sim.client(&[
+        "template",
+        "register",
+        "--name",
+        "x",
+        "--url",
+        "https://example.invalid/x.qcow2",
+        "--checksum",
+        "not-an-md5",
+    ]));
+    assert_eq!(o.status.code(), Some(64));
+    assert!(text(&o).contains("--checksum"));
+}

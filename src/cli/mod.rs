@@ -8,6 +8,7 @@ pub mod discovery;
 mod load;
 mod pool;
 pub mod sim;
+pub mod template;
 
 use std::path::PathBuf;
 
@@ -45,6 +46,9 @@ pub enum Command {
     /// Inspect or resize an instance pool.
     #[command(subcommand)]
     Pool(pool::PoolCommand),
+    /// Register an image as a template (the Terraform provider cannot).
+    #[command(subcommand)]
+    Template(template::TemplateCommand),
     /// Serve the deliberately slow app (the course's http-load-generator, with an exporter).
     App(app::AppArgs),
     /// Write the pools' members to a Prometheus file_sd file, every interval.
@@ -171,5 +175,6 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Discovery(args) => discovery::run(args, file).await,
         Command::Autoscaler(args) => autoscaler::run(args, file).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Template(cmd) => template::run(cmd, file).await,
     }
 }

@@ -44,6 +44,10 @@ pub struct SimArgs {
     /// Also write the client environment (endpoint, key, secret, zone, pool) to this file, mode 0600.
     #[arg(long, value_name = "FILE")]
     pub env_file: Option<PathBuf>,
+    /// Give instances these addresses, in order, instead of 198.51.100.x: for machines that
+    /// really exist (the VMs of a NixOS test). Repeatable.
+    #[arg(long, value_name = "IP")]
+    pub member_address: Vec<std::net::Ipv4Addr>,
 }
 
 /// The most members one simulated pool may have (the documentation range has 250 addresses).
@@ -108,7 +112,13 @@ pub async fn run(args: SimArgs, file: FileConfig) -> Result<(), CliError> {
         return Err(ConfigError::invalid("api-key", "must not be empty").into());
     }
 
-    let mut state = State::new(zone, timing, std::sync::Arc::new(RecordBackend::new()));
+    let backend: std::sync::Arc<dyn crate::sim::InstanceBackend> = if args.member_address.is_empty()
+    {
+        std::sync::Arc::new(RecordBackend::new())
+    } else {
+        std::sync::Arc::new(crate::sim::AddressBackend::new(args.member_address.clone()))
+    };
+    let mut state = State::new(zone, timing, backend);
     let seeded =
         seed::apply(&mut state, &pools).map_err(|e| ConfigError::invalid("sim.pool", e.message))?;
     let sim = Sim::new(state, vec![Credentials::new(&key, &secret)]);

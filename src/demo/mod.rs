@@ -44,6 +44,18 @@ use sampler::CpuSampler;
 pub const RULES: &str = include_str!("../../monitoring/prometheus/rules.yml");
 pub const ALERTMANAGER: &str = include_str!("../../monitoring/alertmanager/alertmanager.yml");
 
+/// The fixed part of each unit's command line, shared with the NixOS modules.
+pub const UNITS: &str = include_str!("../../nixos-modules/units.json");
+
+/// A unit's shared arguments from [`UNITS`].
+pub fn unit_args(unit: &str) -> anyhow::Result<Vec<String>> {
+    let v: serde_json::Value = serde_json::from_str(UNITS).context("nixos-modules/units.json")?;
+    v[unit]
+        .as_array()
+        .and_then(|a| a.iter().map(|x| x.as_str().map(str::to_owned)).collect())
+        .with_context(|| format!("nixos-modules/units.json has no string list `{unit}`"))
+}
+
 /// Every timer of the story.
 #[derive(Clone, Debug)]
 pub struct Timings {
@@ -268,7 +280,7 @@ pub fn demo_alertmanager(t: &Timings, webhook: &str, token_file: &Path) -> anyho
     let a = rewrite(ALERTMANAGER, "http://127.0.0.1:8090/webhook", webhook, f)?;
     let a = rewrite(
         &a,
-        "/run/poolpilot/webhook-token",
+        "/run/credentials/alertmanager.service/webhook-token",
         &token_file.display().to_string(),
         f,
     )?;
@@ -493,22 +505,19 @@ pub async fn run(cfg: DemoConfig) -> anyhow::Result<Outcome> {
     let mut procs = Vec::new();
     let result = async {
         let discovery_port = free_port()?;
-        procs.push(spawn(
-            "discovery",
-            &cfg.binary,
-            &[
-                "discovery".into(),
-                "--target-port".into(),
-                "node=9100".into(),
-                "--target-port".into(),
-                "app=8080".into(),
+        let mut discovery_args = unit_args("discovery")?;
+        discovery_args.extend([
                 "--output".into(),
                 sd_file.display().to_string(),
                 "--interval".into(),
                 secs(t.discovery),
                 "--metrics-listen".into(),
                 format!("127.0.0.1:{discovery_port}"),
-            ],
+            ]);
+        procs.push(spawn(
+            "discovery",
+            &cfg.binary,
+            &discovery_args,
             &api_env,
             &logs.join("discovery.log"),
         )?);
@@ -516,11 +525,8 @@ pub async fn run(cfg: DemoConfig) -> anyhow::Result<Outcome> {
         let mut scaler_env = api_env.clone();
         scaler_env.push(("POOLPILOT_WEBHOOK_TOKEN".into(), webhook_token.clone()));
         scaler_env.push(("POOLPILOT_DRAIN_TOKEN".into(), drain_token.clone()));
-        procs.push(spawn(
-            "autoscaler",
-            &cfg.binary,
-            &[
-                "autoscaler".into(),
+        let mut scaler_args = unit_args("autoscaler")?;
+        scaler_args.extend([
                 "--listen".into(),
                 format!("127.0.0.1:{autoscaler_port}"),
                 "--min".into(),
@@ -529,11 +535,13 @@ pub async fn run(cfg: DemoConfig) -> anyhow::Result<Outcome> {
                 cfg.max.to_string(),
                 "--interval".into(),
                 secs(t.tick),
-                "--drain-port".into(),
-                APP_PORT.to_string(),
                 "--drain-wait".into(),
                 secs(t.drain_wait()),
-            ],
+            ]);
+        procs.push(spawn(
+            "autoscaler",
+            &cfg.binary,
+            &scaler_args,
             &scaler_env,
             &logs.join("autoscaler.log"),
         )?);
@@ -908,4 +916,27 @@ async fn story(
         outcome.failed_requests
     );
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_unit_has_shared_arguments_starting_with_its_subcommand() {
+        for unit in ["discovery", "autoscaler", "app"] {
+            let args = unit_args(unit).unwrap();
+            assert_eq!(args[0], unit);
+        }
+        assert!(unit_args("nope").is_err());
+    }
+
+    #[test]
+    fn the_fast_rewrites_apply_to_the_shipped_files() {
+        let t = Timings::fast();
+        let r = demo_rules(&t).unwrap();
+        assert!(r.contains("[10s]") && r.contains("for: 10s") && !r.contains("[1m]"));
+        let a = demo_alertmanager(&t, "http://127.0.0.1:1/webhook", Path::new("/tmp/t")).unwrap();
+        assert!(a.contains("repeat_interval: 5s") && a.contains("credentials_file: /tmp/t"));
+    }
 }

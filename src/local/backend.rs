@@ -233,7 +233,9 @@ impl InstanceBackend for LocalBackend {
         let log = std::fs::File::create(self.cfg.log_dir.join(format!("{}.log", spec.name)))
             .map_err(|e| BackendError::Start(format!("log file: {e}")))?;
         let mut cmd = Command::new(&self.cfg.binary);
-        cmd.arg("app")
+        let shared =
+            crate::demo::unit_args("app").map_err(|e| BackendError::Start(format!("{e:#}")))?;
+        cmd.args(shared)
             .arg("--listen")
             .arg(SocketAddr::from((addr, APP_PORT)).to_string())
             .arg("--node-listen")

@@ -83,6 +83,50 @@ impl InstanceBackend for RecordBackend {
     }
 }
 
+/// Instances that are machines which already exist (the VMs of a NixOS test, say): each new
+/// instance gets the next free address of a fixed list, in order.
+#[derive(Debug)]
+pub struct AddressBackend {
+    all: Vec<Ipv4Addr>,
+    used: Mutex<BTreeSet<Ipv4Addr>>,
+}
+
+impl AddressBackend {
+    pub fn new(all: Vec<Ipv4Addr>) -> Self {
+        Self {
+            all,
+            used: Mutex::new(BTreeSet::new()),
+        }
+    }
+}
+
+impl InstanceBackend for AddressBackend {
+    fn name(&self) -> &'static str {
+        "given addresses"
+    }
+
+    fn launch(&self, _spec: &LaunchSpec) -> Result<Ipv4Addr, BackendError> {
+        let mut used = self.used.lock().expect("address set lock");
+        let ip = self
+            .all
+            .iter()
+            .find(|a| !used.contains(*a))
+            .copied()
+            .ok_or_else(|| {
+                BackendError::Exhausted(format!(
+                    "all {} given addresses are in use",
+                    self.all.len()
+                ))
+            })?;
+        used.insert(ip);
+        Ok(ip)
+    }
+
+    fn terminate(&self, _id: Uuid, addr: Ipv4Addr) {
+        self.used.lock().expect("address set lock").remove(&addr);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +149,21 @@ mod tests {
             b.launch(&spec).unwrap();
         }
         assert!(b.launch(&spec).is_err());
+    }
+
+    #[test]
+    fn given_addresses_are_handed_out_in_order_and_reused() {
+        let a: Vec<Ipv4Addr> = vec!["192.0.2.10".parse().unwrap(), "192.0.2.11".parse().unwrap()];
+        let b = AddressBackend::new(a.clone());
+        let spec = LaunchSpec {
+            id: Uuid::nil(),
+            name: "x".into(),
+            pool: None,
+        };
+        assert_eq!(b.launch(&spec).unwrap(), a[0]);
+        assert_eq!(b.launch(&spec).unwrap(), a[1]);
+        assert!(b.launch(&spec).is_err());
+        b.terminate(Uuid::nil(), a[0]);
+        assert_eq!(b.launch(&spec).unwrap(), a[0]);
     }
 }

@@ -34,7 +34,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 
 use crate::exoscale::{Credentials, sign};
-pub use backend::{InstanceBackend, RecordBackend};
+pub use backend::{AddressBackend, InstanceBackend, RecordBackend};
 pub use state::{ApiError, State, Timing};
 
 /// The largest request body the simulator reads.

@@ -1,0 +1,93 @@
+# The monitor VM: the discovery agent and the autoscaler, Prometheus with the file_sd job and the
+# project's rules, Grafana with the provisioned datasource, dashboard, alert rules, contact points
+# and policies, and optionally Alertmanager. Every file comes from ../monitoring, the same files
+# `poolpilot demo` runs.
+{ config, lib, pkgs, ... }:
+
+let
+  inherit (lib) mkOption mkIf types;
+  cfg = config.poolpilot.monitor;
+  monitoring = ../monitoring;
+in
+{
+  options.poolpilot.monitor = {
+    adminCidr = mkOption {
+      type = types.str;
+      default = "0.0.0.0/0";
+      example = "203.0.113.7/32";
+      description = "Who may reach Grafana (3000) and Prometheus (9090). Terraform's security group applies the same rule.";
+    };
+    alertmanager.enable = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Also run Alertmanager with monitoring/alertmanager/alertmanager.yml (Prometheus alerting to /webhook), besides Grafana's alerting.";
+    };
+  };
+
+  config = {
+    services.poolpilot.discovery.enable = true;
+    services.poolpilot.autoscaler.enable = true;
+
+    environment.etc."poolpilot/prometheus/rules.yml".source = "${monitoring}/prometheus/rules.yml";
+    environment.etc."poolpilot/grafana/dashboards/poolpilot.json".source = "${monitoring}/grafana/dashboards/poolpilot.json";
+
+    services.prometheus = {
+      enable = true;
+      listenAddress = "0.0.0.0";
+      port = 9090;
+      # The shipped file as is; its rule file lives in /etc, outside the build sandbox, so the
+      # build-time check covers the syntax (tests/monitoring.rs runs the full promtool check).
+      configText = builtins.readFile "${monitoring}/prometheus/prometheus.yml";
+      checkConfig = "syntax-only";
+      retentionTime = "15d";
+      alertmanager = mkIf cfg.alertmanager.enable {
+        enable = true;
+        listenAddress = "127.0.0.1";
+        port = 9093;
+        configText = builtins.readFile "${monitoring}/alertmanager/alertmanager.yml";
+        checkConfig = false;
+      };
+    };
+    systemd.services.alertmanager.serviceConfig = mkIf cfg.alertmanager.enable {
+      # The webhook token, from the settings file, as a credential only this unit can read.
+      LoadCredential = [ "webhook-token:/etc/poolpilot/webhook-token" ];
+    };
+
+    services.grafana = {
+      enable = true;
+      settings = {
+        server = { http_addr = "0.0.0.0"; http_port = 3000; };
+        security = {
+          admin_user = "admin";
+          # From the settings file (see services.poolpilot.environmentFile), never the store.
+          admin_password = "$__env{GRAFANA_ADMIN_PASSWORD}";
+        };
+        analytics.reporting_enabled = false;
+        "unified_alerting".enabled = true;
+      };
+      provision = {
+        enable = true;
+        datasources.path = "${monitoring}/grafana/provisioning/datasources/prometheus.yaml";
+        dashboards.path = "${monitoring}/grafana/provisioning/dashboards/poolpilot.yaml";
+        alerting = {
+          rules.path = "${monitoring}/grafana/provisioning/alerting/rules.yaml";
+          contactPoints.path = "${monitoring}/grafana/provisioning/alerting/contact-points.yaml";
+          policies.path = "${monitoring}/grafana/provisioning/alerting/policies.yaml";
+        };
+      };
+    };
+    # POOLPILOT_WEBHOOK_TOKEN (interpolated into the contact points) and GRAFANA_ADMIN_PASSWORD.
+    systemd.services.grafana.serviceConfig.EnvironmentFile = [ config.services.poolpilot.environmentFile ];
+
+    networking.firewall = {
+      enable = true;
+      allowedTCPPorts = [ 22 ];
+      extraCommands = ''
+        iptables -A nixos-fw -p tcp -s ${cfg.adminCidr} -m multiport --dports 3000,9090 -j nixos-fw-accept
+      '';
+      extraStopCommands = ''
+        iptables -D nixos-fw -p tcp -s ${cfg.adminCidr} -m multiport --dports 3000,9090 -j nixos-fw-accept || true
+      '';
+    };
+  };
+}
