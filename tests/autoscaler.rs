@@ -36,6 +36,9 @@ fn base_command() -> Command {
         "EXOSCALE_API_ENDPOINT",
         "LISTEN_PORT",
         "POOLPILOT_WEBHOOK_TOKEN",
+        "POOLPILOT_MIN",
+        "POOLPILOT_MAX",
+        "POOLPILOT_DRAIN_TOKEN",
         "NOTIFY_SOCKET",
         "JOURNAL_STREAM",
     ] {

@@ -35,10 +35,10 @@ pub struct AutoscalerArgs {
     #[arg(long, value_name = "ADDR", env = "POOLPILOT_AUTOSCALER_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// The smallest size the autoscaler will set.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "POOLPILOT_MIN")]
     pub min: Option<u64>,
     /// The largest size the autoscaler will set.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "POOLPILOT_MAX")]
     pub max: Option<u64>,
     /// How often to decide (at most one change per interval).
     #[arg(long, value_name = "DURATION")]
