@@ -11,6 +11,7 @@ pub mod discovery;
 pub mod exoscale;
 pub mod load;
 pub mod local;
+pub mod policy;
 pub mod shutdown;
 pub mod sim;
 pub mod telemetry;

@@ -1,0 +1,5 @@
+//! The policy engine (in progress): strategies past the course's one-step rule and the
+//! behaviour Kubernetes' HPA and AWS target tracking share. [`engine`] holds the arithmetic,
+//! pure and clock-free, so that the simulator can run exactly this code.
+
+pub mod engine;
