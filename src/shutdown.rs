@@ -10,11 +10,30 @@ use tracing::info;
 /// course checker's patience is longer; 5 s is our promise.
 pub const GRACE: Duration = Duration::from_secs(4);
 
-/// Resolves on the first SIGTERM or SIGINT.
+use std::sync::Mutex;
+use tokio::signal::unix::{Signal, SignalKind};
+
+/// Handlers installed at start-up, before anything can tell the world we exist (an env file, a
+/// READY=1, a listening port): a SIGTERM that arrives early is then caught, not fatal.
+static EARLY: Mutex<Option<(Signal, Signal)>> = Mutex::new(None);
+
+fn handlers() -> (Signal, Signal) {
+    use tokio::signal::unix::signal;
+    (
+        signal(SignalKind::terminate()).expect("install the SIGTERM handler"),
+        signal(SignalKind::interrupt()).expect("install the SIGINT handler"),
+    )
+}
+
+/// Installs the SIGTERM and SIGINT handlers now. Call once, early, inside the runtime.
+pub fn install() {
+    *EARLY.lock().expect("signal handlers lock") = Some(handlers());
+}
+
+/// Resolves on the first SIGTERM or SIGINT (since [`install`], when it was called).
 pub async fn signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("install the SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("install the SIGINT handler");
+    let early = EARLY.lock().expect("signal handlers lock").take();
+    let (mut term, mut int) = early.unwrap_or_else(handlers);
     let name = tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",

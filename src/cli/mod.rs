@@ -166,6 +166,18 @@ impl TargetArgs {
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
+    // Long-running commands catch SIGTERM/SIGINT from the start (before they announce
+    // themselves); one-shot commands keep the default: a signal ends them at once.
+    if matches!(
+        cli.command,
+        Command::Sim(_)
+            | Command::App(_)
+            | Command::Discovery(_)
+            | Command::Autoscaler(_)
+            | Command::Demo(_)
+    ) {
+        crate::shutdown::install();
+    }
     let file: FileConfig = config::load_file(cli.config.as_deref())?;
     match cli.command {
         Command::Sim(args) => sim::run(args, file).await,
