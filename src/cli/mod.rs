@@ -6,6 +6,7 @@ pub mod autoscaler;
 pub mod demo;
 pub mod discovery;
 mod load;
+mod policy;
 mod pool;
 pub mod sim;
 pub mod template;
@@ -46,6 +47,9 @@ pub enum Command {
     /// Inspect or resize an instance pool.
     #[command(subcommand)]
     Pool(pool::PoolCommand),
+    /// Check a policy file.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     /// Register an image as a template (the Terraform provider cannot).
     #[command(subcommand)]
     Template(template::TemplateCommand),
@@ -188,5 +192,6 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Autoscaler(args) => autoscaler::run(args, file).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Template(cmd) => template::run(cmd, file).await,
+        Command::Policy(cmd) => policy::run(cmd).await,
     }
 }

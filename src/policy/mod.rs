@@ -3,3 +3,4 @@
 //! pure and clock-free, so that the simulator can run exactly this code.
 
 pub mod engine;
+pub mod file;

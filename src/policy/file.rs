@@ -1,0 +1,558 @@
+//! The policy file (TOML): what `poolpilot policy check` explains and the engine runs.
+//!
+//! ```toml
+//! [policy]
+//! name = "target-tracking"
+//! min = 1
+//! max = 10
+//!
+//! [[check]]
+//! strategy = "target-tracking"   # webhook-step | threshold | target-tracking
+//! target = 0.6                   # per-member CPU utilisation, 0..1
+//! tolerance = 0.1
+//! warm-up = "60s"
+//!
+//! [behaviour]
+//! scale-down-window = "300s"
+//! scale-up-window = "0s"
+//! max-sample-age = "60s"
+//! scale-up-limits = [{ instances = 4, period = "60s" }, { percent = 100, period = "60s" }]
+//! scale-down-limits = [{ percent = 50, period = "60s" }]
+//!
+//! [[schedule]]                   # time windows that raise the minimum
+//! days = ["mon", "tue", "wed", "thu", "fri"]
+//! start = "08:00"
+//! end = "18:00"
+//! timezone = "Europe/Zurich"
+//! min = 3
+//!
+//! [scale-in]
+//! victims = ["unhealthy-first", "oldest"]   # oldest | newest | least-busy | unhealthy-first
+//! ```
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::engine::{Band, Behaviour, RateLimit, TargetTracking};
+use crate::config::Dur;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PolicyFile {
+    pub policy: Header,
+    #[serde(default, rename = "check")]
+    pub checks: Vec<Check>,
+    #[serde(default)]
+    pub behaviour: BehaviourFile,
+    #[serde(default)]
+    pub schedule: Vec<Window>,
+    #[serde(default)]
+    pub scale_in: ScaleIn,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Header {
+    pub name: String,
+    pub min: u64,
+    pub max: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(
+    tag = "strategy",
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case",
+    deny_unknown_fields
+)]
+pub enum Check {
+    /// The course's rule: one step per tick on alert webhooks.
+    WebhookStep,
+    Threshold {
+        bands: Vec<BandFile>,
+    },
+    TargetTracking {
+        target: f64,
+        #[serde(default = "default_tolerance")]
+        tolerance: f64,
+        #[serde(default = "default_warm_up")]
+        warm_up: Dur,
+    },
+}
+
+fn default_tolerance() -> f64 {
+    0.1
+}
+fn default_warm_up() -> Dur {
+    Dur::secs(60)
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct BandFile {
+    pub above: Option<f64>,
+    pub below: Option<f64>,
+    pub change: i64,
+    #[serde(default = "one")]
+    pub for_evaluations: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct BehaviourFile {
+    #[serde(default = "default_down_window")]
+    pub scale_down_window: Dur,
+    #[serde(default = "zero")]
+    pub scale_up_window: Dur,
+    #[serde(default = "default_sample_age")]
+    pub max_sample_age: Dur,
+    #[serde(default)]
+    pub scale_up_limits: Vec<LimitFile>,
+    #[serde(default)]
+    pub scale_down_limits: Vec<LimitFile>,
+}
+
+impl Default for BehaviourFile {
+    fn default() -> Self {
+        Self {
+            scale_down_window: default_down_window(),
+            scale_up_window: zero(),
+            max_sample_age: default_sample_age(),
+            scale_up_limits: Vec::new(),
+            scale_down_limits: Vec::new(),
+        }
+    }
+}
+
+fn default_down_window() -> Dur {
+    Dur::secs(300)
+}
+fn zero() -> Dur {
+    Dur::secs(0)
+}
+fn default_sample_age() -> Dur {
+    Dur::secs(60)
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct LimitFile {
+    pub instances: Option<u64>,
+    pub percent: Option<f64>,
+    pub period: Dur,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Window {
+    pub days: Vec<String>,
+    pub start: String,
+    pub end: String,
+    pub timezone: String,
+    pub min: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ScaleIn {
+    #[serde(default = "default_victims")]
+    pub victims: Vec<String>,
+}
+
+impl Default for ScaleIn {
+    fn default() -> Self {
+        Self {
+            victims: default_victims(),
+        }
+    }
+}
+
+fn default_victims() -> Vec<String> {
+    vec!["unhealthy-first".into(), "oldest".into()]
+}
+
+const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+const VICTIMS: [&str; 4] = ["oldest", "newest", "least-busy", "unhealthy-first"];
+
+fn hhmm(s: &str) -> Option<u32> {
+    let (h, m) = s.split_once(':')?;
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60 && s.len() == 5).then_some(h * 60 + m)
+}
+
+/// One problem, with the path of the field it is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub field: String,
+    pub rule: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}`: {}", self.field, self.rule)
+    }
+}
+
+impl PolicyFile {
+    /// Parses; `Err` holds every problem found (a parse error is one problem with its place).
+    pub fn parse(text: &str) -> Result<Self, Vec<Problem>> {
+        let p: PolicyFile = toml::from_str(text).map_err(|e| {
+            vec![Problem {
+                field: "(file)".into(),
+                rule: e.to_string().trim().replace('\n', " "),
+            }]
+        })?;
+        let problems = p.validate();
+        if problems.is_empty() {
+            Ok(p)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Every problem, not just the first.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut bad = |field: String, rule: &str| {
+            out.push(Problem {
+                field,
+                rule: rule.to_owned(),
+            })
+        };
+        if self.policy.name.trim().is_empty() {
+            bad("policy.name".into(), "must not be empty");
+        }
+        if self.policy.max == 0 || self.policy.max > 1000 {
+            bad("policy.max".into(), "must be between 1 and 1000");
+        }
+        if self.policy.min > self.policy.max {
+            bad("policy.min".into(), "must not exceed policy.max");
+        }
+        if self.checks.is_empty() {
+            bad("check".into(), "at least one [[check]] is required");
+        }
+        for (i, c) in self.checks.iter().enumerate() {
+            match c {
+                Check::WebhookStep => {}
+                Check::TargetTracking {
+                    target,
+                    tolerance,
+                    warm_up,
+                } => {
+                    if !(*target > 0.0 && *target <= 1.0) {
+                        bad(
+                            format!("check[{i}].target"),
+                            "must be in (0, 1]: a share of CPU, e.g. 0.6",
+                        );
+                    }
+                    if !(0.0..0.5).contains(tolerance) {
+                        bad(format!("check[{i}].tolerance"), "must be in [0, 0.5)");
+                    }
+                    if warm_up.get() > Duration::from_secs(3600) {
+                        bad(format!("check[{i}].warm-up"), "must be at most 1h");
+                    }
+                }
+                Check::Threshold { bands } => {
+                    if bands.is_empty() {
+                        bad(format!("check[{i}].bands"), "at least one band is required");
+                    }
+                    for (j, b) in bands.iter().enumerate() {
+                        let f = format!("check[{i}].bands[{j}]");
+                        if b.above.is_none() && b.below.is_none() {
+                            bad(f.clone(), "needs `above` or `below`");
+                        }
+                        if b.change == 0 {
+                            bad(format!("{f}.change"), "must not be 0");
+                        }
+                        if b.above.is_some() && b.below.is_none() && b.change < 0 {
+                            bad(
+                                format!("{f}.change"),
+                                "a band above a bound should scale up (change > 0)",
+                            );
+                        }
+                        if b.below.is_some() && b.above.is_none() && b.change > 0 {
+                            bad(
+                                format!("{f}.change"),
+                                "a band below a bound should scale down (change < 0)",
+                            );
+                        }
+                        if b.for_evaluations == 0 {
+                            bad(format!("{f}.for-evaluations"), "must be at least 1");
+                        }
+                    }
+                }
+            }
+        }
+        let b = &self.behaviour;
+        for (name, w) in [
+            ("scale-down-window", b.scale_down_window),
+            ("scale-up-window", b.scale_up_window),
+        ] {
+            if w.get() > Duration::from_secs(3600) {
+                bad(format!("behaviour.{name}"), "must be at most 1h");
+            }
+        }
+        if b.max_sample_age.get().is_zero() {
+            bad("behaviour.max-sample-age".into(), "must be more than 0");
+        }
+        for (name, limits) in [
+            ("scale-up-limits", &b.scale_up_limits),
+            ("scale-down-limits", &b.scale_down_limits),
+        ] {
+            for (j, l) in limits.iter().enumerate() {
+                let f = format!("behaviour.{name}[{j}]");
+                match (l.instances, l.percent) {
+                    (Some(0), None) => bad(format!("{f}.instances"), "must be at least 1"),
+                    (Some(_), None) => {}
+                    (None, Some(p)) if !(p > 0.0 && p <= 1000.0) => {
+                        bad(format!("{f}.percent"), "must be in (0, 1000]")
+                    }
+                    (None, Some(_)) => {}
+                    _ => bad(f.clone(), "give exactly one of `instances` or `percent`"),
+                }
+                if l.period.get().is_zero() {
+                    bad(format!("{f}.period"), "must be more than 0");
+                }
+            }
+        }
+        for (i, w) in self.schedule.iter().enumerate() {
+            let f = format!("schedule[{i}]");
+            if w.days.is_empty() {
+                bad(format!("{f}.days"), "at least one day");
+            }
+            for d in &w.days {
+                if !DAYS.contains(&d.as_str()) {
+                    bad(
+                        format!("{f}.days"),
+                        "days are mon, tue, wed, thu, fri, sat, sun",
+                    );
+                }
+            }
+            match (hhmm(&w.start), hhmm(&w.end)) {
+                (Some(s), Some(e)) if s < e => {}
+                (Some(_), Some(_)) => bad(format!("{f}.end"), "must be after start (same day)"),
+                (None, _) => bad(format!("{f}.start"), "must be HH:MM"),
+                (_, None) => bad(format!("{f}.end"), "must be HH:MM"),
+            }
+            if w.timezone.parse::<chrono_tz::Tz>().is_err() {
+                bad(
+                    format!("{f}.timezone"),
+                    "must be an IANA time zone such as Europe/Zurich",
+                );
+            }
+            if w.min > self.policy.max {
+                bad(format!("{f}.min"), "must not exceed policy.max");
+            }
+        }
+        if self.scale_in.victims.is_empty() {
+            bad("scale-in.victims".into(), "at least one order");
+        }
+        for v in &self.scale_in.victims {
+            if !VICTIMS.contains(&v.as_str()) {
+                bad(
+                    "scale-in.victims".into(),
+                    "orders are oldest, newest, least-busy, unhealthy-first",
+                );
+            }
+        }
+        out
+    }
+
+    /// The shared behaviour as the engine takes it.
+    pub fn behaviour(&self) -> Behaviour {
+        let limit = |l: &LimitFile| match (l.instances, l.percent) {
+            (Some(n), _) => RateLimit::Instances {
+                value: n,
+                period: l.period.get(),
+            },
+            (None, p) => RateLimit::Percent {
+                value: p.unwrap_or(100.0),
+                period: l.period.get(),
+            },
+        };
+        Behaviour {
+            min: self.policy.min,
+            max: self.policy.max,
+            down_window: self.behaviour.scale_down_window.get(),
+            up_window: self.behaviour.scale_up_window.get(),
+            up_limits: self.behaviour.scale_up_limits.iter().map(limit).collect(),
+            down_limits: self.behaviour.scale_down_limits.iter().map(limit).collect(),
+            max_sample_age: self.behaviour.max_sample_age.get(),
+        }
+    }
+
+    /// The target-tracking checks as the engine takes them.
+    pub fn target_tracking(&self) -> Vec<TargetTracking> {
+        self.checks
+            .iter()
+            .filter_map(|c| match c {
+                Check::TargetTracking {
+                    target,
+                    tolerance,
+                    warm_up,
+                } => Some(TargetTracking {
+                    target: *target,
+                    tolerance: *tolerance,
+                    warm_up: warm_up.get(),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The threshold checks' bands.
+    pub fn bands(&self) -> Vec<Vec<Band>> {
+        self.checks
+            .iter()
+            .filter_map(|c| match c {
+                Check::Threshold { bands } => Some(
+                    bands
+                        .iter()
+                        .map(|b| Band {
+                            above: b.above,
+                            below: b.below,
+                            change: b.change,
+                            for_evaluations: b.for_evaluations,
+                        })
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The minimum in force at `now` (the schedule's windows raise it).
+    pub fn min_at(&self, now: chrono::DateTime<chrono::Utc>) -> u64 {
+        use chrono::{Datelike, Timelike};
+        let mut min = self.policy.min;
+        for w in &self.schedule {
+            let Ok(tz) = w.timezone.parse::<chrono_tz::Tz>() else {
+                continue;
+            };
+            let local = now.with_timezone(&tz);
+            let day = DAYS[local.weekday().num_days_from_monday() as usize];
+            let minute = local.hour() * 60 + local.minute();
+            let (Some(s), Some(e)) = (hhmm(&w.start), hhmm(&w.end)) else {
+                continue;
+            };
+            if w.days.iter().any(|d| d == day) && (s..e).contains(&minute) {
+                min = min.max(w.min);
+            }
+        }
+        min.min(self.policy.max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn examples() -> Vec<(String, String)> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/policies");
+        let mut out: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .map(|p| {
+                (
+                    p.display().to_string(),
+                    std::fs::read_to_string(&p).unwrap(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn the_example_policies_are_valid() {
+        let ex = examples();
+        assert!(ex.len() >= 3, "{ex:?}");
+        for (path, text) in ex {
+            if let Err(problems) = PolicyFile::parse(&text) {
+                panic!("{path}: {problems:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_field() {
+        let text = r#"
+            [policy]
+            name = ""
+            min = 5
+            max = 3
+            [[check]]
+            strategy = "target-tracking"
+            target = 60
+            [[check]]
+            strategy = "threshold"
+            bands = [{ above = 0.8, change = -1 }, { change = 0 }]
+            [behaviour]
+            scale-up-limits = [{ instances = 2, percent = 50, period = "1m" }]
+            [[schedule]]
+            days = ["monday"]
+            start = "18:00"
+            end = "08:00"
+            timezone = "Mars/Olympus"
+            min = 9
+            [scale-in]
+            victims = ["random"]
+        "#;
+        let problems = PolicyFile::parse(text).unwrap_err();
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        for f in [
+            "policy.name",
+            "policy.min",
+            "check[0].target",
+            "check[1].bands[0].change",
+            "check[1].bands[1]",
+            "check[1].bands[1].change",
+            "behaviour.scale-up-limits[0]",
+            "schedule[0].days",
+            "schedule[0].end",
+            "schedule[0].timezone",
+            "schedule[0].min",
+            "scale-in.victims",
+        ] {
+            assert!(fields.contains(&f), "{f} missing from {problems:#?}");
+        }
+        // A typo is a parse error that says where.
+        let p =
+            PolicyFile::parse("[policy]\nname = \"x\"\nmin = 1\nmax = 2\nmaxx = 3\n").unwrap_err();
+        assert!(p[0].rule.contains("maxx"), "{p:?}");
+    }
+
+    #[test]
+    fn a_schedule_raises_the_minimum_in_its_window_and_time_zone() {
+        let p = PolicyFile::parse(
+            r#"
+            [policy]
+            name = "office-hours"
+            min = 1
+            max = 6
+            [[check]]
+            strategy = "webhook-step"
+            [[schedule]]
+            days = ["mon", "tue", "wed", "thu", "fri"]
+            start = "08:00"
+            end = "18:00"
+            timezone = "Europe/Zurich"
+            min = 3
+            "#,
+        )
+        .unwrap();
+        let at = |s: &str| s.parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+        // Monday 2026-11-23, 07:30 UTC = 08:30 in Zurich (CET).
+        assert_eq!(p.min_at(at("2026-11-23T07:30:00Z")), 3);
+        assert_eq!(p.min_at(at("2026-11-23T06:30:00Z")), 1);
+        assert_eq!(p.min_at(at("2026-11-23T17:30:00Z")), 1);
+        // Saturday.
+        assert_eq!(p.min_at(at("2026-11-28T10:00:00Z")), 1);
+    }
+}
