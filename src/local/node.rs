@@ -31,10 +31,23 @@ pub fn cpu_times() -> Option<(f64, f64)> {
     ))
 }
 
-/// The metrics text for `capacity` cores, `elapsed` seconds after the start, with the given
-/// user and system CPU seconds.
-pub fn render(capacity: f64, elapsed: f64, user: f64, system: f64) -> String {
-    let idle = (capacity * elapsed - user - system).max(0.0);
+/// The idle counter: the capacity not used so far, never going down. A process may briefly use
+/// a little more than its capacity (scheduling jitter around the quota); reporting a smaller
+/// idle value then would look like a counter reset to Prometheus, and `rate()` would read a
+/// huge idle rate, an almost idle instance, just when it is busiest.
+#[derive(Debug, Default)]
+pub struct IdleCounter(std::sync::Mutex<f64>);
+
+impl IdleCounter {
+    pub fn next(&self, capacity: f64, elapsed: f64, busy: f64) -> f64 {
+        let mut last = self.0.lock().expect("idle counter lock");
+        *last = last.max(capacity * elapsed - busy).max(0.0);
+        *last
+    }
+}
+
+/// The metrics text for `capacity` cores with the given idle, user and system CPU seconds.
+pub fn render(capacity: f64, idle: f64, user: f64, system: f64) -> String {
     let mut out = String::new();
     out.push_str("# HELP node_cpu_seconds_total Seconds the CPUs spent in each mode.\n");
     out.push_str("# TYPE node_cpu_seconds_total counter\n");
@@ -55,14 +68,16 @@ pub fn render(capacity: f64, elapsed: f64, user: f64, system: f64) -> String {
 /// `/metrics` of the stand-in.
 pub fn router(capacity: f64) -> Router {
     let started = Arc::new(Instant::now());
+    let idle = Arc::new(IdleCounter::default());
     // CPU time already spent before the first scrape (start-up) counts from the start.
     Router::new().route(
         "/metrics",
         get(move || {
-            let started = started.clone();
+            let (started, idle) = (started.clone(), idle.clone());
             async move {
                 let (user, system) = cpu_times().unwrap_or((0.0, 0.0));
-                let body = render(capacity, started.elapsed().as_secs_f64(), user, system);
+                let idle = idle.next(capacity, started.elapsed().as_secs_f64(), user + system);
+                let body = render(capacity, idle, user, system);
                 (
                     [(
                         header::CONTENT_TYPE,
@@ -81,11 +96,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn modes_add_up_to_the_capacity() {
-        let text = render(0.5, 100.0, 20.0, 5.0);
+    fn modes_add_up_to_the_capacity_and_idle_never_goes_down() {
+        let c = IdleCounter::default();
+        let idle = c.next(0.5, 100.0, 25.0);
+        assert_eq!(idle, 25.0);
+        let text = render(0.5, idle, 20.0, 5.0);
         assert!(text.contains("node_cpu_seconds_total{cpu=\"0\",mode=\"idle\"} 25.000"));
         assert!(text.contains("node_cpu_seconds_total{cpu=\"0\",mode=\"user\"} 20.000"));
-        // More CPU than capacity (start-up bursts) never makes idle negative.
-        assert!(render(0.5, 1.0, 2.0, 0.0).contains("mode=\"idle\"} 0.000"));
+        // A burst above capacity: idle holds instead of going backwards (a counter reset).
+        assert_eq!(c.next(0.5, 101.0, 25.6), 25.0);
+        assert_eq!(c.next(0.5, 102.0, 25.6), 25.4);
+        // Never negative.
+        assert_eq!(IdleCounter::default().next(0.5, 1.0, 2.0), 0.0);
     }
 }
