@@ -1,0 +1,203 @@
+//! Reading metrics from the Prometheus HTTP API: instant and range queries, with each sample's
+//! timestamp kept, so that the policy can judge staleness from the data itself (a Prometheus
+//! that stopped scraping still answers, with old samples).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+/// The per-member CPU utilisation (0..1) over the last minute: the course's expression, kept
+/// per instance.
+pub const MEMBER_CPU: &str = "sum by (instance) (rate(node_cpu_seconds_total{job=\"node\",mode!=\"idle\"}[1m])) / sum by (instance) (rate(node_cpu_seconds_total{job=\"node\"}[1m]))";
+
+/// One series' value at an instant.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// The series' `instance` label (`ip:port`), empty when the series has none.
+    pub instance: String,
+    pub value: f64,
+    /// Unix seconds of the sample.
+    pub at: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("prometheus at {url}: {message}")]
+    Transport { url: String, message: String },
+    #[error("prometheus answered {status}: {message}")]
+    Api { status: u16, message: String },
+    #[error("prometheus answer not understood: {0}")]
+    Decode(String),
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    status: String,
+    #[serde(default)]
+    data: Option<Data>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Data {
+    result_type: String,
+    result: Vec<Series>,
+}
+
+#[derive(Deserialize)]
+struct Series {
+    #[serde(default)]
+    metric: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    value: Option<(f64, String)>,
+    #[serde(default)]
+    values: Option<Vec<(f64, String)>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Prometheus {
+    base: Url,
+    http: reqwest::Client,
+}
+
+impl Prometheus {
+    /// `base` is Prometheus' address, e.g. `http://127.0.0.1:9090`.
+    pub fn new(base: Url, timeout: Duration) -> Self {
+        Self {
+            base,
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(timeout)
+                .build()
+                .expect("an HTTP client"),
+        }
+    }
+
+    async fn get(&self, path: &str, params: &[(&str, String)]) -> Result<Data, QueryError> {
+        let mut url = self
+            .base
+            .join(path)
+            .map_err(|e| QueryError::Decode(e.to_string()))?;
+        url.query_pairs_mut()
+            .extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())));
+        let resp = self
+            .http
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(|e| QueryError::Transport {
+                url: self.base.to_string(),
+                message: e.to_string(),
+            })?;
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.map_err(|e| QueryError::Transport {
+            url: self.base.to_string(),
+            message: e.to_string(),
+        })?;
+        let env: Envelope =
+            serde_json::from_slice(&body).map_err(|e| QueryError::Decode(e.to_string()))?;
+        if env.status != "success" {
+            return Err(QueryError::Api {
+                status,
+                message: env.error.unwrap_or_else(|| "status is not success".into()),
+            });
+        }
+        env.data.ok_or_else(|| QueryError::Decode("no data".into()))
+    }
+
+    fn sample(
+        metric: &std::collections::BTreeMap<String, String>,
+        (at, v): &(f64, String),
+    ) -> Result<Sample, QueryError> {
+        let value = match v.as_str() {
+            "NaN" => f64::NAN,
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            s => s
+                .parse()
+                .map_err(|_| QueryError::Decode(format!("value `{s}`")))?,
+        };
+        Ok(Sample {
+            instance: metric.get("instance").cloned().unwrap_or_default(),
+            value,
+            at: *at,
+        })
+    }
+
+    /// An instant query: one sample per series (NaN and infinite values are dropped: a rate
+    /// over no data is not a measurement).
+    pub async fn instant(&self, query: &str) -> Result<Vec<Sample>, QueryError> {
+        let data = self
+            .get("api/v1/query", &[("query", query.to_owned())])
+            .await?;
+        if data.result_type != "vector" {
+            return Err(QueryError::Decode(format!(
+                "expected a vector, got a {}",
+                data.result_type
+            )));
+        }
+        let mut out = Vec::new();
+        for s in &data.result {
+            if let Some(v) = &s.value {
+                let sample = Self::sample(&s.metric, v)?;
+                if sample.value.is_finite() {
+                    out.push(sample);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A range query from `start` to `end` (unix seconds) every `step`: the samples of each
+    /// series, in time order.
+    pub async fn range(
+        &self,
+        query: &str,
+        start: f64,
+        end: f64,
+        step: Duration,
+    ) -> Result<Vec<Vec<Sample>>, QueryError> {
+        let data = self
+            .get(
+                "api/v1/query_range",
+                &[
+                    ("query", query.to_owned()),
+                    ("start", format!("{start:.3}")),
+                    ("end", format!("{end:.3}")),
+                    ("step", format!("{}s", step.as_secs_f64())),
+                ],
+            )
+            .await?;
+        if data.result_type != "matrix" {
+            return Err(QueryError::Decode(format!(
+                "expected a matrix, got a {}",
+                data.result_type
+            )));
+        }
+        data.result
+            .iter()
+            .map(|s| {
+                s.values
+                    .iter()
+                    .flatten()
+                    .map(|v| Self::sample(&s.metric, v))
+                    .filter(|r| r.as_ref().map_or(true, |s| s.value.is_finite()))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// How old the newest of `samples` is at `now` (unix seconds); `None` when there is none.
+pub fn newest_age(samples: &[Sample], now: f64) -> Option<Duration> {
+    samples
+        .iter()
+        .map(|s| s.at)
+        .fold(None, |acc: Option<f64>, t| {
+            Some(acc.map_or(t, |a| a.max(t)))
+        })
+        .map(|t| Duration::from_secs_f64((now - t).max(0.0)))
+}
