@@ -559,6 +559,19 @@ fn invalid_configuration_exits_64_naming_the_field_before_binding() {
         ),
         (vec!["--pool", pool, "--min=-1"], "--min"),
         (vec!["--pool", pool, "--zone", "mars-1"], "--zone"),
+        (
+            vec![
+                "--pool",
+                pool,
+                "--policy",
+                "examples/policies/target-tracking.toml",
+            ],
+            "prometheus",
+        ),
+        (
+            vec!["--pool", pool, "--policy", "/nonexistent/policy.toml"],
+            "policy",
+        ),
     ];
     for (args, field) in cases {
         let o = base_command()

@@ -61,6 +61,7 @@ impl Target for MemoryPool {
             members: s.size,
             running: if s.busy { 0 } else { s.size },
             busy: s.busy.then(|| "members starting".to_owned()),
+            member_list: vec![],
         })
     }
     async fn set_size(&self, size: u64) -> Result<Actuation, TargetError> {
@@ -293,4 +294,160 @@ proptest! {
             Ok(())
         })?;
     }
+}
+
+/// A source that reports every member of the memory pool at a fixed utilisation.
+struct FixedSamples {
+    inbox: Arc<Inbox>,
+    value: f64,
+    members: usize,
+}
+
+impl poolpilot::autoscaler::MetricSource for FixedSamples {
+    fn name(&self) -> &'static str {
+        "fixed"
+    }
+    async fn collect(
+        &mut self,
+    ) -> Result<poolpilot::autoscaler::Signals, poolpilot::autoscaler::source::SourceError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        Ok(poolpilot::autoscaler::Signals {
+            intents: self.inbox.take(),
+            samples: (0..self.members)
+                .map(|i| poolpilot::policy::prometheus::Sample {
+                    instance: format!("192.0.2.{}:9100", i + 1),
+                    value: self.value,
+                    at: now,
+                })
+                .collect(),
+            sample_error: None,
+        })
+    }
+}
+
+/// A pool whose members have addresses 192.0.2.1.. and are old enough to count.
+#[derive(Clone, Default)]
+struct AddressedPool(MemoryPool);
+
+impl Target for AddressedPool {
+    fn describe(&self) -> String {
+        "addressed memory pool".into()
+    }
+    async fn observe(&self) -> Result<Observation, TargetError> {
+        let mut o = self.0.observe().await?;
+        o.member_list = (0..o.size)
+            .map(|i| poolpilot::autoscaler::target::MemberInfo {
+                ip: Some(std::net::Ipv4Addr::new(192, 0, 2, i as u8 + 1)),
+                age: Some(Duration::from_secs(600)),
+                running: true,
+            })
+            .collect();
+        Ok(o)
+    }
+    async fn set_size(&self, size: u64) -> Result<Actuation, TargetError> {
+        self.0.set_size(size).await
+    }
+    async fn wait(&self, a: &Actuation) -> Result<(), TargetError> {
+        self.0.wait(a).await
+    }
+}
+
+#[tokio::test]
+async fn target_tracking_reaches_the_needed_size_in_one_decision_where_the_course_rule_needs_four()
+{
+    let policy = poolpilot::policy::file::PolicyFile::parse(
+        r#"
+        [policy]
+        name = "tt"
+        min = 1
+        max = 10
+        [[check]]
+        strategy = "target-tracking"
+        target = 0.5
+        "#,
+    )
+    .unwrap();
+    // One member at 250 % of its request (the HPA documentation's walkthrough): 5 are needed.
+    let pool = AddressedPool(MemoryPool::new(1));
+    let inbox = Arc::new(Inbox::default());
+    let bounds = Bounds { min: 1, max: 10 };
+    let mut c = Controller::new(
+        ControllerConfig {
+            bounds,
+            interval: Duration::from_secs(60),
+            dry_run: false,
+            settle_timeout: Duration::from_secs(300),
+        },
+        FixedSamples {
+            inbox: inbox.clone(),
+            value: 2.5,
+            members: 1,
+        },
+        poolpilot::policy::strategy::PolicyStrategy::new(policy),
+        pool.clone(),
+        Arc::new(Shared::new(bounds, false)),
+        Metrics::default(),
+    );
+    let d = c.tick().await.unwrap();
+    assert_eq!(
+        (d.current, d.desired, d.outcome),
+        (Some(1), Some(5), Outcome::Scaled),
+        "{}",
+        d.reason
+    );
+    assert_eq!(pool.0.calls(), vec![5]);
+
+    // The course's rule, alerted every tick while the load lasts: one step per tick.
+    let mut r = rig(1, 1, 10, false);
+    let mut ticks = 0;
+    while r.pool.size() < 5 {
+        send(&r.inbox, Direction::Up, 1);
+        r.controller.tick().await;
+        ticks += 1;
+    }
+    assert_eq!(ticks, 4);
+}
+
+#[tokio::test]
+async fn a_policy_never_scales_in_on_stale_or_missing_metrics() {
+    let policy = poolpilot::policy::file::PolicyFile::parse(
+        r#"
+        [policy]
+        name = "tt"
+        min = 1
+        max = 10
+        [[check]]
+        strategy = "target-tracking"
+        target = 0.5
+        [behaviour]
+        scale-down-window = "0s"
+        "#,
+    )
+    .unwrap();
+    let pool = AddressedPool(MemoryPool::new(4));
+    let inbox = Arc::new(Inbox::default());
+    let bounds = Bounds { min: 1, max: 10 };
+    // No member has a sample (as when Prometheus is down): hold.
+    let mut c = Controller::new(
+        ControllerConfig {
+            bounds,
+            interval: Duration::from_secs(60),
+            dry_run: false,
+            settle_timeout: Duration::from_secs(300),
+        },
+        FixedSamples {
+            inbox: inbox.clone(),
+            value: 0.0,
+            members: 0,
+        },
+        poolpilot::policy::strategy::PolicyStrategy::new(policy),
+        pool.clone(),
+        Arc::new(Shared::new(bounds, false)),
+        Metrics::default(),
+    );
+    assert!(c.tick().await.is_none(), "no change, nothing to record");
+    assert!(pool.0.calls().is_empty());
 }

@@ -298,7 +298,7 @@ impl<S: MetricSource, G: Strategy, T: Target> Controller<S, G, T> {
         }
         self.expected_size = Some(current);
 
-        let rec = self.strategy.recommend(current, &signals);
+        let rec = self.strategy.recommend(&obs, &signals);
         d.recommended = Some(rec.desired);
         d.reason = rec.reason;
         let (desired, clipped_by) = if current > max {
@@ -313,7 +313,11 @@ impl<S: MetricSource, G: Strategy, T: Target> Controller<S, G, T> {
             )
         } else {
             let bounded = rec.desired.clamp(min, max);
-            let stepped = bounded.clamp(current.saturating_sub(1), current + 1);
+            let stepped = if self.strategy.one_step() {
+                bounded.clamp(current.saturating_sub(1), current + 1)
+            } else {
+                bounded
+            };
             let clip = if rec.desired > max {
                 Some(format!("max {max}"))
             } else if rec.desired < min {

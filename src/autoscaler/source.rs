@@ -41,6 +41,12 @@ impl Intents {
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Signals {
     pub intents: Intents,
+    /// Per-member metric samples (CPU utilisation 0..1), with their timestamps.
+    #[serde(skip)]
+    pub samples: Vec<crate::policy::prometheus::Sample>,
+    /// Why the samples could not be read this tick (they are then empty: missing data).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample_error: Option<String>,
 }
 
 /// Why a source could not be read.
@@ -123,7 +129,50 @@ impl MetricSource for WebhookSource {
     async fn collect(&mut self) -> Result<Signals, SourceError> {
         Ok(Signals {
             intents: self.inbox.take(),
+            ..Signals::default()
         })
+    }
+}
+
+/// The webhook inbox plus per-member CPU from the Prometheus HTTP API. A failed query is not an
+/// error of the tick: the samples are missing, and missing data never scales in.
+pub struct PrometheusSource {
+    inbox: std::sync::Arc<Inbox>,
+    prometheus: crate::policy::prometheus::Prometheus,
+}
+
+impl PrometheusSource {
+    pub fn new(
+        inbox: std::sync::Arc<Inbox>,
+        prometheus: crate::policy::prometheus::Prometheus,
+    ) -> Self {
+        Self { inbox, prometheus }
+    }
+}
+
+impl MetricSource for PrometheusSource {
+    fn name(&self) -> &'static str {
+        "prometheus"
+    }
+
+    async fn collect(&mut self) -> Result<Signals, SourceError> {
+        let intents = self.inbox.take();
+        match self
+            .prometheus
+            .instant(crate::policy::prometheus::MEMBER_CPU)
+            .await
+        {
+            Ok(samples) => Ok(Signals {
+                intents,
+                samples,
+                sample_error: None,
+            }),
+            Err(e) => Ok(Signals {
+                intents,
+                samples: Vec::new(),
+                sample_error: Some(e.to_string()),
+            }),
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! same for every strategy; a strategy only says what it would like.
 
 use super::source::Signals;
+use super::target::Observation;
 
 /// What a strategy would like, and why (the decision record carries the reason).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -13,7 +14,12 @@ pub struct Recommendation {
 
 pub trait Strategy: Send {
     fn name(&self) -> &'static str;
-    fn recommend(&mut self, current: u64, signals: &Signals) -> Recommendation;
+    fn recommend(&mut self, obs: &Observation, signals: &Signals) -> Recommendation;
+    /// Whether the controller limits changes to one step per tick (the course's rule); a
+    /// policy with rate limits of its own says no.
+    fn one_step(&self) -> bool {
+        true
+    }
 }
 
 /// The course's rule: any firing up-intent since the last tick -> one more; else any down-intent
@@ -26,7 +32,8 @@ impl Strategy for WebhookStep {
         "webhook-step"
     }
 
-    fn recommend(&mut self, current: u64, signals: &Signals) -> Recommendation {
+    fn recommend(&mut self, obs: &Observation, signals: &Signals) -> Recommendation {
+        let current = obs.size;
         let i = &signals.intents;
         match (i.up, i.down) {
             (0, 0) => Recommendation {
@@ -61,16 +68,28 @@ mod tests {
                 down,
                 recent: vec![],
             },
+            ..Signals::default()
+        }
+    }
+
+    fn obs(size: u64) -> Observation {
+        Observation {
+            size,
+            state: "running".into(),
+            members: size,
+            running: size,
+            busy: None,
+            member_list: vec![],
         }
     }
 
     #[test]
     fn one_step_up_wins_over_down() {
         let mut s = WebhookStep;
-        assert_eq!(s.recommend(3, &signals(0, 0)).desired, 3);
-        assert_eq!(s.recommend(3, &signals(5, 0)).desired, 4);
-        assert_eq!(s.recommend(3, &signals(0, 2)).desired, 2);
-        assert_eq!(s.recommend(3, &signals(1, 9)).desired, 4);
-        assert_eq!(s.recommend(0, &signals(0, 1)).desired, 0);
+        assert_eq!(s.recommend(&obs(3), &signals(0, 0)).desired, 3);
+        assert_eq!(s.recommend(&obs(3), &signals(5, 0)).desired, 4);
+        assert_eq!(s.recommend(&obs(3), &signals(0, 2)).desired, 2);
+        assert_eq!(s.recommend(&obs(3), &signals(1, 9)).desired, 4);
+        assert_eq!(s.recommend(&obs(0), &signals(0, 1)).desired, 0);
     }
 }

@@ -19,6 +19,18 @@ pub struct Observation {
     /// Why the target is not settled (an operation in progress, members not yet running).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub busy: Option<String>,
+    /// Each member, for strategies that look at members (warm-up, per-member metrics).
+    #[serde(skip)]
+    pub member_list: Vec<MemberInfo>,
+}
+
+/// A member as the target reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// Time since creation, when the API says.
+    pub age: Option<std::time::Duration>,
+    pub running: bool,
 }
 
 /// A size change that was carried out.
@@ -177,12 +189,24 @@ impl Target for ExoscalePool {
             )),
             other => Some(format!("pool is {}", other.as_str())),
         };
+        let now = time::OffsetDateTime::now_utc();
+        let member_list = members
+            .iter()
+            .map(|m| MemberInfo {
+                ip: m.public_ip,
+                age: m
+                    .created_at
+                    .map(|c| std::time::Duration::try_from(now - c).unwrap_or_default()),
+                running: m.state == InstanceState::Running,
+            })
+            .collect();
         Ok(Observation {
             size: pool.size,
             state: pool.state.as_str().to_owned(),
             members: members.len() as u64,
             running,
             busy,
+            member_list,
         })
     }
 

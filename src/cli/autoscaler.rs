@@ -53,6 +53,13 @@ pub struct AutoscalerArgs {
     /// Decide and log, but never call the API to change the pool.
     #[arg(long)]
     pub dry_run: bool,
+    /// Decide with this policy file (see `poolpilot policy check`) instead of the course's
+    /// one-step rule; its min and max replace --min and --max.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<std::path::PathBuf>,
+    /// Prometheus' address, for policies that read metrics (target-tracking, threshold).
+    #[arg(long, value_name = "URL", env = "POOLPILOT_PROMETHEUS_URL")]
+    pub prometheus: Option<url::Url>,
     /// Scale in gracefully: drain the oldest member through the app's drain switch with this
     /// token, wait --drain-wait, then evict it (the app's POOLPILOT_DRAIN_TOKEN).
     #[arg(
@@ -95,6 +102,7 @@ pub struct Resolved {
     pub controller: ControllerConfig,
     pub token: Option<Secret>,
     pub drain: Option<Drain>,
+    pub policy: Option<crate::policy::file::PolicyFile>,
 }
 
 pub fn resolve(args: &AutoscalerArgs, file: &FileConfig) -> Result<Resolved, ConfigError> {
@@ -174,7 +182,35 @@ pub fn resolve(args: &AutoscalerArgs, file: &FileConfig) -> Result<Resolved, Con
             })
         }
     };
+    let policy = match &args.policy {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::invalid("policy", format!("cannot read {}: {e}", path.display()))
+            })?;
+            let p = crate::policy::file::PolicyFile::parse(&text).map_err(|problems| {
+                let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+                ConfigError::invalid("policy", format!("{}: {}", path.display(), list.join("; ")))
+            })?;
+            let needs_metrics = p
+                .checks
+                .iter()
+                .any(|c| !matches!(c, crate::policy::file::Check::WebhookStep));
+            if needs_metrics && args.prometheus.is_none() {
+                return Err(ConfigError::invalid(
+                    "prometheus",
+                    "is required by the policy's target-tracking or threshold checks",
+                ));
+            }
+            Some(p)
+        }
+    };
+    let (min, max) = match &policy {
+        Some(p) => (p.policy.min, p.policy.max),
+        None => (min, max),
+    };
     Ok(Resolved {
+        policy,
         drain,
         pool,
         listen,
@@ -224,14 +260,56 @@ pub async fn run(args: AutoscalerArgs, file: FileConfig) -> Result<(), CliError>
     }
     let inbox = Arc::new(Inbox::default());
     let shared = Arc::new(Shared::new(bounds, cfg.controller.dry_run));
-    let controller = Controller::new(
-        cfg.controller,
-        WebhookSource::new(inbox.clone()),
-        WebhookStep,
-        target,
-        shared.clone(),
-        metrics.clone(),
-    );
+    let controller_task: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = match (
+        cfg.policy,
+        &args.prometheus,
+    ) {
+        (None, _) => Box::pin(
+            Controller::new(
+                cfg.controller,
+                WebhookSource::new(inbox.clone()),
+                WebhookStep,
+                target,
+                shared.clone(),
+                metrics.clone(),
+            )
+            .run(),
+        ),
+        (Some(p), prom) => {
+            info!(policy = %p.policy.name, prometheus = ?prom.as_ref().map(|u| u.to_string()), "deciding with a policy");
+            let strategy = crate::policy::strategy::PolicyStrategy::new(p);
+            match prom {
+                Some(url) => Box::pin(
+                    Controller::new(
+                        cfg.controller,
+                        crate::autoscaler::source::PrometheusSource::new(
+                            inbox.clone(),
+                            crate::policy::prometheus::Prometheus::new(
+                                url.clone(),
+                                Duration::from_secs(5),
+                            ),
+                        ),
+                        strategy,
+                        target,
+                        shared.clone(),
+                        metrics.clone(),
+                    )
+                    .run(),
+                ),
+                None => Box::pin(
+                    Controller::new(
+                        cfg.controller,
+                        WebhookSource::new(inbox.clone()),
+                        strategy,
+                        target,
+                        shared.clone(),
+                        metrics.clone(),
+                    )
+                    .run(),
+                ),
+            }
+        }
+    };
     let router = server::router(ServerState {
         inbox,
         shared,
@@ -247,7 +325,7 @@ pub async fn run(args: AutoscalerArgs, file: FileConfig) -> Result<(), CliError>
     let _watchdog = telemetry::spawn_watchdog();
     tokio::select! {
         _ = shutdown::signal() => {}
-        _ = controller.run() => {}
+        _ = controller_task => {}
     }
     let _ = stop_tx.send(());
     server.await.context("server task")?.context("server")?;

@@ -5,3 +5,4 @@
 pub mod engine;
 pub mod file;
 pub mod prometheus;
+pub mod strategy;

@@ -1,0 +1,147 @@
+//! A policy file as an autoscaler strategy: every check recommends, then the shared behaviour
+//! (safest wins, stabilization, stale data, rate limits, bounds with the schedule's minimum)
+//! decides. The controller then only gates on a busy pool; it does not add its one-step rule.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
+
+use super::engine::{History, Input, Member, Threshold};
+use super::file::{Check, PolicyFile};
+use super::prometheus::newest_age;
+use crate::autoscaler::source::Signals;
+use crate::autoscaler::strategy::{Recommendation, Strategy};
+use crate::autoscaler::target::Observation;
+
+pub struct PolicyStrategy {
+    file: PolicyFile,
+    history: History,
+    thresholds: Vec<Threshold>,
+    started: Instant,
+}
+
+impl PolicyStrategy {
+    pub fn new(file: PolicyFile) -> Self {
+        let thresholds = file.bands().into_iter().map(Threshold::new).collect();
+        Self {
+            file,
+            history: History::default(),
+            thresholds,
+            started: Instant::now(),
+        }
+    }
+
+    pub fn file(&self) -> &PolicyFile {
+        &self.file
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl Strategy for PolicyStrategy {
+    fn name(&self) -> &'static str {
+        "policy"
+    }
+
+    fn one_step(&self) -> bool {
+        false
+    }
+
+    fn recommend(&mut self, obs: &Observation, signals: &Signals) -> Recommendation {
+        let current = obs.size;
+        let behaviour = self.file.behaviour();
+        let sample_age = newest_age(&signals.samples, unix_now());
+        let stale = sample_age.is_none_or(|a| a > behaviour.max_sample_age);
+        // Per-member values: a sample's `instance` is `ip:port`.
+        let members: Vec<Member> = obs
+            .member_list
+            .iter()
+            .map(|m| {
+                let value = m.ip.and_then(|ip| {
+                    let prefix = format!("{ip}:");
+                    signals
+                        .samples
+                        .iter()
+                        .find(|s| s.instance.starts_with(&prefix))
+                        .map(|s| s.value)
+                });
+                Member {
+                    age: m.age.unwrap_or(Duration::MAX),
+                    ready: m.running,
+                    value: if stale { None } else { value },
+                }
+            })
+            .collect();
+        let input = Input {
+            current,
+            members,
+            sample_age,
+        };
+        let values: Vec<f64> = input.members.iter().filter_map(|m| m.value).collect();
+        let average =
+            (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64);
+
+        let mut recs = Vec::new();
+        let mut reasons = Vec::new();
+        let mut t = 0;
+        let mut tt = self.file.target_tracking().into_iter();
+        for (i, c) in self.file.checks.iter().enumerate() {
+            let (desired, reason) = match c {
+                Check::WebhookStep => {
+                    let i = &signals.intents;
+                    match (i.up, i.down) {
+                        (0, 0) => (current, "no intent".to_owned()),
+                        (_, 0) => (current + 1, format!("{} up intent(s)", i.up)),
+                        (0, _) => (
+                            current.saturating_sub(1),
+                            format!("{} down intent(s)", i.down),
+                        ),
+                        _ => (current + 1, "up and down intents: up".to_owned()),
+                    }
+                }
+                Check::TargetTracking { .. } => {
+                    let r = tt.next().expect("one per check").recommend(&input);
+                    (r.desired, r.reason)
+                }
+                Check::Threshold { .. } => {
+                    let r = self.thresholds[t].recommend(current, average);
+                    t += 1;
+                    (r.desired, r.reason)
+                }
+            };
+            recs.push(desired);
+            reasons.push(format!("check[{i}] -> {desired}: {reason}"));
+        }
+        let mut b = behaviour;
+        b.min = self.file.min_at(chrono::Utc::now());
+        let s = b.apply(
+            self.started.elapsed(),
+            current,
+            &recs,
+            stale,
+            &mut self.history,
+        );
+        let mut reason = reasons.join("; ");
+        if let Some(e) = &signals.sample_error {
+            reason.push_str(&format!("; metrics missing: {e}"));
+        } else if stale {
+            reason.push_str("; metrics stale or missing");
+        }
+        reason.push_str(&format!(
+            "; raw {} stabilized {} desired {}",
+            s.raw, s.stabilized, s.desired
+        ));
+        if let Some(c) = s.clipped_by {
+            reason.push_str(&format!(" ({c})"));
+        }
+        Recommendation {
+            desired: s.desired,
+            reason,
+        }
+    }
+}
