@@ -323,6 +323,7 @@ impl poolpilot::autoscaler::MetricSource for FixedSamples {
                     at: now,
                 })
                 .collect(),
+            in_flight: Vec::new(),
             sample_error: None,
         })
     }

@@ -229,6 +229,9 @@ fn grafana_provisioning_is_consistent_and_its_promql_parses() {
     let provider = yaml("monitoring/grafana/provisioning/dashboards/poolpilot.yaml");
     s(&provider["providers"][0]["options"], "path");
 
+    // The policy engine's own queries too.
+    promql.push(poolpilot::policy::prometheus::MEMBER_CPU.to_owned());
+    promql.push(poolpilot::policy::prometheus::MEMBER_LOAD_IN_FLIGHT.to_owned());
     // Every expression parses: as recording rules, checked by promtool.
     let mut file = String::from("groups:\n  - name: parse\n    rules:\n");
     for (i, e) in promql.iter().enumerate() {

@@ -44,6 +44,9 @@ pub struct Signals {
     /// Per-member metric samples (CPU utilisation 0..1), with their timestamps.
     #[serde(skip)]
     pub samples: Vec<crate::policy::prometheus::Sample>,
+    /// Per-member `/load` requests in flight, with their timestamps (when the policy reads it).
+    #[serde(skip)]
+    pub in_flight: Vec<crate::policy::prometheus::Sample>,
     /// Why the samples could not be read this tick (they are then empty: missing data).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sample_error: Option<String>,
@@ -134,19 +137,26 @@ impl MetricSource for WebhookSource {
     }
 }
 
-/// The webhook inbox plus per-member CPU from the Prometheus HTTP API. A failed query is not an
-/// error of the tick: the samples are missing, and missing data never scales in.
+/// The webhook inbox plus per-member metrics from the Prometheus HTTP API. A failed query is
+/// not an error of the tick: the samples are missing, and missing data never scales in.
 pub struct PrometheusSource {
     inbox: std::sync::Arc<Inbox>,
     prometheus: crate::policy::prometheus::Prometheus,
+    in_flight: bool,
 }
 
 impl PrometheusSource {
+    /// `in_flight`: also read the app's `/load` requests in flight per member.
     pub fn new(
         inbox: std::sync::Arc<Inbox>,
         prometheus: crate::policy::prometheus::Prometheus,
+        in_flight: bool,
     ) -> Self {
-        Self { inbox, prometheus }
+        Self {
+            inbox,
+            prometheus,
+            in_flight,
+        }
     }
 }
 
@@ -156,21 +166,25 @@ impl MetricSource for PrometheusSource {
     }
 
     async fn collect(&mut self) -> Result<Signals, SourceError> {
+        use crate::policy::prometheus::{MEMBER_CPU, MEMBER_LOAD_IN_FLIGHT};
         let intents = self.inbox.take();
-        match self
-            .prometheus
-            .instant(crate::policy::prometheus::MEMBER_CPU)
-            .await
-        {
-            Ok(samples) => Ok(Signals {
+        let cpu = self.prometheus.instant(MEMBER_CPU).await;
+        let in_flight = if self.in_flight {
+            self.prometheus.instant(MEMBER_LOAD_IN_FLIGHT).await
+        } else {
+            Ok(Vec::new())
+        };
+        match (cpu, in_flight) {
+            (Ok(samples), Ok(in_flight)) => Ok(Signals {
                 intents,
                 samples,
+                in_flight,
                 sample_error: None,
             }),
-            Err(e) => Ok(Signals {
+            (Err(e), _) | (_, Err(e)) => Ok(Signals {
                 intents,
-                samples: Vec::new(),
                 sample_error: Some(e.to_string()),
+                ..Signals::default()
             }),
         }
     }

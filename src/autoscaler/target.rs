@@ -127,31 +127,41 @@ impl ExoscalePool {
         }
     }
 
-    /// Drains the oldest running member, waits, and evicts it.
-    async fn drain_and_evict(&self, d: &Drain) -> Result<Actuation, TargetError> {
+    /// Drains the `count` oldest running members, waits, and evicts exactly those.
+    async fn drain_and_evict(&self, d: &Drain, count: usize) -> Result<Actuation, TargetError> {
         let members = self.client.list_pool_members(self.pool).await?;
-        let victim = members
+        let mut running: Vec<_> = members
             .iter()
             .filter(|m| m.state == InstanceState::Running && m.public_ip.is_some())
-            .min_by_key(|m| (m.created_at, m.id))
-            .ok_or_else(|| TargetError {
+            .collect();
+        running.sort_by_key(|m| (m.created_at, m.id));
+        if running.len() < count {
+            return Err(TargetError {
                 kind: "no_victim",
-                message: "no running member with an address to drain".into(),
-            })?;
-        let ip = victim.public_ip.expect("filtered on an address");
-        match self.drain_switch(d, ip, true).await {
-            Ok(()) => {
-                tracing::info!(member = %victim.id, %ip, wait_s = d.wait.as_secs_f64(), "draining before eviction")
-            }
-            // An unreachable member takes no traffic anyway: evicting it is right.
-            Err(e) => {
-                tracing::warn!(member = %victim.id, error = %e, "could not drain; evicting anyway")
+                message: format!(
+                    "{count} member(s) to drain, but only {} running with an address",
+                    running.len()
+                ),
+            });
+        }
+        let victims = &running[..count];
+        for v in victims {
+            let ip = v.public_ip.expect("filtered on an address");
+            match self.drain_switch(d, ip, true).await {
+                Ok(()) => {
+                    tracing::info!(member = %v.id, %ip, wait_s = d.wait.as_secs_f64(), "draining before eviction")
+                }
+                // An unreachable member takes no traffic anyway: evicting it is right.
+                Err(e) => {
+                    tracing::warn!(member = %v.id, error = %e, "could not drain; evicting anyway")
+                }
             }
         }
         tokio::time::sleep(d.wait).await;
+        let ids: Vec<Uuid> = victims.iter().map(|v| v.id).collect();
         match self
             .client
-            .evict_instance_pool_members(self.pool, &[victim.id])
+            .evict_instance_pool_members(self.pool, &ids)
             .await
         {
             Ok(op) => Ok(Actuation {
@@ -159,8 +169,11 @@ impl ExoscalePool {
                 pending: Some(op),
             }),
             Err(e) => {
-                if let Err(u) = self.drain_switch(d, ip, false).await {
-                    tracing::warn!(member = %victim.id, error = %u, "could not undo the drain");
+                for v in victims {
+                    let ip = v.public_ip.expect("filtered on an address");
+                    if let Err(u) = self.drain_switch(d, ip, false).await {
+                        tracing::warn!(member = %v.id, error = %u, "could not undo the drain");
+                    }
                 }
                 Err(e.into())
             }
@@ -213,8 +226,8 @@ impl Target for ExoscalePool {
     async fn set_size(&self, size: u64) -> Result<Actuation, TargetError> {
         if let Some(d) = &self.drain {
             let current = self.client.get_instance_pool(self.pool).await?.size;
-            if size + 1 == current {
-                return self.drain_and_evict(d).await;
+            if size < current {
+                return self.drain_and_evict(d, (current - size) as usize).await;
             }
         }
         let op = self.client.scale_instance_pool(self.pool, size).await?;

@@ -277,6 +277,7 @@ pub async fn run(args: AutoscalerArgs, file: FileConfig) -> Result<(), CliError>
         ),
         (Some(p), prom) => {
             info!(policy = %p.policy.name, prometheus = ?prom.as_ref().map(|u| u.to_string()), "deciding with a policy");
+            let in_flight = p.uses(crate::policy::file::Metric::LoadInFlight);
             let strategy = crate::policy::strategy::PolicyStrategy::new(p);
             match prom {
                 Some(url) => Box::pin(
@@ -288,6 +289,7 @@ pub async fn run(args: AutoscalerArgs, file: FileConfig) -> Result<(), CliError>
                                 url.clone(),
                                 Duration::from_secs(5),
                             ),
+                            in_flight,
                         ),
                         strategy,
                         target,

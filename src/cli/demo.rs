@@ -43,6 +43,10 @@ pub struct DemoArgs {
     /// Which alerting runs.
     #[arg(long, value_enum, default_value_t = Monitoring::Auto)]
     pub monitoring: Monitoring,
+    /// Decide with this policy file instead of the course's rule, e.g.
+    /// examples/policies/demo-in-flight.toml (needs Prometheus).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
 }
 
 pub async fn run(args: DemoArgs) -> Result<(), CliError> {
@@ -71,6 +75,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
             Monitoring::Embedded => MonitoringChoice::Embedded,
         },
         binary,
+        policy: args.policy,
     })
     .await?;
     if outcome.success() {

@@ -154,6 +154,8 @@ pub struct DemoConfig {
     pub monitoring: MonitoringChoice,
     /// The `poolpilot` binary for the child processes.
     pub binary: PathBuf,
+    /// Decide with this policy file instead of the course's rule (needs Prometheus).
+    pub policy: Option<PathBuf>,
 }
 
 /// What the demo found: the facts the exit code and the report rest on.
@@ -331,6 +333,14 @@ rule_files:
       - source_labels: [exoscale_target_name]
         regex: node
         action: keep
+  - job_name: app
+    file_sd_configs:
+      - files: ['{sd}/*.json']
+        refresh_interval: {scrape}
+    relabel_configs:
+      - source_labels: [exoscale_target_name]
+        regex: app
+        action: keep
   - job_name: poolpilot-autoscaler
     static_configs:
       - targets: ['127.0.0.1:{autoscaler}']
@@ -414,6 +424,11 @@ pub async fn run(cfg: DemoConfig) -> anyhow::Result<Outcome> {
             true
         }
     };
+    if cfg.policy.is_some() && !real {
+        bail!(
+            "--policy needs Debian's Prometheus (the policy reads metrics through its HTTP API): apt-get install prometheus prometheus-alertmanager"
+        );
+    }
     let banner = if real {
         format!(
             "MONITORING: Debian's Prometheus ({}) and Alertmanager ({}) with monitoring/prometheus/rules.yml and monitoring/alertmanager/alertmanager.yml",
@@ -522,6 +537,8 @@ pub async fn run(cfg: DemoConfig) -> anyhow::Result<Outcome> {
             &logs.join("discovery.log"),
         )?);
         let autoscaler_port = free_port()?;
+        let am_port = free_port()?;
+        let prom_port = free_port()?;
         let mut scaler_env = api_env.clone();
         scaler_env.push(("POOLPILOT_WEBHOOK_TOKEN".into(), webhook_token.clone()));
         scaler_env.push(("POOLPILOT_DRAIN_TOKEN".into(), drain_token.clone()));
@@ -538,6 +555,20 @@ pub async fn run(cfg: DemoConfig) -> anyhow::Result<Outcome> {
                 "--drain-wait".into(),
                 secs(t.drain_wait()),
             ]);
+        if let Some(p) = &cfg.policy {
+            let p = std::fs::canonicalize(p).with_context(|| format!("{}", p.display()))?;
+            if let Err(problems) = crate::policy::file::PolicyFile::parse(&std::fs::read_to_string(&p)?) {
+                let list: Vec<String> = problems.iter().map(|x| x.to_string()).collect();
+                bail!("{}: {}", p.display(), list.join("; "));
+            }
+            scaler_args.extend([
+                "--policy".into(),
+                p.display().to_string(),
+                "--prometheus".into(),
+                format!("http://127.0.0.1:{prom_port}"),
+            ]);
+            println!("policy: {} (the autoscaler reads metrics from Prometheus)", p.display());
+        }
         procs.push(spawn(
             "autoscaler",
             &cfg.binary,
@@ -556,8 +587,6 @@ pub async fn run(cfg: DemoConfig) -> anyhow::Result<Outcome> {
             std::fs::write(&rules, demo_rules(&t)?)?;
             let am_cfg = mon.join("alertmanager.yml");
             std::fs::write(&am_cfg, demo_alertmanager(&t, &webhook, &token_file)?)?;
-            let am_port = free_port()?;
-            let prom_port = free_port()?;
             let prom_cfg = mon.join("prometheus.yml");
             std::fs::write(&prom_cfg, prometheus_config(&t, &sd_dir, &rules, Some(am_port), autoscaler_port))?;
             if let Some(pt) = &promtool {

@@ -73,12 +73,25 @@ pub enum Check {
         bands: Vec<BandFile>,
     },
     TargetTracking {
+        /// `cpu` (per-member CPU utilisation, 0..1; the default) or `load-in-flight` (the app's
+        /// `/load` requests in flight per member).
+        #[serde(default)]
+        metric: Metric,
         target: f64,
         #[serde(default = "default_tolerance")]
         tolerance: f64,
         #[serde(default = "default_warm_up")]
         warm_up: Dur,
     },
+}
+
+/// What a target-tracking check tracks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Metric {
+    #[default]
+    Cpu,
+    LoadInFlight,
 }
 
 fn default_tolerance() -> f64 {
@@ -240,15 +253,21 @@ impl PolicyFile {
             match c {
                 Check::WebhookStep => {}
                 Check::TargetTracking {
+                    metric,
                     target,
                     tolerance,
                     warm_up,
                 } => {
-                    if !(*target > 0.0 && *target <= 1.0) {
-                        bad(
+                    match metric {
+                        Metric::Cpu if !(*target > 0.0 && *target <= 1.0) => bad(
                             format!("check[{i}].target"),
                             "must be in (0, 1]: a share of CPU, e.g. 0.6",
-                        );
+                        ),
+                        Metric::LoadInFlight if !(*target > 0.0 && *target <= 1000.0) => bad(
+                            format!("check[{i}].target"),
+                            "must be in (0, 1000]: requests in flight per member, e.g. 0.8",
+                        ),
+                        _ => {}
                     }
                     if !(0.0..0.5).contains(tolerance) {
                         bad(format!("check[{i}].tolerance"), "must be in [0, 0.5)");
@@ -386,23 +405,36 @@ impl PolicyFile {
         }
     }
 
-    /// The target-tracking checks as the engine takes them.
-    pub fn target_tracking(&self) -> Vec<TargetTracking> {
+    /// The target-tracking checks as the engine takes them, with their metric.
+    pub fn target_tracking(&self) -> Vec<(Metric, TargetTracking)> {
         self.checks
             .iter()
             .filter_map(|c| match c {
                 Check::TargetTracking {
+                    metric,
                     target,
                     tolerance,
                     warm_up,
-                } => Some(TargetTracking {
-                    target: *target,
-                    tolerance: *tolerance,
-                    warm_up: warm_up.get(),
-                }),
+                } => Some((
+                    *metric,
+                    TargetTracking {
+                        target: *target,
+                        tolerance: *tolerance,
+                        warm_up: warm_up.get(),
+                    },
+                )),
                 _ => None,
             })
             .collect()
+    }
+
+    /// Whether any check reads this metric.
+    pub fn uses(&self, m: Metric) -> bool {
+        self.checks.iter().any(|c| match c {
+            Check::TargetTracking { metric, .. } => *metric == m,
+            Check::Threshold { .. } => m == Metric::Cpu,
+            Check::WebhookStep => false,
+        })
     }
 
     /// The threshold checks' bands.

@@ -11,6 +11,13 @@ use url::Url;
 /// per instance.
 pub const MEMBER_CPU: &str = "sum by (instance) (rate(node_cpu_seconds_total{job=\"node\",mode!=\"idle\"}[1m])) / sum by (instance) (rate(node_cpu_seconds_total{job=\"node\"}[1m]))";
 
+/// Requests to the app's `/load` in flight per member, averaged over 30 s (a gauge read at one
+/// instant per member double-counts requests that move between scrapes). It is the demand
+/// itself: unlike CPU it does not saturate at 100 %, so a target on it can find the needed size
+/// in one step.
+pub const MEMBER_LOAD_IN_FLIGHT: &str =
+    "sum by (instance) (avg_over_time(poolpilot_app_load_in_flight{job=\"app\"}[30s]))";
+
 /// One series' value at an instant.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {

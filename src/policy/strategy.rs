@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 use super::engine::{History, Input, Member, Threshold};
-use super::file::{Check, PolicyFile};
+use super::file::{Check, Metric, PolicyFile};
 use super::prometheus::newest_age;
 use crate::autoscaler::source::Signals;
 use crate::autoscaler::strategy::{Recommendation, Strategy};
@@ -55,34 +55,42 @@ impl Strategy for PolicyStrategy {
     fn recommend(&mut self, obs: &Observation, signals: &Signals) -> Recommendation {
         let current = obs.size;
         let behaviour = self.file.behaviour();
-        let sample_age = newest_age(&signals.samples, unix_now());
-        let stale = sample_age.is_none_or(|a| a > behaviour.max_sample_age);
-        // Per-member values: a sample's `instance` is `ip:port`.
-        let members: Vec<Member> = obs
-            .member_list
-            .iter()
-            .map(|m| {
-                let value = m.ip.and_then(|ip| {
-                    let prefix = format!("{ip}:");
-                    signals
-                        .samples
-                        .iter()
-                        .find(|s| s.instance.starts_with(&prefix))
-                        .map(|s| s.value)
-                });
-                Member {
-                    age: m.age.unwrap_or(Duration::MAX),
-                    ready: m.running,
-                    value: if stale { None } else { value },
-                }
-            })
-            .collect();
-        let input = Input {
-            current,
-            members,
-            sample_age,
+        let now_unix = unix_now();
+        let inputs = |samples: &[super::prometheus::Sample]| -> Input {
+            let sample_age = newest_age(samples, now_unix);
+            let stale = sample_age.is_none_or(|a| a > behaviour.max_sample_age);
+            // Per-member values: a sample's `instance` is `ip:port`.
+            let members = obs
+                .member_list
+                .iter()
+                .map(|m| {
+                    let value = m.ip.and_then(|ip| {
+                        let prefix = format!("{ip}:");
+                        samples
+                            .iter()
+                            .find(|s| s.instance.starts_with(&prefix))
+                            .map(|s| s.value)
+                    });
+                    Member {
+                        age: m.age.unwrap_or(Duration::MAX),
+                        ready: m.running,
+                        value: if stale { None } else { value },
+                    }
+                })
+                .collect();
+            Input {
+                current,
+                members,
+                sample_age,
+            }
         };
-        let values: Vec<f64> = input.members.iter().filter_map(|m| m.value).collect();
+        let cpu_input = inputs(&signals.samples);
+        let flight_input = inputs(&signals.in_flight);
+        let fresh = |i: &Input| i.sample_age.is_some_and(|a| a <= behaviour.max_sample_age);
+        // Stale if any metric the policy reads is stale.
+        let stale = (self.file.uses(Metric::Cpu) && !fresh(&cpu_input))
+            || (self.file.uses(Metric::LoadInFlight) && !fresh(&flight_input));
+        let values: Vec<f64> = cpu_input.members.iter().filter_map(|m| m.value).collect();
         let average =
             (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64);
 
@@ -105,7 +113,12 @@ impl Strategy for PolicyStrategy {
                     }
                 }
                 Check::TargetTracking { .. } => {
-                    let r = tt.next().expect("one per check").recommend(&input);
+                    let (metric, t) = tt.next().expect("one per check");
+                    let input = match metric {
+                        Metric::Cpu => &cpu_input,
+                        Metric::LoadInFlight => &flight_input,
+                    };
+                    let r = t.recommend(input);
                     (r.desired, r.reason)
                 }
                 Check::Threshold { .. } => {
