@@ -73,3 +73,25 @@ pub async fn serve_until(
         }
     }
 }
+
+/// Serves `router` while `work` (a control loop) runs: announces readiness and pings the
+/// watchdog; on SIGTERM/SIGINT the work is dropped at its next await point and the server drains
+/// within [`GRACE`].
+pub async fn serve_while(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    work: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve_until(listener, router, async move {
+        let _ = stop_rx.await;
+    }));
+    crate::telemetry::notify_ready();
+    let _watchdog = crate::telemetry::spawn_watchdog();
+    tokio::select! {
+        _ = signal() => {}
+        _ = work => {}
+    }
+    let _ = stop_tx.send(());
+    server.await.map_err(std::io::Error::other)?
+}

@@ -1,6 +1,8 @@
 //! The slow app over real sockets: the course's exact answers, the exporter's counts, the drain
 //! switch, and a clean stop while `/load` runs.
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -115,32 +117,7 @@ async fn the_exporter_counts_every_route() {
     assert_eq!(sample(&text, "poolpilot_app_draining"), Some(0.0));
     assert!(sample(&text, "process_cpu_seconds_total").is_some());
     assert!(sample(&text, "process_resident_memory_bytes").unwrap() > 0.0);
-    promtool_accepts(&text);
-}
-
-/// `promtool check metrics` (Debian's prometheus package; .ci/run installs it) finds no problem.
-pub fn promtool_accepts(text: &str) {
-    use std::io::Write;
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is required (apt-get install prometheus)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics: {}{}\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::promtool_accepts(&text);
 }
 
 #[tokio::test]

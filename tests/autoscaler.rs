@@ -11,14 +11,6 @@ use serde_json::{Value, json};
 const BIN: &str = env!("CARGO_BIN_EXE_poolpilot");
 const TOKEN: &str = "a-webhook-token-for-tests";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn reference(name: &str) -> Value {
     let path = format!("{}/../shared/reference/{name}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
@@ -60,7 +52,7 @@ impl Scaler {
     async fn start(sim: &common::TestSim, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("autoscaler.log");
-        let port = free_port();
+        let port = common::free_port();
         let child = base_command()
             .args(["autoscaler", "--interval", "2s", "--listen"])
             .arg(format!("127.0.0.1:{port}"))
@@ -452,27 +444,7 @@ async fn bad_requests_are_refused_and_scale_nothing() {
     ] {
         assert!(text.contains(series), "missing {series}:\n{text}");
     }
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian's prometheus package) must be installed");
-    use std::io::Write;
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::promtool_accepts(&text);
 }
 
 #[tokio::test]
@@ -511,7 +483,7 @@ async fn sigterm_in_the_middle_of_a_tick_exits_0_within_5s() {
 #[tokio::test]
 async fn the_course_environment_alone_is_enough() {
     let sim = common::start(1, common::quick()).await;
-    let port = free_port();
+    let port = common::free_port();
     let mut child = base_command()
         .arg("autoscaler")
         .env("EXOSCALE_API_ENDPOINT", sim.running.endpoint())

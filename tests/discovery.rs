@@ -12,14 +12,6 @@ use poolpilot::discovery::{TargetGroup, file_sd};
 
 const BIN: &str = env!("CARGO_BIN_EXE_poolpilot");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn base_command() -> Command {
     let mut c = Command::new(BIN);
     for v in [
@@ -51,7 +43,7 @@ struct Agent {
 impl Agent {
     fn start(sim: &common::TestSim, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let metrics_port = free_port();
+        let metrics_port = common::free_port();
         let output = dir.path().join("sd/config.json");
         let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
         let mut c = base_command();
@@ -310,7 +302,10 @@ async fn the_course_environment_alone_is_enough() {
     let mut child = base_command()
         .args(["discovery", "--interval", "1s", "--output"])
         .arg(&output)
-        .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port())])
+        .args([
+            "--metrics-listen",
+            &format!("127.0.0.1:{}", common::free_port()),
+        ])
         .env("EXOSCALE_API_ENDPOINT", sim.running.endpoint())
         .env("EXOSCALE_KEY", common::KEY)
         .env("EXOSCALE_SECRET", common::SECRET)
@@ -347,27 +342,7 @@ async fn metrics_pass_promtool_and_healthz_answers() {
     ] {
         assert!(text.contains(name), "missing {name}:\n{text}");
     }
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian's prometheus package) must be installed");
-    use std::io::Write;
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::promtool_accepts(&text);
     let health = reqwest::get(format!("http://127.0.0.1:{}/healthz", agent.metrics_port))
         .await
         .unwrap();
@@ -537,7 +512,7 @@ scrape_configs:
         "{}",
         String::from_utf8_lossy(&check.stdout)
     );
-    let port = free_port();
+    let port = common::free_port();
     let mut prom = KillOnDrop(
         Command::new("prometheus")
             .arg(format!("--config.file={}", config_path.display()))

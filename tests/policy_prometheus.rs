@@ -1,6 +1,8 @@
 //! The Prometheus source against Debian's Prometheus scraping a node_exporter stand-in on
 //! 127.0.0.1: per-member CPU with sample timestamps, range queries, and errors.
 
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -12,14 +14,6 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn now() -> f64 {
@@ -44,7 +38,7 @@ async fn member_cpu_comes_with_fresh_timestamps_and_errors_are_told() {
         ),
     )
     .unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let _prom = KillOnDrop(
         Command::new("prometheus")
             .arg(format!("--config.file={}", cfg.display()))
@@ -102,7 +96,9 @@ async fn member_cpu_comes_with_fresh_timestamps_and_errors_are_told() {
         other => panic!("expected a parse error, got {other:?}"),
     }
     let gone = Prometheus::new(
-        format!("http://127.0.0.1:{}", free_port()).parse().unwrap(),
+        format!("http://127.0.0.1:{}", common::free_port())
+            .parse()
+            .unwrap(),
         Duration::from_secs(1),
     );
     assert!(matches!(

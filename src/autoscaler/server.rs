@@ -16,13 +16,14 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Body;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use base64::Engine;
+use http_body_util::BodyExt;
 use prometheus_client::registry::Registry;
 use serde_json::json;
 use subtle::ConstantTimeEq;
@@ -62,8 +63,37 @@ pub fn router(state: ServerState) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
+}
+
+/// Past the limit the rest of the body is still read (up to this much) and thrown away, so that
+/// the sender finishes writing and reads the 413 instead of a reset connection.
+const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+
+enum BodyError {
+    TooLarge,
+    Read(String),
+}
+
+async fn read_limited(mut body: Body) -> Result<Bytes, BodyError> {
+    let mut buf = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen <= BODY_LIMIT {
+                buf.extend_from_slice(&data);
+            } else if seen > DRAIN_LIMIT {
+                return Err(BodyError::TooLarge);
+            }
+        }
+    }
+    if seen > BODY_LIMIT {
+        Err(BodyError::TooLarge)
+    } else {
+        Ok(Bytes::from(buf))
+    }
 }
 
 fn route_name(route: Route) -> &'static str {
@@ -114,7 +144,7 @@ async fn hook(
     State(s): State<ServerState>,
     method: Method,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
     route: Route,
 ) -> Response {
     let name = route_name(route);
@@ -150,11 +180,18 @@ async fn hook(
             .insert(header::ALLOW, header::HeaderValue::from_static(allow));
         return r;
     }
-    let body = match body {
+    let body = match read_limited(body).await {
         Ok(b) => b,
-        Err(e) => {
+        Err(BodyError::TooLarge) => {
             s.metrics.webhook(name, "unknown", "too_large");
-            return refuse(e.status(), format!("{e} (limit {BODY_LIMIT} bytes)"));
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is over {BODY_LIMIT} bytes"),
+            );
+        }
+        Err(BodyError::Read(e)) => {
+            s.metrics.webhook(name, "unknown", "bad_request");
+            return refuse(StatusCode::BAD_REQUEST, format!("reading the body: {e}"));
         }
     };
     let (format, firing, ignored) = if method == Method::GET || body.is_empty() {

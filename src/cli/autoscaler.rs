@@ -319,17 +319,8 @@ pub async fn run(args: AutoscalerArgs, file: FileConfig) -> Result<(), CliError>
         registry: Arc::new(registry),
         token: cfg.token,
     });
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(shutdown::serve_until(listener, router, async move {
-        let _ = stop_rx.await;
-    }));
-    telemetry::notify_ready();
-    let _watchdog = telemetry::spawn_watchdog();
-    tokio::select! {
-        _ = shutdown::signal() => {}
-        _ = controller_task => {}
-    }
-    let _ = stop_tx.send(());
-    server.await.context("server task")?.context("server")?;
+    shutdown::serve_while(listener, router, controller_task)
+        .await
+        .context("server")?;
     Ok(())
 }

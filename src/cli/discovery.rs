@@ -203,22 +203,10 @@ pub async fn run(args: DiscoveryArgs, file: FileConfig) -> Result<(), CliError> 
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
         .with_state(state);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(shutdown::serve_until(listener, router, async move {
-        let _ = stop_rx.await;
-    }));
-    telemetry::notify_ready();
-    let _watchdog = telemetry::spawn_watchdog();
     // A refresh in progress (even one waiting out retries) is abandoned at the signal: the file
     // is only ever replaced by a rename, so stopping mid-way leaves the last good one.
-    tokio::select! {
-        _ = shutdown::signal() => {}
-        _ = agent.run() => {}
-    }
-    let _ = stop_tx.send(());
-    server
+    shutdown::serve_while(listener, router, agent.run())
         .await
-        .context("metrics server task")?
         .context("metrics server")?;
     Ok(())
 }
