@@ -224,6 +224,38 @@ pub fn resolve(args: &AutoscalerArgs, file: &FileConfig) -> Result<Resolved, Con
     })
 }
 
+/// On SIGHUP, re-reads the policy file; a valid policy replaces the running one at the next
+/// tick, an invalid one is explained in the log and changes nothing.
+fn spawn_reload(
+    path: std::path::PathBuf,
+    slot: crate::policy::strategy::ReloadSlot,
+) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let parsed = std::fs::read_to_string(&path)
+                .map_err(|e| vec![e.to_string()])
+                .and_then(|t| {
+                    crate::policy::file::PolicyFile::parse(&t)
+                        .map_err(|ps| ps.iter().map(|p| p.to_string()).collect())
+                });
+            match parsed {
+                Ok(p) => {
+                    info!(file = %path.display(), "policy file read; it applies at the next tick");
+                    *slot.lock().expect("reload lock") = Some(p);
+                }
+                Err(problems) => {
+                    for p in problems {
+                        warn!(file = %path.display(), problem = %p, "policy reload refused; keeping the running policy");
+                    }
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
 pub async fn run(args: AutoscalerArgs, file: FileConfig) -> Result<(), CliError> {
     let cfg = resolve(&args, &file)?;
     let mut registry = telemetry::metrics::registry("autoscaler");
@@ -279,6 +311,8 @@ pub async fn run(args: AutoscalerArgs, file: FileConfig) -> Result<(), CliError>
             info!(policy = %p.policy.name, prometheus = ?prom.as_ref().map(|u| u.to_string()), "deciding with a policy");
             let in_flight = p.uses(crate::policy::file::Metric::LoadInFlight);
             let strategy = crate::policy::strategy::PolicyStrategy::new(p);
+            let path = args.policy.clone().expect("a policy came from a file");
+            spawn_reload(path, strategy.reload_slot()).context("installing the SIGHUP handler")?;
             match prom {
                 Some(url) => Box::pin(
                     Controller::new(

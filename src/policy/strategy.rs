@@ -13,11 +13,15 @@ use crate::autoscaler::source::Signals;
 use crate::autoscaler::strategy::{Recommendation, Strategy};
 use crate::autoscaler::target::Observation;
 
+/// Where a reloaded policy waits for the next tick (SIGHUP puts it there).
+pub type ReloadSlot = std::sync::Arc<std::sync::Mutex<Option<PolicyFile>>>;
+
 pub struct PolicyStrategy {
     file: PolicyFile,
     history: History,
     thresholds: Vec<Threshold>,
     started: Instant,
+    reload: ReloadSlot,
 }
 
 impl PolicyStrategy {
@@ -28,7 +32,34 @@ impl PolicyStrategy {
             history: History::default(),
             thresholds,
             started: Instant::now(),
+            reload: ReloadSlot::default(),
         }
+    }
+
+    /// The slot a reloaded (and validated) policy is put in; taken at the next tick.
+    pub fn reload_slot(&self) -> ReloadSlot {
+        self.reload.clone()
+    }
+
+    /// Takes a waiting reload. The bounds are the controller's too, so a policy that changes
+    /// min or max is refused (it needs a restart); the history of recommendations is kept.
+    fn take_reload(&mut self) {
+        let Some(new) = self.reload.lock().expect("reload lock").take() else {
+            return;
+        };
+        if (new.policy.min, new.policy.max) != (self.file.policy.min, self.file.policy.max) {
+            tracing::error!(
+                old_min = self.file.policy.min,
+                old_max = self.file.policy.max,
+                new_min = new.policy.min,
+                new_max = new.policy.max,
+                "policy reload refused: changing min or max needs a restart; keeping the old policy"
+            );
+            return;
+        }
+        tracing::info!(policy = %new.policy.name, "policy reloaded");
+        self.thresholds = new.bands().into_iter().map(Threshold::new).collect();
+        self.file = new;
     }
 
     pub fn file(&self) -> &PolicyFile {
@@ -53,6 +84,7 @@ impl Strategy for PolicyStrategy {
     }
 
     fn recommend(&mut self, obs: &Observation, signals: &Signals) -> Recommendation {
+        self.take_reload();
         let current = obs.size;
         let behaviour = self.file.behaviour();
         let now_unix = unix_now();
@@ -156,5 +188,53 @@ impl Strategy for PolicyStrategy {
             desired: s.desired,
             reason,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(strategy: &str, max: u64) -> PolicyFile {
+        PolicyFile::parse(&format!(
+            "[policy]\nname = \"p\"\nmin = 1\nmax = {max}\n[[check]]\nstrategy = \"{strategy}\"\n{}",
+            if strategy == "target-tracking" { "target = 0.5\n" } else { "" }
+        ))
+        .unwrap()
+    }
+
+    fn obs(size: u64) -> Observation {
+        Observation {
+            size,
+            state: "running".into(),
+            members: size,
+            running: size,
+            busy: None,
+            member_list: vec![],
+        }
+    }
+
+    fn up() -> Signals {
+        let mut s = Signals::default();
+        s.intents.up = 1;
+        s
+    }
+
+    #[tokio::test]
+    async fn a_reload_applies_at_the_next_tick_unless_it_changes_the_bounds() {
+        let mut s = PolicyStrategy::new(policy("webhook-step", 5));
+        assert_eq!(s.recommend(&obs(2), &up()).desired, 3);
+        // Reloaded to target tracking with no metrics: an up-intent no longer counts.
+        *s.reload_slot().lock().unwrap() = Some(policy("target-tracking", 5));
+        assert_eq!(s.recommend(&obs(2), &up()).desired, 2);
+        assert!(matches!(s.file().checks[0], Check::TargetTracking { .. }));
+        // A reload that changes max is refused; the running policy stays.
+        *s.reload_slot().lock().unwrap() = Some(policy("webhook-step", 9));
+        assert_eq!(s.recommend(&obs(2), &up()).desired, 2);
+        assert!(matches!(s.file().checks[0], Check::TargetTracking { .. }));
+        assert!(
+            s.reload_slot().lock().unwrap().is_none(),
+            "taken either way"
+        );
     }
 }
