@@ -1,9 +1,10 @@
 //! Metric sources: where a tick's signals come from.
 //!
-//! Today the only source is the webhook inbox: alerts recorded between two ticks, taken whole
-//! at the tick (intents live for one tick only: a storm of alerts during a long operation does
-//! not become a backlog of stale scale-ups). The policy engine adds sources that read metric
-//! samples (Prometheus, a direct scrape) behind the same trait.
+//! - [`WebhookSource`]: the webhook inbox, alerts recorded between two ticks, taken whole at the
+//!   tick (intents live for one tick only: a storm of alerts during a long operation does not
+//!   become a backlog of stale scale-ups).
+//! - [`PrometheusSource`]: the inbox plus per-member metrics from Prometheus' HTTP API, with
+//!   their sample timestamps, for policies (`--policy`).
 
 use std::future::Future;
 use std::sync::Mutex;
