@@ -12,6 +12,7 @@ pub mod exoscale;
 pub mod load;
 pub mod local;
 pub mod policy;
+pub mod scrape;
 pub mod shutdown;
 pub mod sim;
 pub mod telemetry;

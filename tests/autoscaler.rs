@@ -544,6 +544,23 @@ fn invalid_configuration_exits_64_naming_the_field_before_binding() {
             vec!["--pool", pool, "--policy", "/nonexistent/policy.toml"],
             "policy",
         ),
+        (
+            vec!["--pool", pool, "--policy", "no-such-builtin"],
+            "policy",
+        ),
+        (
+            vec![
+                "--pool",
+                pool,
+                "--policy",
+                "hpa",
+                "--scrape",
+                "sd.json",
+                "--scrape-window",
+                "0s",
+            ],
+            "scrape-window",
+        ),
     ];
     for (args, field) in cases {
         let o = base_command()

@@ -25,6 +25,7 @@ pub mod server;
 pub mod source;
 pub mod strategy;
 pub mod target;
+pub mod victims;
 pub mod webhook;
 
 use std::collections::VecDeque;
@@ -104,7 +105,13 @@ pub struct Decision {
     /// The size read at the start of the tick (`None` when reading failed).
     pub current: Option<u64>,
     pub recommended: Option<u64>,
+    /// A policy's size after its stabilization windows (before rate limits and bounds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stabilized: Option<u64>,
     pub desired: Option<u64>,
+    /// A policy's inputs, each with its sample time.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<strategy::InputRecord>,
     pub bounds: Bounds,
     pub reason: String,
     /// The rule that changed the recommendation (`max`, `min`, `one step per tick`, ...).
@@ -249,7 +256,9 @@ impl<S: MetricSource, G: Strategy, T: Target> Controller<S, G, T> {
             intents: Intents::default(),
             current: None,
             recommended: None,
+            stabilized: None,
             desired: None,
+            inputs: Vec::new(),
             bounds: self.cfg.bounds,
             reason: String::new(),
             clipped_by: None,
@@ -301,6 +310,13 @@ impl<S: MetricSource, G: Strategy, T: Target> Controller<S, G, T> {
         let rec = self.strategy.recommend(&obs, &signals);
         d.recommended = Some(rec.desired);
         d.reason = rec.reason;
+        let mut policy_clip = None;
+        if let Some(detail) = rec.detail {
+            d.recommended = Some(detail.raw);
+            d.stabilized = Some(detail.stabilized);
+            d.inputs = detail.inputs;
+            policy_clip = detail.clipped_by;
+        }
         let (desired, clipped_by) = if current > max {
             (
                 current - 1,
@@ -330,7 +346,7 @@ impl<S: MetricSource, G: Strategy, T: Target> Controller<S, G, T> {
             (stepped, clip)
         };
         d.desired = Some(desired);
-        d.clipped_by = clipped_by;
+        d.clipped_by = clipped_by.or(policy_clip);
         self.metrics.set_desired(desired);
 
         if desired == current {

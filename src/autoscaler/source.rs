@@ -5,6 +5,8 @@
 //!   become a backlog of stale scale-ups).
 //! - [`PrometheusSource`]: the inbox plus per-member metrics from Prometheus' HTTP API, with
 //!   their sample timestamps, for policies (`--policy`).
+//! - [`ScrapeSource`]: the inbox plus the same per-member metrics scraped directly from the
+//!   discovery agent's targets (`--scrape FILE_SD`), for machines where no Prometheus runs.
 
 use std::future::Future;
 use std::sync::Mutex;
@@ -188,6 +190,68 @@ impl MetricSource for PrometheusSource {
                 ..Signals::default()
             }),
         }
+    }
+}
+
+/// The inbox plus per-member metrics scraped from the discovery agent's targets: CPU from the
+/// `node` targets (node_exporter), requests in flight from the `app` targets, each over a window
+/// like the Prometheus queries. Samples carry the scrape's time.
+pub struct ScrapeSource {
+    inbox: std::sync::Arc<Inbox>,
+    scraper: crate::scrape::Scraper,
+    in_flight: bool,
+}
+
+impl ScrapeSource {
+    /// `file_sd`: the discovery agent's output; `window`: the rate and average window.
+    pub fn new(
+        inbox: std::sync::Arc<Inbox>,
+        file_sd: std::path::PathBuf,
+        window: std::time::Duration,
+        in_flight: bool,
+    ) -> Self {
+        Self {
+            inbox,
+            scraper: crate::scrape::Scraper::new(file_sd, window),
+            in_flight,
+        }
+    }
+}
+
+impl MetricSource for ScrapeSource {
+    fn name(&self) -> &'static str {
+        "scrape"
+    }
+
+    async fn collect(&mut self) -> Result<Signals, SourceError> {
+        use crate::policy::prometheus::Sample;
+        let intents = self.inbox.take();
+        let at = OffsetDateTime::now_utc().unix_timestamp_nanos() as f64 / 1e9;
+        let to_samples = |r: Vec<crate::scrape::Reading>| -> Vec<Sample> {
+            r.into_iter()
+                .map(|r| Sample {
+                    instance: r.target,
+                    value: r.value,
+                    at,
+                })
+                .collect()
+        };
+        let samples = to_samples(self.scraper.cpu("node").await);
+        let in_flight = if self.in_flight {
+            to_samples(
+                self.scraper
+                    .gauge("app", "poolpilot_app_load_in_flight")
+                    .await,
+            )
+        } else {
+            Vec::new()
+        };
+        Ok(Signals {
+            intents,
+            samples,
+            in_flight,
+            sample_error: None,
+        })
     }
 }
 

@@ -2,14 +2,48 @@
 //! Bounds, the one-step limit and the busy gate are applied afterwards by the controller, the
 //! same for every strategy; a strategy only says what it would like.
 
+use serde::Serialize;
+
 use super::source::Signals;
 use super::target::Observation;
 
 /// What a strategy would like, and why (the decision record carries the reason).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct Recommendation {
     pub desired: u64,
     pub reason: String,
+    /// A policy's stages and inputs, for the decision record.
+    pub detail: Option<Detail>,
+}
+
+/// How a policy got to its size: each check's input with its timestamp, the raw (safest-wins)
+/// and stabilized sizes, and the rule that had the last word.
+#[derive(Clone, Debug, PartialEq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Detail {
+    pub inputs: Vec<InputRecord>,
+    pub raw: u64,
+    pub stabilized: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clipped_by: Option<String>,
+}
+
+/// One check's view of one tick.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct InputRecord {
+    pub check: usize,
+    pub strategy: &'static str,
+    /// `cpu`, `load-in-flight` or `webhooks`.
+    pub metric: &'static str,
+    /// The pool-average value the check saw (`None` when missing).
+    pub value: Option<f64>,
+    /// How many members had a value.
+    pub members_with_value: usize,
+    /// The newest sample's time (for webhooks: the last intent's).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub sample_at: Option<time::OffsetDateTime>,
+    pub recommended: u64,
 }
 
 pub trait Strategy: Send {
@@ -39,18 +73,22 @@ impl Strategy for WebhookStep {
             (0, 0) => Recommendation {
                 desired: current,
                 reason: "no intent since the last tick".into(),
+                detail: None,
             },
             (up, 0) => Recommendation {
                 desired: current + 1,
                 reason: format!("{up} up intent(s)"),
+                detail: None,
             },
             (0, down) => Recommendation {
                 desired: current.saturating_sub(1),
                 reason: format!("{down} down intent(s)"),
+                detail: None,
             },
             (up, down) => Recommendation {
                 desired: current + 1,
                 reason: format!("{up} up and {down} down intent(s): up wins"),
+                detail: None,
             },
         }
     }

@@ -6,7 +6,8 @@ use std::future::Future;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::exoscale::{self, Client, InstanceState, PoolState};
+use super::victims::{self, Candidate, VictimOrder};
+use crate::exoscale::{self, Client, HealthStatus, InstanceState, PoolState};
 
 /// The target as read at the start of a tick.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -78,6 +79,8 @@ pub struct Drain {
     /// How long to wait after draining: the NLB's check interval x retries, plus the longest
     /// request.
     pub wait: std::time::Duration,
+    /// Which members go first (see [`super::victims`]).
+    pub victims: Vec<VictimOrder>,
 }
 
 /// An Exoscale instance pool.
@@ -127,26 +130,98 @@ impl ExoscalePool {
         }
     }
 
-    /// Drains the `count` oldest running members, waits, and evicts exactly those.
+    /// The NLB's health status of each member address, from every NLB service that sends
+    /// traffic to this pool; empty (all unknown) when it cannot be read.
+    async fn health_by_ip(&self) -> std::collections::HashMap<std::net::Ipv4Addr, bool> {
+        let mut out = std::collections::HashMap::new();
+        let lbs = match self.client.list_load_balancers().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list load balancers; member health unknown");
+                return out;
+            }
+        };
+        for lb in lbs {
+            // The list may leave out the services' status: read each NLB that fronts this pool.
+            if !lb.services.is_empty()
+                && !lb.services.iter().any(|s| s.instance_pool.id == self.pool)
+            {
+                continue;
+            }
+            match self.client.get_load_balancer(lb.id).await {
+                Ok(full) => {
+                    for s in full
+                        .services
+                        .iter()
+                        .filter(|s| s.instance_pool.id == self.pool)
+                    {
+                        for st in &s.healthcheck_status {
+                            let ok = st.status == HealthStatus::Success;
+                            // Failing for any service counts as failing.
+                            out.entry(st.public_ip)
+                                .and_modify(|h: &mut bool| *h &= ok)
+                                .or_insert(ok);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(nlb = %lb.id, error = %e, "cannot read the NLB; member health unknown")
+                }
+            }
+        }
+        out
+    }
+
+    /// Requests in flight on the member's app (`poolpilot_app_load_in_flight`), if readable.
+    async fn in_flight(&self, ip: std::net::Ipv4Addr, port: u16) -> Option<f64> {
+        let url = format!("http://{ip}:{port}/metrics");
+        let text = self.http.get(&url).send().await.ok()?.text().await.ok()?;
+        crate::scrape::gauge(&text, "poolpilot_app_load_in_flight")
+    }
+
+    /// Chooses `count` running members in the drain's victim order, drains them, waits, and
+    /// evicts exactly those.
     async fn drain_and_evict(&self, d: &Drain, count: usize) -> Result<Actuation, TargetError> {
         let members = self.client.list_pool_members(self.pool).await?;
-        let mut running: Vec<_> = members
-            .iter()
-            .filter(|m| m.state == InstanceState::Running && m.public_ip.is_some())
-            .collect();
-        running.sort_by_key(|m| (m.created_at, m.id));
-        if running.len() < count {
+        let health = if d.victims.contains(&VictimOrder::UnhealthyFirst) {
+            self.health_by_ip().await
+        } else {
+            Default::default()
+        };
+        let mut candidates = Vec::new();
+        for m in &members {
+            let (InstanceState::Running, Some(ip)) = (m.state, m.public_ip) else {
+                continue;
+            };
+            let busy = if d.victims.contains(&VictimOrder::LeastBusy) {
+                self.in_flight(ip, d.port).await
+            } else {
+                None
+            };
+            candidates.push(Candidate {
+                id: m.id,
+                ip,
+                created_at: m.created_at,
+                healthy: health.get(&ip).copied(),
+                busy,
+            });
+        }
+        if candidates.len() < count {
             return Err(TargetError {
                 kind: "no_victim",
                 message: format!(
                     "{count} member(s) to drain, but only {} running with an address",
-                    running.len()
+                    candidates.len()
                 ),
             });
         }
-        let victims = &running[..count];
-        for v in victims {
-            let ip = v.public_ip.expect("filtered on an address");
+        let victims = victims::choose(candidates, &d.victims, count);
+        let order: Vec<&str> = d.victims.iter().map(|o| o.as_str()).collect();
+        for v in &victims {
+            tracing::info!(member = %v.id, ip = %v.ip, healthy = ?v.healthy, in_flight = ?v.busy, order = ?order, "chosen for scale-in");
+        }
+        for v in &victims {
+            let ip = v.ip;
             match self.drain_switch(d, ip, true).await {
                 Ok(()) => {
                     tracing::info!(member = %v.id, %ip, wait_s = d.wait.as_secs_f64(), "draining before eviction")
@@ -169,9 +244,8 @@ impl ExoscalePool {
                 pending: Some(op),
             }),
             Err(e) => {
-                for v in victims {
-                    let ip = v.public_ip.expect("filtered on an address");
-                    if let Err(u) = self.drain_switch(d, ip, false).await {
+                for v in &victims {
+                    if let Err(u) = self.drain_switch(d, v.ip, false).await {
                         tracing::warn!(member = %v.id, error = %u, "could not undo the drain");
                     }
                 }

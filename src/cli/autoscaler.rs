@@ -53,13 +53,26 @@ pub struct AutoscalerArgs {
     /// Decide and log, but never call the API to change the pool.
     #[arg(long)]
     pub dry_run: bool,
-    /// Decide with this policy file (see `poolpilot policy check`) instead of the course's
-    /// one-step rule; its min and max replace --min and --max.
-    #[arg(long, value_name = "FILE")]
-    pub policy: Option<std::path::PathBuf>,
+    /// Decide with this policy (a file, see `poolpilot policy check`, or a built-in name:
+    /// course, target-tracking, hpa, office-hours) instead of the course's one-step rule; its
+    /// min and max replace --min and --max.
+    #[arg(long, value_name = "FILE|NAME", env = "POOLPILOT_POLICY")]
+    pub policy: Option<String>,
     /// Prometheus' address, for policies that read metrics (target-tracking, threshold).
     #[arg(long, value_name = "URL", env = "POOLPILOT_PROMETHEUS_URL")]
     pub prometheus: Option<url::Url>,
+    /// Without Prometheus: scrape the discovery agent's targets in this file_sd file directly
+    /// (`node` targets for CPU, `app` targets for requests in flight).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "POOLPILOT_SCRAPE_FILE_SD",
+        conflicts_with = "prometheus"
+    )]
+    pub scrape: Option<std::path::PathBuf>,
+    /// The rate window of the direct scrape (like Prometheus' `rate(...[1m])`).
+    #[arg(long, value_name = "DURATION")]
+    pub scrape_window: Option<Dur>,
     /// Scale in gracefully: drain the oldest member through the app's drain switch with this
     /// token, wait --drain-wait, then evict it (the app's POOLPILOT_DRAIN_TOKEN).
     #[arg(
@@ -103,6 +116,9 @@ pub struct Resolved {
     pub token: Option<Secret>,
     pub drain: Option<Drain>,
     pub policy: Option<crate::policy::file::PolicyFile>,
+    /// Where the policy came from (its file, for reloads).
+    pub policy_source: Option<crate::policy::builtin::Source>,
+    pub scrape_window: Duration,
 }
 
 pub fn resolve(args: &AutoscalerArgs, file: &FileConfig) -> Result<Resolved, ConfigError> {
@@ -164,6 +180,42 @@ pub fn resolve(args: &AutoscalerArgs, file: &FileConfig) -> Result<Resolved, Con
         }
         Some(t) => Some(Secret::new(t)),
     };
+    let source = match &args.policy {
+        None => None,
+        Some(arg) => {
+            Some(crate::policy::builtin::load(arg).map_err(|e| ConfigError::invalid("policy", e))?)
+        }
+    };
+    let policy = match &source {
+        None => None,
+        Some(src) => {
+            let p = crate::policy::file::PolicyFile::parse(&src.text).map_err(|problems| {
+                let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+                ConfigError::invalid("policy", format!("{}: {}", src.label, list.join("; ")))
+            })?;
+            let needs_metrics = p
+                .checks
+                .iter()
+                .any(|c| !matches!(c, crate::policy::file::Check::WebhookStep));
+            if needs_metrics && args.prometheus.is_none() && args.scrape.is_none() {
+                return Err(ConfigError::invalid(
+                    "prometheus",
+                    "(or --scrape) is required by the policy's target-tracking or threshold checks",
+                ));
+            }
+            Some(p)
+        }
+    };
+    let scrape_window = args
+        .scrape_window
+        .map(|d| d.get())
+        .unwrap_or(Duration::from_secs(60));
+    if scrape_window < Duration::from_secs(1) || scrape_window > Duration::from_secs(3600) {
+        return Err(ConfigError::invalid(
+            "scrape-window",
+            "must be between 1s and 1h",
+        ));
+    }
     let drain = match args.drain_token.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(t) => {
@@ -179,30 +231,11 @@ pub fn resolve(args: &AutoscalerArgs, file: &FileConfig) -> Result<Resolved, Con
                 token: Secret::new(t),
                 port,
                 wait,
+                victims: policy
+                    .as_ref()
+                    .map(|p| p.victims())
+                    .unwrap_or_else(crate::autoscaler::victims::default_orders),
             })
-        }
-    };
-    let policy = match &args.policy {
-        None => None,
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                ConfigError::invalid("policy", format!("cannot read {}: {e}", path.display()))
-            })?;
-            let p = crate::policy::file::PolicyFile::parse(&text).map_err(|problems| {
-                let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-                ConfigError::invalid("policy", format!("{}: {}", path.display(), list.join("; ")))
-            })?;
-            let needs_metrics = p
-                .checks
-                .iter()
-                .any(|c| !matches!(c, crate::policy::file::Check::WebhookStep));
-            if needs_metrics && args.prometheus.is_none() {
-                return Err(ConfigError::invalid(
-                    "prometheus",
-                    "is required by the policy's target-tracking or threshold checks",
-                ));
-            }
-            Some(p)
         }
     };
     let (min, max) = match &policy {
@@ -211,6 +244,8 @@ pub fn resolve(args: &AutoscalerArgs, file: &FileConfig) -> Result<Resolved, Con
     };
     Ok(Resolved {
         policy,
+        policy_source: source,
+        scrape_window,
         drain,
         pool,
         listen,
@@ -292,57 +327,73 @@ pub async fn run(args: AutoscalerArgs, file: FileConfig) -> Result<(), CliError>
     }
     let inbox = Arc::new(Inbox::default());
     let shared = Arc::new(Shared::new(bounds, cfg.controller.dry_run));
-    let controller_task: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = match (
-        cfg.policy,
-        &args.prometheus,
-    ) {
-        (None, _) => Box::pin(
-            Controller::new(
-                cfg.controller,
-                WebhookSource::new(inbox.clone()),
-                WebhookStep,
-                target,
-                shared.clone(),
-                metrics.clone(),
-            )
-            .run(),
+    if let Some(d) = &cfg.drain {
+        let order: Vec<&str> = d.victims.iter().map(|o| o.as_str()).collect();
+        info!(victims = ?order, "scale-in victim order");
+    }
+    type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+    fn task<S, G>(
+        cfg: ControllerConfig,
+        source: S,
+        strategy: G,
+        target: ExoscalePool,
+        shared: Arc<Shared>,
+        metrics: Metrics,
+    ) -> Task
+    where
+        S: crate::autoscaler::MetricSource + 'static,
+        G: crate::autoscaler::Strategy + 'static,
+    {
+        Box::pin(Controller::new(cfg, source, strategy, target, shared, metrics).run())
+    }
+    let (s, m) = (shared.clone(), metrics.clone());
+    let controller_task: Task = match cfg.policy {
+        None => task(
+            cfg.controller,
+            WebhookSource::new(inbox.clone()),
+            WebhookStep,
+            target,
+            s,
+            m,
         ),
-        (Some(p), prom) => {
-            info!(policy = %p.policy.name, prometheus = ?prom.as_ref().map(|u| u.to_string()), "deciding with a policy");
+        Some(p) => {
+            let src = cfg.policy_source.expect("a policy has a source");
             let in_flight = p.uses(crate::policy::file::Metric::LoadInFlight);
             let strategy = crate::policy::strategy::PolicyStrategy::new(p);
-            let path = args.policy.clone().expect("a policy came from a file");
-            spawn_reload(path, strategy.reload_slot()).context("installing the SIGHUP handler")?;
-            match prom {
-                Some(url) => Box::pin(
-                    Controller::new(
-                        cfg.controller,
-                        crate::autoscaler::source::PrometheusSource::new(
-                            inbox.clone(),
-                            crate::policy::prometheus::Prometheus::new(
-                                url.clone(),
-                                Duration::from_secs(5),
-                            ),
-                            in_flight,
-                        ),
-                        strategy,
-                        target,
-                        shared.clone(),
-                        metrics.clone(),
-                    )
-                    .run(),
-                ),
-                None => Box::pin(
-                    Controller::new(
-                        cfg.controller,
-                        WebhookSource::new(inbox.clone()),
-                        strategy,
-                        target,
-                        shared.clone(),
-                        metrics.clone(),
-                    )
-                    .run(),
-                ),
+            match &src.path {
+                Some(path) => spawn_reload(path.clone(), strategy.reload_slot())
+                    .context("installing the SIGHUP handler")?,
+                None => info!(policy = %src.label, "a built-in policy is not reloaded on SIGHUP"),
+            }
+            if let Some(url) = &args.prometheus {
+                info!(policy = %src.label, prometheus = %url, "deciding with a policy; metrics from Prometheus");
+                let prom =
+                    crate::policy::prometheus::Prometheus::new(url.clone(), Duration::from_secs(5));
+                let source = crate::autoscaler::source::PrometheusSource::new(
+                    inbox.clone(),
+                    prom,
+                    in_flight,
+                );
+                task(cfg.controller, source, strategy, target, s, m)
+            } else if let Some(file) = &args.scrape {
+                info!(policy = %src.label, file_sd = %file.display(), window_ms = cfg.scrape_window.as_millis() as u64, "deciding with a policy; metrics scraped from the discovery targets");
+                let source = crate::autoscaler::source::ScrapeSource::new(
+                    inbox.clone(),
+                    file.clone(),
+                    cfg.scrape_window,
+                    in_flight,
+                );
+                task(cfg.controller, source, strategy, target, s, m)
+            } else {
+                info!(policy = %src.label, "deciding with a policy; webhooks only");
+                task(
+                    cfg.controller,
+                    WebhookSource::new(inbox.clone()),
+                    strategy,
+                    target,
+                    s,
+                    m,
+                )
             }
         }
     };

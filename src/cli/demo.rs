@@ -43,13 +43,30 @@ pub struct DemoArgs {
     /// Which alerting runs.
     #[arg(long, value_enum, default_value_t = Monitoring::Auto)]
     pub monitoring: Monitoring,
-    /// Decide with this policy file instead of the course's rule, e.g.
-    /// examples/policies/demo-in-flight.toml (needs Prometheus).
-    #[arg(long, value_name = "FILE")]
-    pub policy: Option<PathBuf>,
+    /// Decide with this policy instead of the course's rule: a file, or a built-in name
+    /// (`target-tracking` runs target tracking at the demo's time scale, on requests in flight:
+    /// examples/policies/demo-in-flight.toml).
+    #[arg(long, value_name = "FILE|NAME")]
+    pub policy: Option<String>,
 }
 
 pub async fn run(args: DemoArgs) -> Result<(), CliError> {
+    let policy = match &args.policy {
+        None => None,
+        Some(arg) => {
+            let src =
+                crate::demo::resolve_policy(arg).map_err(|e| ConfigError::invalid("policy", e))?;
+            if let Err(problems) = crate::policy::file::PolicyFile::parse(&src.text) {
+                let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+                return Err(ConfigError::invalid(
+                    "policy",
+                    format!("{}: {}", src.label, list.join("; ")),
+                )
+                .into());
+            }
+            Some(src)
+        }
+    };
     if !(2..=20).contains(&args.max) {
         return Err(ConfigError::invalid("max", "must be between 2 and 20").into());
     }
@@ -75,7 +92,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
             Monitoring::Embedded => MonitoringChoice::Embedded,
         },
         binary,
-        policy: args.policy,
+        policy,
     })
     .await?;
     if outcome.success() {

@@ -60,7 +60,7 @@ pub enum Command {
     /// Run the whole autoscaling loop on this machine: no cloud account needed.
     Demo(demo::DemoArgs),
     /// Scale a pool on alert webhooks: at most one step per interval, within bounds.
-    Autoscaler(autoscaler::AutoscalerArgs),
+    Autoscaler(Box<autoscaler::AutoscalerArgs>),
     /// Load a URL: closed loop (--concurrency) or open loop (--rate), bounded in time or count.
     Load(load::LoadArgs),
 }
@@ -189,7 +189,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::App(args) => app::run(args, file).await,
         Command::Load(args) => load::run(args).await,
         Command::Discovery(args) => discovery::run(args, file).await,
-        Command::Autoscaler(args) => autoscaler::run(args, file).await,
+        Command::Autoscaler(args) => autoscaler::run(*args, file).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Template(cmd) => template::run(cmd, file).await,
         Command::Policy(cmd) => policy::run(cmd).await,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::sampler::CpuSampler;
+use crate::scrape::Scraper;
 
 /// One of the two alert rules.
 #[derive(Debug)]
@@ -21,7 +21,7 @@ struct Rule {
 }
 
 pub struct Embedded {
-    pub sampler: CpuSampler,
+    pub sampler: Scraper,
     pub webhook: String,
     pub token: String,
     pub eval_interval: Duration,
@@ -55,7 +55,7 @@ impl Embedded {
         let mut every = tokio::time::interval(self.eval_interval);
         loop {
             every.tick().await;
-            let Some(u) = self.sampler.sample().await else {
+            let Some(u) = self.sampler.mean_cpu("node").await else {
                 // No data: no alert (as Prometheus, where `avg` of nothing is no sample).
                 for r in &mut rules {
                     r.since = None;

@@ -16,7 +16,6 @@
 
 pub mod embedded;
 pub mod report;
-pub mod sampler;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -35,9 +34,9 @@ use crate::exoscale::Credentials;
 use crate::load::{self, LoadConfig, Mode, Profile, Summary};
 use crate::local::backend::{APP_PORT, LocalBackend, LocalConfig, QuotaMode};
 use crate::local::nlb::{Nlb, NlbConfig};
+use crate::scrape::Scraper;
 use crate::sim::{Sim, State, Timing};
 use report::{Mark, Sample};
-use sampler::CpuSampler;
 
 /// The rule and Alertmanager files, compiled in from `monitoring/` (the same files the monitor
 /// image installs).
@@ -154,8 +153,21 @@ pub struct DemoConfig {
     pub monitoring: MonitoringChoice,
     /// The `poolpilot` binary for the child processes.
     pub binary: PathBuf,
-    /// Decide with this policy file instead of the course's rule (needs Prometheus).
-    pub policy: Option<PathBuf>,
+    /// Decide with this policy instead of the course's rule (resolved by [`resolve_policy`]).
+    pub policy: Option<crate::policy::builtin::Source>,
+}
+
+/// A `--policy` for the demo: a file, or a built-in name. `target-tracking` is the demo's
+/// target tracking (examples/policies/demo-in-flight.toml): the three-minute story needs
+/// short windows, and it tracks requests in flight, which, unlike CPU, does not saturate, so
+/// one decision finds the size the load needs.
+pub fn resolve_policy(arg: &str) -> Result<crate::policy::builtin::Source, String> {
+    if arg == "target-tracking" {
+        let mut s = crate::policy::builtin::load("demo-in-flight")?;
+        s.label = "built-in `target-tracking` at the demo's time scale (demo-in-flight)".into();
+        return Ok(s);
+    }
+    crate::policy::builtin::load(arg)
 }
 
 /// What the demo found: the facts the exit code and the report rest on.
@@ -424,11 +436,6 @@ pub async fn run(cfg: DemoConfig) -> anyhow::Result<Outcome> {
             true
         }
     };
-    if cfg.policy.is_some() && !real {
-        bail!(
-            "--policy needs Debian's Prometheus (the policy reads metrics through its HTTP API): apt-get install prometheus prometheus-alertmanager"
-        );
-    }
     let banner = if real {
         format!(
             "MONITORING: Debian's Prometheus ({}) and Alertmanager ({}) with monitoring/prometheus/rules.yml and monitoring/alertmanager/alertmanager.yml",
@@ -556,18 +563,21 @@ pub async fn run(cfg: DemoConfig) -> anyhow::Result<Outcome> {
                 secs(t.drain_wait()),
             ]);
         if let Some(p) = &cfg.policy {
-            let p = std::fs::canonicalize(p).with_context(|| format!("{}", p.display()))?;
-            if let Err(problems) = crate::policy::file::PolicyFile::parse(&std::fs::read_to_string(&p)?) {
-                let list: Vec<String> = problems.iter().map(|x| x.to_string()).collect();
-                bail!("{}: {}", p.display(), list.join("; "));
+            let file = out.join("policy.toml");
+            std::fs::write(&file, &p.text)?;
+            scaler_args.extend(["--policy".into(), file.display().to_string()]);
+            if real {
+                scaler_args.extend(["--prometheus".into(), format!("http://127.0.0.1:{prom_port}")]);
+                println!("policy: {} (the autoscaler reads metrics from Prometheus)", p.label);
+            } else {
+                scaler_args.extend([
+                    "--scrape".into(),
+                    sd_file.display().to_string(),
+                    "--scrape-window".into(),
+                    secs(t.window),
+                ]);
+                println!("policy: {} (the autoscaler scrapes the discovery targets itself)", p.label);
             }
-            scaler_args.extend([
-                "--policy".into(),
-                p.display().to_string(),
-                "--prometheus".into(),
-                format!("http://127.0.0.1:{prom_port}"),
-            ]);
-            println!("policy: {} (the autoscaler reads metrics from Prometheus)", p.display());
         }
         procs.push(spawn(
             "autoscaler",
@@ -627,7 +637,7 @@ pub async fn run(cfg: DemoConfig) -> anyhow::Result<Outcome> {
         } else {
             embedded_task = Some(tokio::spawn(
                 embedded::Embedded {
-                    sampler: CpuSampler::new(sd_file.clone(), "node", t.window),
+                    sampler: Scraper::new(sd_file.clone(), t.window),
                     webhook: webhook.clone(),
                     token: webhook_token.clone(),
                     eval_interval: t.scrape,
@@ -682,6 +692,16 @@ struct DecisionView {
     gate: Option<String>,
     #[serde(default)]
     intents: serde_json::Value,
+    #[serde(default)]
+    strategy: String,
+    #[serde(default)]
+    recommended: Option<u64>,
+    #[serde(default)]
+    stabilized: Option<u64>,
+    #[serde(default)]
+    clipped_by: Option<String>,
+    #[serde(default)]
+    inputs: Vec<serde_json::Value>,
 }
 
 /// The load, the live view, the timeline, the end.
@@ -696,12 +716,11 @@ async fn story(
 ) -> anyhow::Result<Outcome> {
     let base = format!("http://{}", cfg.nlb_listen);
     let clients = f64::from(cfg.clients.max(1));
-    let ramp = t.tick / 2;
-    // Ramp to the clients (past what one instance takes), hold, drop to zero.
+    // A step to the clients (past what one instance takes), hold, drop to zero. A step, not a
+    // ramp: a policy's first reading then sees the whole load, whenever its tick falls.
     let profile = Profile::Points {
         points: vec![
-            (Duration::ZERO, 1.0),
-            (ramp, clients),
+            (Duration::ZERO, clients),
             (t.hold, clients),
             (t.hold + Duration::from_millis(1), 0.0),
         ],
@@ -749,7 +768,7 @@ async fn story(
         .no_proxy()
         .timeout(Duration::from_secs(2))
         .build()?;
-    let mut sampler = CpuSampler::new(sd_file.to_path_buf(), "node", t.window);
+    let mut sampler = Scraper::new(sd_file.to_path_buf(), t.window);
     let started = Instant::now();
     let mut samples: Vec<Sample> = Vec::new();
     let mut marks: Vec<Mark> = Vec::new();
@@ -773,7 +792,7 @@ async fn story(
         });
         max_size = max_size.max(size);
         let healthy = nlb.members().iter().filter(|m| m.healthy).count() as u64;
-        let cpu = sampler.sample().await.map(|u| u * 100.0);
+        let cpu = sampler.mean_cpu("node").await.map(|u| u * 100.0);
         let l = load_last.lock().expect("summary lock").clone();
         let h = probe_last.lock().expect("summary lock").clone();
         let requests = l.as_ref().map_or(0, |s| s.requests) + h.as_ref().map_or(0, |s| s.requests);
@@ -849,6 +868,11 @@ async fn story(
                     from: d.current,
                     to: d.desired,
                     reason: d.reason,
+                    strategy: d.strategy,
+                    recommended: d.recommended,
+                    stabilized: d.stabilized,
+                    clipped_by: d.clipped_by,
+                    inputs: d.inputs,
                 });
             }
         }

@@ -25,7 +25,7 @@ pub struct Sample {
 }
 
 /// A scaling decision as the chart marks it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Mark {
     pub t: f64,
     pub action: String,
@@ -33,6 +33,17 @@ pub struct Mark {
     pub from: Option<u64>,
     pub to: Option<u64>,
     pub reason: String,
+    pub strategy: String,
+    /// A policy's raw (safest-wins) and stabilized sizes, the rule that clipped, and each
+    /// check's input with its sample time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recommended: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stabilized: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clipped_by: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<serde_json::Value>,
 }
 
 pub fn csv(samples: &[Sample]) -> String {
@@ -324,6 +335,7 @@ mod tests {
             from: Some(1),
             to: Some(2),
             reason: "1 up intent(s) <cpu>".into(),
+            ..Mark::default()
         }];
         let s = svg("demo", &samples, &marks, 4);
         assert!(s.starts_with("<svg"));

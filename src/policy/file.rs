@@ -35,6 +35,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::engine::{Band, Behaviour, RateLimit, TargetTracking};
+use crate::autoscaler::victims::VictimOrder;
 use crate::config::Dur;
 
 #[derive(Clone, Debug, Deserialize)]
@@ -190,7 +191,6 @@ fn default_victims() -> Vec<String> {
 }
 
 const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
-const VICTIMS: [&str; 4] = ["oldest", "newest", "least-busy", "unhealthy-first"];
 
 fn hhmm(s: &str) -> Option<u32> {
     let (h, m) = s.split_once(':')?;
@@ -372,7 +372,7 @@ impl PolicyFile {
             bad("scale-in.victims".into(), "at least one order");
         }
         for v in &self.scale_in.victims {
-            if !VICTIMS.contains(&v.as_str()) {
+            if VictimOrder::parse(v).is_none() {
                 bad(
                     "scale-in.victims".into(),
                     "orders are oldest, newest, least-busy, unhealthy-first",
@@ -380,6 +380,15 @@ impl PolicyFile {
             }
         }
         out
+    }
+
+    /// The scale-in victim orders (validated).
+    pub fn victims(&self) -> Vec<VictimOrder> {
+        self.scale_in
+            .victims
+            .iter()
+            .filter_map(|v| VictimOrder::parse(v))
+            .collect()
     }
 
     /// The shared behaviour as the engine takes it.

@@ -10,7 +10,7 @@ use super::engine::{History, Input, Member, Threshold};
 use super::file::{Check, Metric, PolicyFile};
 use super::prometheus::newest_age;
 use crate::autoscaler::source::Signals;
-use crate::autoscaler::strategy::{Recommendation, Strategy};
+use crate::autoscaler::strategy::{Detail, InputRecord, Recommendation, Strategy};
 use crate::autoscaler::target::Observation;
 
 /// Where a reloaded policy waits for the next tick (SIGHUP puts it there).
@@ -18,6 +18,8 @@ pub type ReloadSlot = std::sync::Arc<std::sync::Mutex<Option<PolicyFile>>>;
 
 pub struct PolicyStrategy {
     file: PolicyFile,
+    /// `policy NAME`, for decision records (leaked once per load: a handful per process).
+    name: &'static str,
     history: History,
     thresholds: Vec<Threshold>,
     started: Instant,
@@ -28,6 +30,7 @@ impl PolicyStrategy {
     pub fn new(file: PolicyFile) -> Self {
         let thresholds = file.bands().into_iter().map(Threshold::new).collect();
         Self {
+            name: Box::leak(format!("policy {}", file.policy.name).into_boxed_str()),
             file,
             history: History::default(),
             thresholds,
@@ -59,6 +62,9 @@ impl PolicyStrategy {
         }
         tracing::info!(policy = %new.policy.name, "policy reloaded");
         self.thresholds = new.bands().into_iter().map(Threshold::new).collect();
+        if new.policy.name != self.file.policy.name {
+            self.name = Box::leak(format!("policy {}", new.policy.name).into_boxed_str());
+        }
         self.file = new;
     }
 
@@ -76,7 +82,7 @@ fn unix_now() -> f64 {
 
 impl Strategy for PolicyStrategy {
     fn name(&self) -> &'static str {
-        "policy"
+        self.name
     }
 
     fn one_step(&self) -> bool {
@@ -126,41 +132,84 @@ impl Strategy for PolicyStrategy {
         let average =
             (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64);
 
+        let at = |i: &Input| {
+            i.sample_age.map(|a| {
+                time::OffsetDateTime::now_utc() - time::Duration::try_from(a).unwrap_or_default()
+            })
+        };
+        let avg = |i: &Input| {
+            let v: Vec<f64> = i.members.iter().filter_map(|m| m.value).collect();
+            (
+                (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64),
+                v.len(),
+            )
+        };
         let mut recs = Vec::new();
         let mut reasons = Vec::new();
+        let mut inputs = Vec::new();
         let mut t = 0;
         let mut tt = self.file.target_tracking().into_iter();
         for (i, c) in self.file.checks.iter().enumerate() {
-            let (desired, reason) = match c {
+            let (desired, reason, record) = match c {
                 Check::WebhookStep => {
-                    let i = &signals.intents;
-                    match (i.up, i.down) {
+                    let intents = &signals.intents;
+                    let (d, r) = match (intents.up, intents.down) {
                         (0, 0) => (current, "no intent".to_owned()),
-                        (_, 0) => (current + 1, format!("{} up intent(s)", i.up)),
+                        (_, 0) => (current + 1, format!("{} up intent(s)", intents.up)),
                         (0, _) => (
                             current.saturating_sub(1),
-                            format!("{} down intent(s)", i.down),
+                            format!("{} down intent(s)", intents.down),
                         ),
                         _ => (current + 1, "up and down intents: up".to_owned()),
-                    }
+                    };
+                    let rec = InputRecord {
+                        check: i,
+                        strategy: "webhook-step",
+                        metric: "webhooks",
+                        value: Some(intents.up as f64 - intents.down as f64),
+                        members_with_value: 0,
+                        sample_at: intents.recent.last().map(|x| x.at),
+                        recommended: d,
+                    };
+                    (d, r, rec)
                 }
                 Check::TargetTracking { .. } => {
                     let (metric, t) = tt.next().expect("one per check");
-                    let input = match metric {
-                        Metric::Cpu => &cpu_input,
-                        Metric::LoadInFlight => &flight_input,
+                    let (input, name) = match metric {
+                        Metric::Cpu => (&cpu_input, "cpu"),
+                        Metric::LoadInFlight => (&flight_input, "load-in-flight"),
                     };
                     let r = t.recommend(input);
-                    (r.desired, r.reason)
+                    let (value, n) = avg(input);
+                    let rec = InputRecord {
+                        check: i,
+                        strategy: "target-tracking",
+                        metric: name,
+                        value,
+                        members_with_value: n,
+                        sample_at: at(input),
+                        recommended: r.desired,
+                    };
+                    (r.desired, r.reason, rec)
                 }
                 Check::Threshold { .. } => {
                     let r = self.thresholds[t].recommend(current, average);
                     t += 1;
-                    (r.desired, r.reason)
+                    let rec = InputRecord {
+                        check: i,
+                        strategy: "threshold",
+                        metric: "cpu",
+                        value: average,
+                        members_with_value: values.len(),
+                        sample_at: at(&cpu_input),
+                        recommended: r.desired,
+                    };
+                    (r.desired, r.reason, rec)
                 }
             };
             recs.push(desired);
             reasons.push(format!("check[{i}] -> {desired}: {reason}"));
+            inputs.push(record);
         }
         let mut b = behaviour;
         b.min = self.file.min_at(chrono::Utc::now());
@@ -181,12 +230,18 @@ impl Strategy for PolicyStrategy {
             "; raw {} stabilized {} desired {}",
             s.raw, s.stabilized, s.desired
         ));
-        if let Some(c) = s.clipped_by {
+        if let Some(c) = &s.clipped_by {
             reason.push_str(&format!(" ({c})"));
         }
         Recommendation {
             desired: s.desired,
             reason,
+            detail: Some(Detail {
+                inputs,
+                raw: s.raw,
+                stabilized: s.stabilized,
+                clipped_by: s.clipped_by,
+            }),
         }
     }
 }

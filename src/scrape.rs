@@ -1,0 +1,213 @@
+//! Scraping the discovery agent's targets directly, the way Prometheus would: the targets from
+//! the file_sd file, `/metrics` from each, CPU utilisation per instance from the counters of
+//! `node_cpu_seconds_total` over a window, gauges averaged over the same window. The autoscaler's
+//! direct-scrape source (when no Prometheus runs), the demo's live view and its embedded alert
+//! evaluator use it.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::discovery::TargetGroup;
+/// Busy and total CPU seconds of one scrape.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CpuSample {
+    pub at: Instant,
+    pub busy: f64,
+    pub total: f64,
+}
+
+/// Parses `node_cpu_seconds_total` lines: (busy, total) summed over cpus and modes.
+pub fn parse_node_cpu(text: &str) -> Option<(f64, f64)> {
+    let (mut busy, mut total, mut seen) = (0.0, 0.0, false);
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("node_cpu_seconds_total{") else {
+            continue;
+        };
+        let (labels, value) = rest.split_once('}')?;
+        let v: f64 = value.split_whitespace().next()?.parse().ok()?;
+        seen = true;
+        total += v;
+        if !labels.contains("mode=\"idle\"") {
+            busy += v;
+        }
+    }
+    seen.then_some((busy, total))
+}
+
+/// The value of an unlabelled gauge (or the sum over its series) in a text exposition.
+pub fn gauge(text: &str, name: &str) -> Option<f64> {
+    let mut sum = None;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        // `name value` or `name{labels} value`, not `name_suffix ...`.
+        let rest = match rest.chars().next() {
+            Some('{') => rest.split_once('}')?.1,
+            Some(' ') => rest,
+            _ => continue,
+        };
+        let v: f64 = rest.split_whitespace().next()?.parse().ok()?;
+        *sum.get_or_insert(0.0) += v;
+    }
+    sum
+}
+
+/// One target's reading.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reading {
+    /// `ip:port`, as in the file_sd file.
+    pub target: String,
+    pub value: f64,
+}
+
+pub struct Scraper {
+    file: PathBuf,
+    window: Duration,
+    http: reqwest::Client,
+    cpu: HashMap<String, VecDeque<CpuSample>>,
+    gauges: HashMap<(String, String), VecDeque<(Instant, f64)>>,
+}
+
+impl Scraper {
+    pub fn new(file: PathBuf, window: Duration) -> Self {
+        Self {
+            file,
+            window,
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_millis(800))
+                .build()
+                .expect("an HTTP client"),
+            cpu: HashMap::new(),
+            gauges: HashMap::new(),
+        }
+    }
+
+    /// The targets named `target_name` in the discovery file (none while it does not exist).
+    pub fn targets(&self, target_name: &str) -> Vec<String> {
+        let Ok(bytes) = std::fs::read(&self.file) else {
+            return Vec::new();
+        };
+        let groups: Vec<TargetGroup> = serde_json::from_slice(&bytes).unwrap_or_default();
+        groups
+            .into_iter()
+            .filter(|g| {
+                g.labels.get("exoscale_target_name").map(String::as_str) == Some(target_name)
+            })
+            .flat_map(|g| g.targets)
+            .collect()
+    }
+
+    async fn scrape_all(&self, targets: &[String]) -> Vec<(String, Option<String>)> {
+        let mut set = tokio::task::JoinSet::new();
+        for (i, t) in targets.iter().enumerate() {
+            let url = format!("http://{t}/metrics");
+            let http = self.http.clone();
+            set.spawn(async move {
+                (
+                    i,
+                    async { http.get(&url).send().await.ok()?.text().await.ok() }.await,
+                )
+            });
+        }
+        let mut texts = vec![None; targets.len()];
+        while let Some(r) = set.join_next().await {
+            if let Ok((i, text)) = r {
+                texts[i] = text;
+            }
+        }
+        targets.iter().cloned().zip(texts).collect()
+    }
+
+    /// Scrapes the `target_name` targets (node exporters) once; returns each one's CPU
+    /// utilisation (0..1) over the window, for the targets that have two samples in it.
+    pub async fn cpu(&mut self, target_name: &str) -> Vec<Reading> {
+        let targets = self.targets(target_name);
+        self.cpu.retain(|t, _| targets.contains(t));
+        let results = self.scrape_all(&targets).await;
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for (t, text) in results {
+            let h = self.cpu.entry(t.clone()).or_default();
+            if let Some((busy, total)) = text.as_deref().and_then(parse_node_cpu) {
+                h.push_back(CpuSample {
+                    at: now,
+                    busy,
+                    total,
+                });
+            }
+            while h.len() > 2 && h.front().is_some_and(|s| now - s.at > self.window) {
+                h.pop_front();
+            }
+            if let (Some(first), Some(last)) = (h.front(), h.back())
+                && last.total > first.total
+            {
+                out.push(Reading {
+                    target: t,
+                    value: ((last.busy - first.busy) / (last.total - first.total)).clamp(0.0, 1.0),
+                });
+            }
+        }
+        out
+    }
+
+    /// The pool's mean CPU utilisation over the window, or `None` when no target has two
+    /// samples in it.
+    pub async fn mean_cpu(&mut self, target_name: &str) -> Option<f64> {
+        let r = self.cpu(target_name).await;
+        (!r.is_empty()).then(|| r.iter().map(|x| x.value).sum::<f64>() / r.len() as f64)
+    }
+
+    /// Scrapes the `target_name` targets once; returns each one's `metric` averaged over the
+    /// window (a gauge read at one instant is noisy).
+    pub async fn gauge(&mut self, target_name: &str, metric: &str) -> Vec<Reading> {
+        let targets = self.targets(target_name);
+        self.gauges
+            .retain(|(t, m), _| m != metric || targets.contains(t));
+        let results = self.scrape_all(&targets).await;
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for (t, text) in results {
+            let h = self
+                .gauges
+                .entry((t.clone(), metric.to_owned()))
+                .or_default();
+            if let Some(v) = text.as_deref().and_then(|x| gauge(x, metric)) {
+                h.push_back((now, v));
+            }
+            while h.front().is_some_and(|(at, _)| now - *at > self.window) {
+                h.pop_front();
+            }
+            if !h.is_empty() {
+                out.push(Reading {
+                    target: t,
+                    value: h.iter().map(|(_, v)| v).sum::<f64>() / h.len() as f64,
+                });
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_cpu_lines_are_summed_by_busy_and_total() {
+        let text = "# HELP x\nnode_cpu_seconds_total{cpu=\"0\",mode=\"idle\"} 30\n\
+                    node_cpu_seconds_total{cpu=\"0\",mode=\"user\"} 8\n\
+                    node_cpu_seconds_total{cpu=\"0\",mode=\"system\"} 2\n";
+        assert_eq!(parse_node_cpu(text), Some((10.0, 40.0)));
+        assert_eq!(parse_node_cpu("up 1\n"), None);
+    }
+
+    #[test]
+    fn gauges_match_the_whole_name() {
+        let text = "# TYPE g gauge\ng 3\ng_total 9\ng{a=\"1\"} 2\n";
+        assert_eq!(gauge(text, "g"), Some(5.0));
+        assert_eq!(gauge(text, "h"), None);
+    }
+}
