@@ -15,4 +15,5 @@ pub mod policy;
 pub mod scrape;
 pub mod shutdown;
 pub mod sim;
+pub mod simulate;
 pub mod telemetry;

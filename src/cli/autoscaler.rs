@@ -54,7 +54,7 @@ pub struct AutoscalerArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Decide with this policy (a file, see `poolpilot policy check`, or a built-in name:
-    /// course, target-tracking, hpa, office-hours) instead of the course's one-step rule; its
+    /// default, course, target-tracking, hpa, office-hours) instead of the course's one-step rule; its
     /// min and max replace --min and --max.
     #[arg(long, value_name = "FILE|NAME", env = "POOLPILOT_POLICY")]
     pub policy: Option<String>,

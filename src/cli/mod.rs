@@ -9,6 +9,7 @@ mod load;
 mod policy;
 mod pool;
 pub mod sim;
+mod simulate;
 pub mod template;
 
 use std::path::PathBuf;
@@ -63,6 +64,8 @@ pub enum Command {
     Autoscaler(Box<autoscaler::AutoscalerArgs>),
     /// Load a URL: closed loop (--concurrency) or open loop (--rate), bounded in time or count.
     Load(load::LoadArgs),
+    /// Compare policies on a workload in virtual time: elasticity scores, cost, SLO minutes.
+    Simulate(Box<simulate::SimulateArgs>),
 }
 
 /// Why a command failed, and so which exit code it gets.
@@ -193,5 +196,6 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Demo(args) => demo::run(args).await,
         Command::Template(cmd) => template::run(cmd, file).await,
         Command::Policy(cmd) => policy::run(cmd).await,
+        Command::Simulate(args) => simulate::run(*args).await,
     }
 }

@@ -5,7 +5,11 @@
 use std::path::PathBuf;
 
 /// (name, text) of every built-in policy.
-pub const BUILTIN: [(&str, &str); 5] = [
+pub const BUILTIN: [(&str, &str); 6] = [
+    (
+        "default",
+        include_str!("../../examples/policies/default.toml"),
+    ),
     (
         "course",
         include_str!("../../examples/policies/course.toml"),

@@ -91,9 +91,37 @@ impl Strategy for PolicyStrategy {
 
     fn recommend(&mut self, obs: &Observation, signals: &Signals) -> Recommendation {
         self.take_reload();
+        let clock = Clock {
+            elapsed: self.started.elapsed(),
+            unix: unix_now(),
+            utc: chrono::Utc::now(),
+        };
+        self.recommend_at(obs, signals, clock)
+    }
+}
+
+/// The clocks a decision reads: real ones in the autoscaler, virtual ones in the simulator.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// A monotonic clock (stabilization windows and rate limits).
+    pub elapsed: Duration,
+    /// Unix seconds (sample ages).
+    pub unix: f64,
+    /// The wall clock (schedules).
+    pub utc: chrono::DateTime<chrono::Utc>,
+}
+
+impl PolicyStrategy {
+    /// One decision at the given clocks: every check recommends, the shared behaviour decides.
+    pub fn recommend_at(
+        &mut self,
+        obs: &Observation,
+        signals: &Signals,
+        clock: Clock,
+    ) -> Recommendation {
         let current = obs.size;
         let behaviour = self.file.behaviour();
-        let now_unix = unix_now();
+        let now_unix = clock.unix;
         let inputs = |samples: &[super::prometheus::Sample]| -> Input {
             let sample_age = newest_age(samples, now_unix);
             let stale = sample_age.is_none_or(|a| a > behaviour.max_sample_age);
@@ -212,14 +240,8 @@ impl Strategy for PolicyStrategy {
             inputs.push(record);
         }
         let mut b = behaviour;
-        b.min = self.file.min_at(chrono::Utc::now());
-        let s = b.apply(
-            self.started.elapsed(),
-            current,
-            &recs,
-            stale,
-            &mut self.history,
-        );
+        b.min = self.file.min_at(clock.utc);
+        let s = b.apply(clock.elapsed, current, &recs, stale, &mut self.history);
         let mut reason = reasons.join("; ");
         if let Some(e) = &signals.sample_error {
             reason.push_str(&format!("; metrics missing: {e}"));
