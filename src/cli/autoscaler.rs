@@ -189,10 +189,7 @@ pub fn resolve(args: &AutoscalerArgs, file: &FileConfig) -> Result<Resolved, Con
     let policy = match &source {
         None => None,
         Some(src) => {
-            let p = crate::policy::file::PolicyFile::parse(&src.text).map_err(|problems| {
-                let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-                ConfigError::invalid("policy", format!("{}: {}", src.label, list.join("; ")))
-            })?;
+            let p = src.parse().map_err(|e| ConfigError::invalid("policy", e))?;
             let needs_metrics = p
                 .checks
                 .iter()

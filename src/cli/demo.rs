@@ -56,14 +56,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         Some(arg) => {
             let src =
                 crate::demo::resolve_policy(arg).map_err(|e| ConfigError::invalid("policy", e))?;
-            if let Err(problems) = crate::policy::file::PolicyFile::parse(&src.text) {
-                let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-                return Err(ConfigError::invalid(
-                    "policy",
-                    format!("{}: {}", src.label, list.join("; ")),
-                )
-                .into());
-            }
+            src.parse().map_err(|e| ConfigError::invalid("policy", e))?;
             Some(src)
         }
     };

@@ -54,10 +54,7 @@ pub struct SimulateArgs {
 
 fn load_policy(arg: &str, max: Option<u64>) -> Result<PolicyFile, ConfigError> {
     let src = builtin::load(arg).map_err(|e| ConfigError::invalid("policy", e))?;
-    let mut p = PolicyFile::parse(&src.text).map_err(|problems| {
-        let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-        ConfigError::invalid("policy", format!("{}: {}", src.label, list.join("; ")))
-    })?;
+    let mut p = src.parse().map_err(|e| ConfigError::invalid("policy", e))?;
     if let Some(m) = max {
         p.policy.max = m;
         p.policy.min = p.policy.min.min(m);

@@ -39,6 +39,16 @@ pub struct Source {
     pub path: Option<PathBuf>,
 }
 
+impl Source {
+    /// The policy, or every problem in one line, led by where it came from.
+    pub fn parse(&self) -> Result<crate::policy::file::PolicyFile, String> {
+        crate::policy::file::PolicyFile::parse(&self.text).map_err(|problems| {
+            let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+            format!("{}: {}", self.label, list.join("; "))
+        })
+    }
+}
+
 pub fn names() -> Vec<&'static str> {
     BUILTIN.iter().map(|(n, _)| *n).collect()
 }
