@@ -1,5 +1,5 @@
 //! `poolpilot autoscaler`, the real binary against the simulator, with the reference webhook
-//! bodies of `../shared/reference`.
+//! bodies of `reference/`.
 
 mod common;
 
@@ -12,7 +12,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_poolpilot");
 const TOKEN: &str = "a-webhook-token-for-tests";
 
 fn reference(name: &str) -> Value {
-    let path = format!("{}/../shared/reference/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/reference/{name}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
 }
 

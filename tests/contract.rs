@@ -15,9 +15,10 @@ use serde_json::{Value, json};
 fn spec() -> Value {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/reference/exoscale-openapi.json"
+        "/reference/exoscale-openapi.json"
     );
-    serde_json::from_str(&std::fs::read_to_string(path).expect("the shared OpenAPI spec")).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(path).expect("reference/exoscale-openapi.json"))
+        .unwrap()
 }
 
 /// Turns OpenAPI 3.0 schema dialect into JSON Schema 2020-12 (boolean `exclusiveMinimum`,

@@ -213,7 +213,7 @@ mod tests {
     use super::*;
 
     fn reference(name: &str) -> Vec<u8> {
-        let path = format!("{}/../shared/reference/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!("{}/reference/{name}", env!("CARGO_MANIFEST_DIR"));
         std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 

@@ -168,9 +168,9 @@ mod tests {
     fn vectors() -> Vec<Vector> {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/reference/exo2-signing-vectors.json"
+            "/reference/exo2-signing-vectors.json"
         );
-        let text = std::fs::read_to_string(path).expect("the shared signing vectors");
+        let text = std::fs::read_to_string(path).expect("reference/exo2-signing-vectors.json");
         serde_json::from_str::<Vectors>(&text).unwrap().vectors
     }
 
