@@ -1,8 +1,8 @@
 {
   description = "poolpilot: an autoscaling appliance for Exoscale instance pools";
 
-  # nixos-25.05, pinned in flake.lock; `nix flake update` moves it.
-  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.05";
+  # nixos-26.05 (rustc 1.95), pinned in flake.lock; `nix flake update` moves it. Needs Nix >= 2.18.
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
 
   outputs = { self, nixpkgs }:
     let
