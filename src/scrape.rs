@@ -1,6 +1,6 @@
 //! Scraping the discovery agent's targets directly, the way Prometheus would: the targets from
 //! the file_sd file, `/metrics` from each, CPU utilisation per instance from the counters of
-//! `node_cpu_seconds_total` over a window, gauges averaged over the same window. The autoscaler's
+//! `node_cpu_seconds_total` over a window, gauges as they are now. The autoscaler's
 //! direct-scrape source (when no Prometheus runs), the demo's live view and its embedded alert
 //! evaluator use it.
 
@@ -67,7 +67,6 @@ pub struct Scraper {
     window: Duration,
     http: reqwest::Client,
     cpu: HashMap<String, VecDeque<CpuSample>>,
-    gauges: HashMap<(String, String), VecDeque<(Instant, f64)>>,
 }
 
 impl Scraper {
@@ -81,7 +80,6 @@ impl Scraper {
                 .build()
                 .expect("an HTTP client"),
             cpu: HashMap::new(),
-            gauges: HashMap::new(),
         }
     }
 
@@ -160,34 +158,25 @@ impl Scraper {
         (!r.is_empty()).then(|| r.iter().map(|x| x.value).sum::<f64>() / r.len() as f64)
     }
 
-    /// Scrapes the `target_name` targets once; returns each one's `metric` averaged over the
-    /// window (a gauge read at one instant is noisy).
-    pub async fn gauge(&mut self, target_name: &str, metric: &str) -> Vec<Reading> {
+    /// Scrapes the `target_name` targets once; returns each one's current `metric`.
+    ///
+    /// A gauge such as requests in flight is a level, not a rate: its current value is the
+    /// demand now, and the sum over the members is the same whatever the membership. An average
+    /// over a window is not: it lags a step (a window straddling a load step read 1.0 where 2 was
+    /// in flight), and across a scale-out each old member's average still holds the load it
+    /// carried alone, so the pool's sum is inflated and target tracking overshoots (seen:
+    /// 1 -> 2 -> 4 with 2 clients). Smoothing belongs to the policy's stabilization window.
+    pub async fn gauge(&self, target_name: &str, metric: &str) -> Vec<Reading> {
         let targets = self.targets(target_name);
-        self.gauges
-            .retain(|(t, m), _| m != metric || targets.contains(t));
-        let results = self.scrape_all(&targets).await;
-        let now = Instant::now();
-        let mut out = Vec::new();
-        for (t, text) in results {
-            let h = self
-                .gauges
-                .entry((t.clone(), metric.to_owned()))
-                .or_default();
-            if let Some(v) = text.as_deref().and_then(|x| gauge(x, metric)) {
-                h.push_back((now, v));
-            }
-            while h.front().is_some_and(|(at, _)| now - *at > self.window) {
-                h.pop_front();
-            }
-            if !h.is_empty() {
-                out.push(Reading {
-                    target: t,
-                    value: h.iter().map(|(_, v)| v).sum::<f64>() / h.len() as f64,
-                });
-            }
-        }
-        out
+        // Every target at once (`scrape_all`), so the values add up to one instant's total.
+        self.scrape_all(&targets)
+            .await
+            .into_iter()
+            .filter_map(|(t, text)| {
+                let value = text.as_deref().and_then(|x| gauge(x, metric))?;
+                Some(Reading { target: t, value })
+            })
+            .collect()
     }
 }
 

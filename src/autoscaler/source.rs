@@ -194,8 +194,10 @@ impl MetricSource for PrometheusSource {
 }
 
 /// The inbox plus per-member metrics scraped from the discovery agent's targets: CPU from the
-/// `node` targets (node_exporter), requests in flight from the `app` targets, each over a window
-/// like the Prometheus queries. Samples carry the scrape's time.
+/// `node` targets (node_exporter) over a window like the Prometheus query, requests in flight
+/// from the `app` targets as they are at the scrape. All members are scraped at one instant, so
+/// the sum of their in-flight values is the pool's demand then (Prometheus' staggered scrapes
+/// need its 30 s average instead). Samples carry the scrape's time.
 pub struct ScrapeSource {
     inbox: std::sync::Arc<Inbox>,
     scraper: crate::scrape::Scraper,
