@@ -36,17 +36,15 @@ fn tighten(v: &mut Value) {
             ] {
                 if let Some(Value::Bool(exclusive)) = map.get(flag).cloned() {
                     map.remove(flag);
-                    if exclusive {
-                        if let Some(b) = map.remove(bound) {
-                            map.insert(flag.into(), b);
-                        }
+                    if exclusive && let Some(b) = map.remove(bound) {
+                        map.insert(flag.into(), b);
                     }
                 }
             }
-            if map.remove("nullable") == Some(Value::Bool(true)) {
-                if let Some(Value::String(t)) = map.get("type").cloned() {
-                    map.insert("type".into(), json!([t, "null"]));
-                }
+            if map.remove("nullable") == Some(Value::Bool(true))
+                && let Some(Value::String(t)) = map.get("type").cloned()
+            {
+                map.insert("type".into(), json!([t, "null"]));
             }
             for (_, child) in map.iter_mut() {
                 tighten(child);

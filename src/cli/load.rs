@@ -52,13 +52,13 @@ pub fn resolve(a: &LoadArgs) -> Result<LoadConfig, ConfigError> {
             ));
         }
     };
-    if let Mode::Closed(p) = &mode {
-        if p.peak() > load::MAX_WORKERS as f64 {
-            return Err(ConfigError::invalid(
-                "concurrency",
-                format!("must be at most {}", load::MAX_WORKERS),
-            ));
-        }
+    if let Mode::Closed(p) = &mode
+        && p.peak() > load::MAX_WORKERS as f64
+    {
+        return Err(ConfigError::invalid(
+            "concurrency",
+            format!("must be at most {}", load::MAX_WORKERS),
+        ));
     }
     if a.timeout.get().is_zero() {
         return Err(ConfigError::invalid("timeout", "must be greater than 0"));

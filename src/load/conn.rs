@@ -129,10 +129,10 @@ impl Connection {
     /// The open connection when it can take a request, else a new one. A keep-alive connection
     /// the server closed while idle is replaced here rather than counted as a failure.
     async fn ready_sender(&mut self) -> Result<&mut SendRequest<Empty<Bytes>>, String> {
-        if let Some(s) = &mut self.sender {
-            if s.ready().await.is_err() {
-                self.sender = None;
-            }
+        if let Some(s) = &mut self.sender
+            && s.ready().await.is_err()
+        {
+            self.sender = None;
         }
         if self.sender.is_none() {
             let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port))

@@ -160,12 +160,13 @@ async fn list_instances(
         .as_deref()
         .map(|m| uuid(m, "manager-id"))
         .transpose()?;
-    if let Some(t) = f.manager_type.as_deref() {
-        if t != "instance-pool" && t != "sks-nodepool" {
-            return Err(ApiError::bad_request(format!(
-                "manager-type: must be instance-pool or sks-nodepool, got `{t}`"
-            )));
-        }
+    if let Some(t) = f.manager_type.as_deref()
+        && t != "instance-pool"
+        && t != "sks-nodepool"
+    {
+        return Err(ApiError::bad_request(format!(
+            "manager-type: must be instance-pool or sks-nodepool, got `{t}`"
+        )));
     }
     Ok(now_state(&sim, |s, _| {
         let list: Vec<Value> = s
