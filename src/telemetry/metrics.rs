@@ -117,7 +117,7 @@ impl ProcessStats {
         let vsize: u64 = f.get(20)?.parse().ok()?;
         let rss_pages: u64 = f.get(21)?.parse().ok()?;
         let page = page_size();
-        let boot = boot_time().unwrap_or(0.0);
+        let boot = boot_time()?;
         let open_fds = std::fs::read_dir("/proc/self/fd")
             .map(|d| d.count() as u64)
             .unwrap_or(0);
@@ -144,11 +144,23 @@ fn page_size() -> u64 {
     if p > 0 { p as u64 } else { 4096 }
 }
 
+/// When the machine booted, in Unix seconds: the wall clock minus CLOCK_BOOTTIME (the clock
+/// `/proc/self/stat`'s start time counts on). This is how the kernel derives `btime` in
+/// `/proc/stat`, which the units' `ProcSubset=pid` hides.
 fn boot_time() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    stat.lines()
-        .find_map(|l| l.strip_prefix("btime "))
-        .and_then(|v| v.trim().parse().ok())
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid, writable timespec.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } != 0 {
+        return None;
+    }
+    Some(now - (ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9))
 }
 
 impl Collector for ProcessCollector {
@@ -217,6 +229,20 @@ mod tests {
             .unwrap()
             .as_secs_f64();
         assert!(s.start_time_seconds <= now + 1.0 && s.start_time_seconds > now - 3600.0);
+    }
+
+    #[test]
+    fn the_boot_time_from_the_clocks_matches_proc_stat() {
+        // /proc/stat is readable here (not under the units' ProcSubset=pid); its btime is
+        // whole seconds.
+        let stat = std::fs::read_to_string("/proc/stat").expect("Linux /proc/stat");
+        let btime: f64 = stat
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("btime");
+        let ours = boot_time().expect("the clocks");
+        assert!((ours - btime).abs() < 2.0, "{ours} vs btime {btime}");
     }
 
     #[test]
