@@ -105,6 +105,62 @@ pub struct AutoscalerFile {
     pub dry_run: Option<bool>,
     pub drain_port: Option<u16>,
     pub drain_wait: Option<Dur>,
+    /// A policy file or a built-in name, as `--policy` takes it.
+    pub policy: Option<String>,
+    /// Prometheus' address (http or https), as `--prometheus` takes it.
+    pub prometheus: Option<String>,
+    /// A file_sd file to scrape directly, as `--scrape` takes it.
+    pub scrape: Option<std::path::PathBuf>,
+    pub scrape_window: Option<Dur>,
+}
+
+/// Where a policy reads its metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsFrom {
+    Prometheus(url::Url),
+    /// The discovery agent's file_sd file, scraped directly.
+    Scrape(std::path::PathBuf),
+}
+
+/// The metric source: one given by flag or environment replaces the file's; the file may name
+/// only one.
+fn metrics_from(
+    args: &AutoscalerArgs,
+    f: &AutoscalerFile,
+) -> Result<Option<MetricsFrom>, ConfigError> {
+    if let Some(u) = &args.prometheus {
+        return prometheus_url(u.clone()).map(Some);
+    }
+    if let Some(p) = &args.scrape {
+        return Ok(Some(MetricsFrom::Scrape(p.clone())));
+    }
+    match (&f.prometheus, &f.scrape) {
+        (Some(_), Some(_)) => Err(ConfigError::invalid(
+            "prometheus",
+            "and `scrape` are two metric sources: give one",
+        )),
+        (Some(u), None) => {
+            let url = url::Url::parse(u.trim()).map_err(|e| {
+                ConfigError::invalid("prometheus", format!("must be a URL, got `{u}`: {e}"))
+            })?;
+            prometheus_url(url).map(Some)
+        }
+        (None, Some(p)) if p.as_os_str().is_empty() => {
+            Err(ConfigError::invalid("scrape", "must be a file path"))
+        }
+        (None, Some(p)) => Ok(Some(MetricsFrom::Scrape(p.clone()))),
+        (None, None) => Ok(None),
+    }
+}
+
+fn prometheus_url(url: url::Url) -> Result<MetricsFrom, ConfigError> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ConfigError::invalid(
+            "prometheus",
+            format!("must be an http or https URL, got `{url}`"),
+        ));
+    }
+    Ok(MetricsFrom::Prometheus(url))
 }
 
 /// A validated configuration.
@@ -118,6 +174,8 @@ pub struct Resolved {
     pub policy: Option<crate::policy::file::PolicyFile>,
     /// Where the policy came from (its file, for reloads).
     pub policy_source: Option<crate::policy::builtin::Source>,
+    /// Where the policy reads its metrics (None: webhooks only).
+    pub metrics: Option<MetricsFrom>,
     pub scrape_window: Duration,
 }
 
@@ -180,8 +238,21 @@ pub fn resolve(args: &AutoscalerArgs, file: &FileConfig) -> Result<Resolved, Con
         }
         Some(t) => Some(Secret::new(t)),
     };
-    let source = match &args.policy {
-        None => None,
+    let metrics = metrics_from(args, f)?;
+    let source = match args.policy.as_ref().or(f.policy.as_ref()) {
+        None => {
+            if let Some(m) = &metrics {
+                let field = match m {
+                    MetricsFrom::Prometheus(_) => "prometheus",
+                    MetricsFrom::Scrape(_) => "scrape",
+                };
+                return Err(ConfigError::invalid(
+                    field,
+                    "is read only by a policy: set --policy (or `policy` in [autoscaler])",
+                ));
+            }
+            None
+        }
         Some(arg) => {
             Some(crate::policy::builtin::load(arg).map_err(|e| ConfigError::invalid("policy", e))?)
         }
@@ -194,7 +265,7 @@ pub fn resolve(args: &AutoscalerArgs, file: &FileConfig) -> Result<Resolved, Con
                 .checks
                 .iter()
                 .any(|c| !matches!(c, crate::policy::file::Check::WebhookStep));
-            if needs_metrics && args.prometheus.is_none() && args.scrape.is_none() {
+            if needs_metrics && metrics.is_none() {
                 return Err(ConfigError::invalid(
                     "prometheus",
                     "(or --scrape) is required by the policy's target-tracking or threshold checks",
@@ -205,8 +276,8 @@ pub fn resolve(args: &AutoscalerArgs, file: &FileConfig) -> Result<Resolved, Con
     };
     let scrape_window = args
         .scrape_window
-        .map(|d| d.get())
-        .unwrap_or(Duration::from_secs(60));
+        .pick(f.scrape_window, Dur::secs(60))
+        .get();
     if scrape_window < Duration::from_secs(1) || scrape_window > Duration::from_secs(3600) {
         return Err(ConfigError::invalid(
             "scrape-window",
@@ -242,6 +313,7 @@ pub fn resolve(args: &AutoscalerArgs, file: &FileConfig) -> Result<Resolved, Con
     Ok(Resolved {
         policy,
         policy_source: source,
+        metrics,
         scrape_window,
         drain,
         pool,
@@ -362,7 +434,7 @@ pub async fn run(args: AutoscalerArgs, file: FileConfig) -> Result<(), CliError>
                     .context("installing the SIGHUP handler")?,
                 None => info!(policy = %src.label, "a built-in policy is not reloaded on SIGHUP"),
             }
-            if let Some(url) = &args.prometheus {
+            if let Some(MetricsFrom::Prometheus(url)) = &cfg.metrics {
                 info!(policy = %src.label, prometheus = %url, "deciding with a policy; metrics from Prometheus");
                 let prom =
                     crate::policy::prometheus::Prometheus::new(url.clone(), Duration::from_secs(5));
@@ -372,7 +444,7 @@ pub async fn run(args: AutoscalerArgs, file: FileConfig) -> Result<(), CliError>
                     in_flight,
                 );
                 task(cfg.controller, source, strategy, target, s, m)
-            } else if let Some(file) = &args.scrape {
+            } else if let Some(MetricsFrom::Scrape(file)) = &cfg.metrics {
                 info!(policy = %src.label, file_sd = %file.display(), window_ms = cfg.scrape_window.as_millis() as u64, "deciding with a policy; metrics scraped from the discovery targets");
                 let source = crate::autoscaler::source::ScrapeSource::new(
                     inbox.clone(),

@@ -1,0 +1,205 @@
+//! The NixOS module and the binary read one truth: `nixos-modules/settings.json` holds the
+//! settings the module writes to each unit's TOML file (its option defaults and key names), and
+//! `nixos-modules/units.json` the fixed part of each unit's command line. Here both go through
+//! poolpilot's own parsing, as the units run them: the JSON becomes the TOML the module writes
+//! (nulls dropped, as the module drops them), the config structs refuse unknown keys, and each
+//! command's `resolve` validates the result.
+
+use std::time::Duration;
+
+use clap::Parser;
+use poolpilot::cli::autoscaler::MetricsFrom;
+use poolpilot::cli::{Cli, Command, FileConfig};
+use serde_json::Value;
+
+const POOL: &str = "4c2f8e0a-1b2c-4d3e-8f90-a1b2c3d4e5f6";
+
+fn json(name: &str) -> Value {
+    let path = format!("{}/nixos-modules/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// What the module's `clean` does: nulls are left out, so the binary's defaults apply.
+fn drop_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), drop_nulls(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// `over` laid over `base`, table by table (the module's option values over its defaults).
+fn overlay(base: &Value, over: &Value) -> Value {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            let mut m = b.clone();
+            for (k, v) in o {
+                let merged = match m.get(k) {
+                    Some(old) => overlay(old, v),
+                    None => v.clone(),
+                };
+                m.insert(k.clone(), merged);
+            }
+            Value::Object(m)
+        }
+        (_, o) => o.clone(),
+    }
+}
+
+/// The TOML text the module would write, parsed as the binary parses `--config`.
+fn as_toml(settings: &Value) -> FileConfig {
+    let text = toml::to_string(&drop_nulls(settings)).expect("settings are TOML-able");
+    toml::from_str(&text)
+        .unwrap_or_else(|e| panic!("poolpilot refuses the module's TOML: {e}\n{text}"))
+}
+
+/// The unit's command line: `poolpilot <units.json args> --pool POOL`.
+fn command(unit: &str) -> Command {
+    let units = json("units.json");
+    let mut argv = vec!["poolpilot".to_owned()];
+    argv.extend(
+        units[unit]
+            .as_array()
+            .unwrap_or_else(|| panic!("units.json has no list `{unit}`"))
+            .iter()
+            .map(|a| a.as_str().expect("string arguments").to_owned()),
+    );
+    if unit != "app" {
+        argv.extend(["--pool".to_owned(), POOL.to_owned()]);
+    }
+    Cli::try_parse_from(argv)
+        .unwrap_or_else(|e| panic!("units.json `{unit}`: {e}"))
+        .command
+}
+
+fn autoscaler(file: &FileConfig) -> poolpilot::cli::autoscaler::Resolved {
+    let Command::Autoscaler(args) = command("autoscaler") else {
+        panic!("units.json `autoscaler` is not the autoscaler command")
+    };
+    poolpilot::cli::autoscaler::resolve(&args, file).expect("the autoscaler accepts the settings")
+}
+
+#[test]
+fn the_module_defaults_are_a_valid_configuration_for_every_unit() {
+    let s = json("settings.json");
+    let file = as_toml(&s["defaults"]);
+
+    let a = autoscaler(&file);
+    assert_eq!(a.listen.to_string(), "127.0.0.1:8090");
+    assert_eq!((a.controller.bounds.min, a.controller.bounds.max), (1, 4));
+    assert_eq!(a.controller.interval, Duration::from_secs(60));
+    assert_eq!(a.controller.settle_timeout, Duration::from_secs(600));
+    assert!(!a.controller.dry_run);
+    assert!(
+        a.policy.is_none(),
+        "no policy by default: the course's one-step rule"
+    );
+    assert!(a.metrics.is_none());
+
+    let Command::Discovery(args) = command("discovery") else {
+        panic!("units.json `discovery` is not the discovery command")
+    };
+    let (d, metrics_listen) =
+        poolpilot::cli::discovery::resolve(&args, &file).expect("discovery accepts the settings");
+    assert_eq!(
+        d.output.to_str(),
+        s["defaults"]["discovery"]["output"].as_str()
+    );
+    assert_eq!(d.interval, Duration::from_secs(10));
+    assert_eq!(metrics_listen.to_string(), "127.0.0.1:9111");
+
+    let Command::App(args) = command("app") else {
+        panic!("units.json `app` is not the app command")
+    };
+    let app = poolpilot::cli::app::resolve(&args, &file.app).expect("the app accepts the settings");
+    assert_eq!(app.listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(app.load_duration, Duration::from_secs(10));
+}
+
+#[test]
+fn the_monitor_runs_the_default_policy_against_its_own_prometheus() {
+    let s = json("settings.json");
+    let file = as_toml(&overlay(&s["defaults"], &s["monitor"]));
+    let a = autoscaler(&file);
+    let source = a.policy_source.expect("the monitor names a policy");
+    assert!(
+        source.path.is_none(),
+        "a built-in, not a file: {}",
+        source.label
+    );
+    assert!(source.label.contains("`default`"), "{}", source.label);
+    // The policy's own bounds (min 1, max 10) replace the module's.
+    let policy = a.policy.expect("the default policy parses");
+    assert_eq!(policy.policy.name, "default");
+    assert_eq!(
+        a.metrics,
+        Some(MetricsFrom::Prometheus(
+            "http://127.0.0.1:9090".parse().unwrap()
+        ))
+    );
+}
+
+#[test]
+fn the_module_offers_exactly_the_built_in_policies() {
+    let s = json("settings.json");
+    let listed: Vec<&str> = s["policies"]
+        .as_array()
+        .expect("settings.json lists the policies")
+        .iter()
+        .map(|p| p.as_str().expect("names"))
+        .collect();
+    assert_eq!(listed, poolpilot::policy::builtin::names());
+}
+
+#[test]
+fn the_metric_source_keys_are_read_and_refused_like_the_flags() {
+    let s = json("settings.json");
+    let with = |over: Value| as_toml(&overlay(&s["defaults"], &over));
+    let Command::Autoscaler(args) = command("autoscaler") else {
+        panic!("units.json `autoscaler` is not the autoscaler command")
+    };
+    let resolve = |f: &FileConfig| poolpilot::cli::autoscaler::resolve(&args, f);
+
+    let f = with(serde_json::json!({"autoscaler": {
+        "policy": "hpa", "scrape": "/run/poolpilot-discovery/config.json", "scrape-window": "30s"
+    }}));
+    let a = resolve(&f).expect("a scrape source");
+    assert_eq!(
+        a.metrics,
+        Some(MetricsFrom::Scrape(
+            "/run/poolpilot-discovery/config.json".into()
+        ))
+    );
+    assert_eq!(a.scrape_window, Duration::from_secs(30));
+
+    for (over, field) in [
+        (
+            serde_json::json!({"autoscaler": {"policy": "default", "prometheus": "http://p:9090", "scrape": "/x.json"}}),
+            "prometheus",
+        ),
+        (
+            serde_json::json!({"autoscaler": {"policy": "default", "prometheus": "ftp://p"}}),
+            "prometheus",
+        ),
+        (
+            serde_json::json!({"autoscaler": {"prometheus": "http://127.0.0.1:9090"}}),
+            "prometheus",
+        ),
+        (
+            serde_json::json!({"autoscaler": {"policy": "target-tracking"}}),
+            "prometheus",
+        ),
+        (
+            serde_json::json!({"autoscaler": {"policy": "no-such-policy"}}),
+            "policy",
+        ),
+    ] {
+        let e = resolve(&with(over.clone())).expect_err(&over.to_string());
+        assert!(e.to_string().contains(field), "{over}: {e}");
+    }
+}
