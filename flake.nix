@@ -10,47 +10,74 @@
       pkgs = nixpkgs.legacyPackages.${system};
       lib = nixpkgs.lib;
 
+      # Test targets (tests/*.rs) that need a program the build sandbox lacks: Debian's
+      # Prometheus, promtool and amtool, which .ci/run installs and runs them with (the VM tests
+      # cover the NixOS side). Every other target runs in the check phase: they use 127.0.0.0/8
+      # sockets only (the sandbox has a loopback interface) and read files inside the source.
+      needOutsideTools = {
+        targets = [
+          "monitoring" # promtool and amtool check the shipped Prometheus, Alertmanager, Grafana files
+          "policy_prometheus" # the Prometheus source against a real Prometheus
+        ];
+        # Single tests of otherwise self-contained targets (exact names, see checkFlags).
+        tests = [
+          "the_exporter_counts_every_route" # app: promtool check metrics
+          "bad_requests_are_refused_and_scale_nothing" # autoscaler: promtool check metrics
+          "metrics_pass_promtool_and_healthz_answers" # discovery: promtool check metrics
+          "prometheus_discovers_the_members_and_follows_a_scale_from_1_to_4" # discovery: Prometheus
+        ];
+      };
+      testTargets = map (lib.removeSuffix ".rs") (lib.attrNames (lib.filterAttrs
+        (name: type: type == "regular" && lib.hasSuffix ".rs" name)
+        (builtins.readDir ./tests)));
+      sandboxTargets = lib.subtractLists needOutsideTools.targets testTargets;
+
       poolpilot = pkgs.rustPlatform.buildRustPackage {
         pname = "poolpilot";
         version = (builtins.fromTOML (builtins.readFile ./Cargo.toml)).package.version;
         src = lib.cleanSourceWith {
           src = ./.;
+          # Everything but build output: reference/ (the spec, signing vectors and webhook bodies
+          # the tests read), examples/, monitoring/ and nixos-modules/ are compiled in or read.
           filter = path: type:
             let base = baseNameOf path; in
             !(lib.elem base [ "target" "demo-out" ".git" "result" ]);
         };
         cargoLock.lockFile = ./Cargo.lock;
-        # The integration tests need ../shared/reference, Prometheus and the network namespace
-        # of a developer machine; `cargo test` runs them (see README). The unit tests run here.
-        cargoTestFlags = [ "--lib" ];
+        # The check phase: the lib tests and every test target that needs nothing outside the
+        # source (needOutsideTools above names the rest, and why). A new target runs here by
+        # default, so one that needs a tool fails loudly instead of being skipped unnoticed.
+        cargoTestFlags = [ "--lib" ] ++ lib.concatMap (t: [ "--test" t ]) sandboxTargets;
+        checkFlags = [ "--exact" ] ++ map (t: "--skip=${t}") needOutsideTools.tests;
         meta = {
           description = "Autoscaling appliance for Exoscale instance pools";
           mainProgram = "poolpilot";
-          license = lib.licenses.asl20;
+          license = lib.licenses.mit;
           platforms = lib.platforms.linux;
         };
       };
 
-      nixosModules = {
-        poolpilot = import ./nixos-modules/poolpilot.nix;
-        monitor = import ./nixos-modules/monitor.nix;
-        pool-node = import ./nixos-modules/pool-node.nix;
+      # The package the modules default to: this flake's, built for the system being evaluated.
+      withPackage = { lib, pkgs, ... }: {
+        # One copy however many of the modules below a system imports.
+        key = "poolpilot-flake-package-default";
+        services.poolpilot.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.poolpilot;
       };
 
-      # The package the modules default to.
-      withPackage = { lib, ... }: {
-        services.poolpilot.package = lib.mkDefault poolpilot;
+      # For other flakes: each module brings services.poolpilot with its package default.
+      nixosModules = {
+        poolpilot = { imports = [ ./nixos-modules/poolpilot.nix withPackage ]; };
+        monitor = { imports = [ ./nixos-modules/poolpilot.nix ./nixos-modules/monitor.nix withPackage ]; };
+        pool-node = { imports = [ ./nixos-modules/poolpilot.nix ./nixos-modules/pool-node.nix withPackage ]; };
       };
 
       mkSystem = role: nixpkgs.lib.nixosSystem {
         inherit system;
         modules = [
-          withPackage
-          nixosModules.poolpilot
           nixosModules.${role}
           ./images/exoscale.nix
           { poolpilot.role = role; }
-        ];
+        ] ++ lib.optional (role == "monitor") ./images/monitor-firewall.nix;
       };
 
       nixosConfigurations = {
@@ -77,13 +104,19 @@
       };
 
       apps.${system} = {
-        default = { type = "app"; program = "${poolpilot}/bin/poolpilot"; };
+        default = {
+          type = "app";
+          program = "${poolpilot}/bin/poolpilot";
+          meta.description = "poolpilot: sim, app, discovery, autoscaler, demo, simulate";
+        };
         demo = {
           type = "app";
+          # promtool is in prometheus' `cli` output; amtool in alertmanager's `out`.
           program = toString (pkgs.writeShellScript "poolpilot-demo" ''
-            export PATH=${lib.makeBinPath [ pkgs.prometheus pkgs.prometheus-alertmanager ]}:$PATH
+            export PATH=${lib.makeBinPath [ pkgs.prometheus pkgs.prometheus.cli pkgs.prometheus-alertmanager ]}:$PATH
             exec ${poolpilot}/bin/poolpilot demo "$@"
           '');
+          meta.description = "The whole autoscaling loop on this machine, with Prometheus and Alertmanager";
         };
       };
 
@@ -95,10 +128,14 @@
           pkgs.clippy
           pkgs.rustfmt
           pkgs.prometheus
+          pkgs.prometheus.cli # promtool (tests/monitoring.rs, the demo)
           pkgs.prometheus-alertmanager
           pkgs.prometheus-node-exporter
           pkgs.wrk
-          pkgs.terraform
+          # OpenTofu, not Terraform: nixpkgs' terraform is BSL-1.1 (unfree), which this flake's
+          # nixpkgs refuses to evaluate. terraform/ uses nothing OpenTofu lacks; `tofu init`,
+          # `tofu plan` and `tofu apply` replace the terraform commands.
+          pkgs.opentofu
           pkgs.nixpkgs-fmt
         ];
       };

@@ -45,10 +45,13 @@ in
       settings = { PasswordAuthentication = false; PermitRootLogin = "prohibit-password"; };
     };
 
-    # The units read /etc/poolpilot/env, which cloud-init writes from the user-data.
-    systemd.services = lib.genAttrs
-      ([ "poolpilot-discovery" "poolpilot-autoscaler" "poolpilot-app" "grafana" "alertmanager" ])
-      (_: { after = [ "cloud-init.service" ]; wants = [ "cloud-init.service" ]; });
+    # The units read files cloud-init writes from the user-data. The poolpilot units and
+    # Alertmanager order themselves after cloud-init (their modules, when cloud-init is on);
+    # Grafana is ordered here, only where it runs, so no unit is created without its service.
+    systemd.services.grafana = lib.mkIf config.services.grafana.enable {
+      after = [ "cloud-init.service" ];
+      wants = [ "cloud-init.service" ];
+    };
 
     nix.settings.experimental-features = [ "nix-command" "flakes" ];
     documentation.enable = false;
@@ -57,9 +60,13 @@ in
     system.build.exoscaleImage = import "${modulesPath}/../lib/make-disk-image.nix" {
       inherit lib config pkgs;
       name = "poolpilot-${role}";
-      format = "qcow2";
+      # Still QCOW2 (compressed clusters), which Exoscale's template registration takes; the
+      # upload to object storage is smaller.
+      format = "qcow2-compressed";
       diskSize = 10240;
       partitionTableType = "legacy";
+      # No nixpkgs source in the image: it is a flake system, updated by rebuilding the image.
+      copyChannel = false;
     };
   };
 }

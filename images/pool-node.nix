@@ -1,4 +1,7 @@
-# `nix build .#pool-node-image`: the pool member template (the app and node_exporter).
+# `nix build .#pool-node-image`: the pool member template (the app and node_exporter). Without
+# the flake, as images/monitor.nix says:
+#   nix-build images/pool-node.nix -A image -I nixpkgs=PATH \
+#     --arg poolpilot '(builtins.getFlake (toString ./.)).packages.x86_64-linux.poolpilot'
 { nixpkgs ? <nixpkgs>, poolpilot }:
 let
   system = (import "${nixpkgs}/nixos/lib/eval-config.nix" {

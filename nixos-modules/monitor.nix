@@ -8,14 +8,27 @@ let
   inherit (lib) mkOption mkIf types;
   cfg = config.poolpilot.monitor;
   monitoring = ../monitoring;
+  # The monitor's autoscaler settings, shared with tests/nixos_settings.rs.
+  shared = lib.importJSON ./settings.json;
+  # Prometheus alerts go to Alertmanager only when it runs (else every idle pool would log
+  # notifier errors).
+  alerting = ''
+    alerting:
+      alertmanagers:
+        - static_configs:
+            - targets: ['127.0.0.1:9093']
+  '';
 in
 {
   options.poolpilot.monitor = {
     adminCidr = mkOption {
       type = types.str;
-      default = "0.0.0.0/0";
       example = "203.0.113.7/32";
-      description = "Who may reach Grafana (3000) and Prometheus (9090). Terraform's security group applies the same rule.";
+      description = ''
+        Who may reach Grafana (3000) and Prometheus (9090), which has no authentication. No
+        default: choose it. The Exoscale image sets 0.0.0.0/0, because it is built before anyone's
+        address is known; there Terraform's security group (its required `admin_cidr`) is the gate.
+      '';
     };
     alertmanager.enable = mkOption {
       type = types.bool;
@@ -26,7 +39,12 @@ in
 
   config = {
     services.poolpilot.discovery.enable = true;
-    services.poolpilot.autoscaler.enable = true;
+    services.poolpilot.autoscaler = {
+      enable = true;
+      # The project's default policy, on the metrics of this machine's Prometheus.
+      policy = lib.mkDefault shared.monitor.autoscaler.policy;
+      prometheus = lib.mkDefault shared.monitor.autoscaler.prometheus;
+    };
 
     environment.etc."poolpilot/prometheus/rules.yml".source = "${monitoring}/prometheus/rules.yml";
     environment.etc."poolpilot/grafana/dashboards/poolpilot.json".source = "${monitoring}/grafana/dashboards/poolpilot.json";
@@ -35,9 +53,11 @@ in
       enable = true;
       listenAddress = "0.0.0.0";
       port = 9090;
-      # The shipped file as is; its rule file lives in /etc, outside the build sandbox, so the
-      # build-time check covers the syntax (tests/monitoring.rs runs the full promtool check).
-      configText = builtins.readFile "${monitoring}/prometheus/prometheus.yml";
+      # The shipped file (plus `alerting` with Alertmanager); its rule file lives in /etc, outside
+      # the build sandbox, so the build-time check covers the syntax (tests/monitoring.rs runs the
+      # full promtool check).
+      configText = builtins.readFile "${monitoring}/prometheus/prometheus.yml"
+        + lib.optionalString cfg.alertmanager.enable alerting;
       checkConfig = "syntax-only";
       retentionTime = "15d";
       alertmanager = mkIf cfg.alertmanager.enable {
@@ -45,12 +65,22 @@ in
         listenAddress = "127.0.0.1";
         port = 9093;
         configText = builtins.readFile "${monitoring}/alertmanager/alertmanager.yml";
-        checkConfig = false;
+        # amtool check-config at build time: it does not read the credentials file.
+        checkConfig = true;
       };
     };
-    systemd.services.alertmanager.serviceConfig = mkIf cfg.alertmanager.enable {
+    # Prometheus watches the discovery directory, which is the agent's RuntimeDirectory: start
+    # after the agent so the directory exists and the watch sees the first file at once.
+    systemd.services.prometheus = {
+      after = [ "poolpilot-discovery.service" ];
+      wants = [ "poolpilot-discovery.service" ];
+    };
+    systemd.services.alertmanager = mkIf cfg.alertmanager.enable {
       # The webhook token, from the settings file, as a credential only this unit can read.
-      LoadCredential = [ "webhook-token:/etc/poolpilot/webhook-token" ];
+      serviceConfig.LoadCredential = [ "webhook-token:/etc/poolpilot/webhook-token" ];
+      # On Exoscale, cloud-init writes the token file.
+      after = lib.optional config.services.cloud-init.enable "cloud-init.service";
+      wants = lib.optional config.services.cloud-init.enable "cloud-init.service";
     };
 
     services.grafana = {
@@ -79,9 +109,9 @@ in
     # POOLPILOT_WEBHOOK_TOKEN (interpolated into the contact points) and GRAFANA_ADMIN_PASSWORD.
     systemd.services.grafana.serviceConfig.EnvironmentFile = [ config.services.poolpilot.environmentFile ];
 
+    # SSH: services.openssh.openFirewall (default true) opens 22.
     networking.firewall = {
       enable = true;
-      allowedTCPPorts = [ 22 ];
       extraCommands = ''
         iptables -A nixos-fw -p tcp -s ${cfg.adminCidr} -m multiport --dports 3000,9090 -j nixos-fw-accept
       '';

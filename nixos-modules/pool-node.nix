@@ -12,9 +12,10 @@
     enabledCollectors = [ "systemd" ];
   };
 
-  # The app needs no API credentials; only POOLPILOT_DRAIN_TOKEN, for graceful scale-in.
+  # The app needs no API credentials; only POOLPILOT_DRAIN_TOKEN, for graceful scale-in. SSH's
+  # port is opened by services.openssh.openFirewall (default true).
   networking.firewall = {
     enable = true;
-    allowedTCPPorts = [ 22 8080 9100 ];
+    allowedTCPPorts = [ 8080 9100 ];
   };
 }

@@ -1,7 +1,8 @@
 # services.poolpilot: the discovery agent, the autoscaler and the slow app as hardened systemd
 # units. Settings are typed options rendered to one TOML file per unit (the same keys as
-# `poolpilot --config`); the fixed part of each command line comes from ./units.json, which
-# `poolpilot demo` reads too. Secrets (API key and secret, webhook and drain tokens) come from
+# `poolpilot --config`): their defaults and key names come from ./settings.json, which
+# tests/nixos_settings.rs parses with poolpilot's own config structs. The fixed part of each
+# command line comes from ./units.json, which `poolpilot demo` reads too. Secrets (API key and secret, webhook and drain tokens) come from
 # `environmentFile`, read by systemd as root before the unit drops to its dynamic user: they
 # never enter the Nix store.
 { config, lib, pkgs, ... }:
@@ -9,13 +10,23 @@
 let
   inherit (lib) mkOption mkEnableOption mkIf types literalExpression;
   cfg = config.services.poolpilot;
-  units = builtins.fromJSON (builtins.readFile ./units.json);
+  units = lib.importJSON ./units.json;
+  shared = lib.importJSON ./settings.json;
+  defaults = shared.defaults;
   toml = pkgs.formats.toml { };
 
   # Drops nulls so that unset options fall back to poolpilot's defaults (or the environment).
   clean = lib.filterAttrsRecursive (_: v: v != null);
 
   configFile = name: settings: toml.generate "poolpilot-${name}.toml" (clean settings);
+
+  # Every key a unit's TOML gets is one settings.json has (and so one poolpilot's config structs
+  # accept: tests/nixos_settings.rs): a key renamed on one side only fails evaluation here.
+  keysKnown = table: settings: {
+    assertion = lib.attrNames settings.${table} == lib.attrNames defaults.${table}
+      && lib.all (k: defaults ? ${k}) (lib.attrNames (removeAttrs settings [ table ]));
+    message = "nixos-modules/poolpilot.nix writes [${table}] keys ${toString (lib.attrNames settings.${table})}, but settings.json has ${toString (lib.attrNames defaults.${table})}";
+  };
 
   hardening = {
     DynamicUser = true;
@@ -31,6 +42,7 @@ let
     ProtectClock = true;
     ProtectHostname = true;
     ProtectProc = "invisible";
+    # /proc/stat is hidden too: process_start_time_seconds takes the boot time from the clocks.
     ProcSubset = "pid";
     RestrictNamespaces = true;
     RestrictRealtime = true;
@@ -47,11 +59,14 @@ let
     UMask = "0022";
   };
 
-  unit = { name, description, settings, extraService ? { } }: {
+  # environmentOptional: the unit starts without the environment file (the app: its only
+  # secret, the drain token, is optional); the others need their credentials and fail at once.
+  unit = { name, description, settings, environmentOptional ? false, extraService ? { } }: {
     inherit description;
     wantedBy = [ "multi-user.target" ];
-    wants = [ "network-online.target" ];
-    after = [ "network-online.target" ];
+    # With cloud-init (the Exoscale images), the environment file is written by it.
+    wants = [ "network-online.target" ] ++ lib.optional config.services.cloud-init.enable "cloud-init.service";
+    after = [ "network-online.target" ] ++ lib.optional config.services.cloud-init.enable "cloud-init.service";
     # The course's variable names and ours are both accepted; EXOSCALE_API_ENDPOINT may point
     # at a simulator.
     environment.POOLPILOT_LOG_FORMAT = "journald";
@@ -64,13 +79,41 @@ let
       # Exit 64 is a configuration error: restarting will not fix it.
       RestartPreventExitStatus = "64";
       TimeoutStopSec = "10s";
-      EnvironmentFile = lib.optional (cfg.environmentFile != null) cfg.environmentFile;
+      EnvironmentFile = lib.optional (cfg.environmentFile != null)
+        "${lib.optionalString environmentOptional "-"}${cfg.environmentFile}";
       ExecStart = lib.escapeShellArgs ([
         (lib.getExe cfg.package)
         "--config"
         "${configFile name settings}"
       ] ++ units.${name});
     } // extraService;
+  };
+
+  # What each unit's TOML file holds (nulls are dropped when it is written).
+  discoverySettings = with cfg.discovery.settings; {
+    inherit zone pool;
+    discovery = {
+      output = "${outputDir}/config.json";
+      inherit interval;
+      metrics-listen = metricsListen;
+    };
+  };
+  autoscalerSettings = with cfg.autoscaler.settings; {
+    inherit zone pool;
+    autoscaler = {
+      inherit listen min max interval;
+      settle-timeout = settleTimeout;
+      drain-wait = drainWait;
+      dry-run = dryRun;
+      inherit (cfg.autoscaler) policy prometheus scrape;
+      scrape-window = scrapeWindow;
+    };
+  };
+  appSettings = {
+    app = {
+      inherit (cfg.app.settings) listen;
+      load-seconds = cfg.app.settings.loadSeconds;
+    };
   };
 
   common = {
@@ -88,9 +131,9 @@ let
 in
 {
   options.services.poolpilot = {
-    package = mkOption {
-      type = types.package;
-      description = "The poolpilot package.";
+    package = lib.mkPackageOption pkgs "poolpilot" {
+      default = null;
+      extraDescription = "poolpilot is not in nixpkgs: the flake's `nixosModules` default this to the flake's own package; with this file alone, set it.";
     };
     environmentFile = mkOption {
       type = types.nullOr types.path;
@@ -109,57 +152,86 @@ in
       settings = common // {
         outputDir = mkOption {
           type = types.str;
-          default = "/run/poolpilot-discovery";
-          description = "Where the file_sd file goes (a runtime directory owned by the unit; /srv/service-discovery links to it).";
+          default = dirOf defaults.discovery.output;
+          description = "Where the file_sd file (config.json) goes: a directory under /run/, which the unit owns as its RuntimeDirectory; /srv/service-discovery links to it.";
         };
-        interval = mkOption { type = types.str; default = "10s"; description = "How often to read the pool."; };
-        metricsListen = mkOption { type = types.str; default = "127.0.0.1:9111"; description = "/metrics and /healthz."; };
+        interval = mkOption { type = types.str; default = defaults.discovery.interval; description = "How often to read the pool."; };
+        metricsListen = mkOption { type = types.str; default = defaults.discovery."metrics-listen"; description = "/metrics and /healthz."; };
       };
     };
 
     autoscaler = {
       enable = mkEnableOption "the poolpilot autoscaler";
+      policy = mkOption {
+        type = types.nullOr (types.either (types.enum shared.policies) types.path);
+        default = defaults.autoscaler.policy;
+        example = "default";
+        description = ''
+          How the autoscaler decides: a built-in policy by name (${lib.concatStringsSep ", " shared.policies};
+          see examples/policies/), or a policy file (`poolpilot policy check FILE` validates one; a
+          file outside the store is re-read on SIGHUP). Its min and max replace `settings.min` and
+          `settings.max`. null: the course's rule, one step per webhook alert. A policy with
+          target-tracking or threshold checks needs `prometheus` or `scrape`.
+        '';
+      };
+      prometheus = mkOption {
+        type = types.nullOr types.str;
+        default = defaults.autoscaler.prometheus;
+        example = "http://127.0.0.1:9090";
+        description = "The Prometheus the policy's metrics come from (http or https). Set this or `scrape`, not both.";
+      };
+      scrape = mkOption {
+        type = types.nullOr types.str;
+        default = defaults.autoscaler.scrape;
+        example = "/run/poolpilot-discovery/config.json";
+        description = "Without Prometheus: the discovery agent's file_sd file, whose `node` (CPU) and `app` (requests in flight) targets the autoscaler scrapes itself. Set this or `prometheus`, not both.";
+      };
       settings = common // {
-        listen = mkOption { type = types.str; default = "127.0.0.1:8090"; description = "Webhooks, decisions, metrics."; };
-        min = mkOption { type = types.ints.unsigned; default = 1; description = "Lower bound of the pool size."; };
-        max = mkOption { type = types.ints.positive; default = 4; description = "Upper bound of the pool size."; };
-        interval = mkOption { type = types.str; default = "60s"; description = "At most one change per interval."; };
-        settleTimeout = mkOption { type = types.str; default = "10m"; description = "How long a busy pool may hold a change back."; };
+        listen = mkOption { type = types.str; default = defaults.autoscaler.listen; description = "Webhooks, decisions, metrics."; };
+        min = mkOption { type = types.ints.unsigned; default = defaults.autoscaler.min; description = "Lower bound of the pool size (without a policy)."; };
+        max = mkOption { type = types.ints.positive; default = defaults.autoscaler.max; description = "Upper bound of the pool size (without a policy)."; };
+        interval = mkOption { type = types.str; default = defaults.autoscaler.interval; description = "At most one change per interval."; };
+        settleTimeout = mkOption { type = types.str; default = defaults.autoscaler."settle-timeout"; description = "How long a busy pool may hold a change back."; };
         drainWait = mkOption {
           type = types.str;
-          default = "35s";
+          default = defaults.autoscaler."drain-wait";
           description = "Between draining a member and evicting it: the NLB's check interval x retries plus the longest request (10 s).";
         };
-        dryRun = mkOption { type = types.bool; default = false; description = "Decide and log without scaling."; };
+        dryRun = mkOption { type = types.bool; default = defaults.autoscaler."dry-run"; description = "Decide and log without scaling."; };
+        scrapeWindow = mkOption {
+          type = types.nullOr types.str;
+          default = defaults.autoscaler."scrape-window";
+          example = "1m";
+          description = "The rate window of `scrape` (like Prometheus' `rate(...[1m])`); null: 1m.";
+        };
       };
     };
 
     app = {
       enable = mkEnableOption "the deliberately slow app";
       settings = {
-        listen = mkOption { type = types.str; default = "0.0.0.0:8080"; description = "The app's address."; };
-        loadSeconds = mkOption { type = types.str; default = "10s"; description = "How long /load keeps every core busy."; };
+        listen = mkOption { type = types.str; default = defaults.app.listen; description = "The app's address."; };
+        loadSeconds = mkOption { type = types.str; default = defaults.app."load-seconds"; description = "How long /load keeps every core busy."; };
       };
     };
   };
 
   config = lib.mkMerge [
     (mkIf cfg.discovery.enable {
-      assertions = [{
-        assertion = cfg.discovery.settings.outputDir != "";
-        message = "services.poolpilot.discovery.settings.outputDir must be set";
-      }];
+      assertions = [
+        {
+          # systemd's RuntimeDirectory= is relative to /run: a directory elsewhere cannot be
+          # the unit's own.
+          assertion = builtins.match "/run/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*" cfg.discovery.settings.outputDir != null
+            && !(lib.hasInfix "/../" "${cfg.discovery.settings.outputDir}/");
+          message = "services.poolpilot.discovery.settings.outputDir must be a directory under /run/ (it is the unit's RuntimeDirectory), got `${cfg.discovery.settings.outputDir}`";
+        }
+        (keysKnown "discovery" discoverySettings)
+      ];
       systemd.services.poolpilot-discovery = unit {
         name = "discovery";
         description = "poolpilot service discovery (Exoscale pool -> Prometheus file_sd)";
-        settings = with cfg.discovery.settings; {
-          inherit zone pool;
-          discovery = {
-            output = "${outputDir}/config.json";
-            inherit interval;
-            metrics-listen = metricsListen;
-          };
-        };
+        settings = discoverySettings;
         extraService = {
           RuntimeDirectory = lib.removePrefix "/run/" cfg.discovery.settings.outputDir;
           RuntimeDirectoryMode = "0755";
@@ -171,37 +243,47 @@ in
     })
 
     (mkIf cfg.autoscaler.enable {
-      assertions = [{
-        assertion = cfg.autoscaler.settings.min <= cfg.autoscaler.settings.max;
-        message = "services.poolpilot.autoscaler.settings: min must not exceed max";
-      }];
+      assertions = [
+        {
+          assertion = cfg.autoscaler.settings.min <= cfg.autoscaler.settings.max;
+          message = "services.poolpilot.autoscaler.settings: min must not exceed max";
+        }
+        {
+          assertion = cfg.autoscaler.prometheus == null || cfg.autoscaler.scrape == null;
+          message = "services.poolpilot.autoscaler: set prometheus or scrape, not both (one metric source)";
+        }
+        {
+          assertion = cfg.autoscaler.policy != null
+            || (cfg.autoscaler.prometheus == null && cfg.autoscaler.scrape == null);
+          message = "services.poolpilot.autoscaler.prometheus and .scrape are read only by a policy: set services.poolpilot.autoscaler.policy";
+        }
+        {
+          assertion = cfg.autoscaler.prometheus == null
+            || builtins.match "https?://.+" cfg.autoscaler.prometheus != null;
+          message = "services.poolpilot.autoscaler.prometheus must be an http or https URL, got `${toString cfg.autoscaler.prometheus}`";
+        }
+        {
+          assertion = cfg.autoscaler.scrape == null || lib.hasPrefix "/" cfg.autoscaler.scrape;
+          message = "services.poolpilot.autoscaler.scrape must be an absolute path, got `${toString cfg.autoscaler.scrape}`";
+        }
+        (keysKnown "autoscaler" autoscalerSettings)
+      ];
       systemd.services.poolpilot-autoscaler = unit {
         name = "autoscaler";
-        description = "poolpilot autoscaler (alert webhooks -> bounded pool scaling)";
-        settings = with cfg.autoscaler.settings; {
-          inherit zone pool;
-          autoscaler = {
-            inherit listen min max interval;
-            settle-timeout = settleTimeout;
-            drain-wait = drainWait;
-            dry-run = dryRun;
-          };
-        };
+        description = "poolpilot autoscaler (alert webhooks or a policy -> bounded pool scaling)";
+        settings = autoscalerSettings;
       };
     })
 
     (mkIf cfg.app.enable {
+      assertions = [ (keysKnown "app" appSettings) ];
+      # The /load burners lower their own priority: setpriority is in @resources, which
+      # @system-service includes and ~@privileged leaves alone, so the common filter allows it.
       systemd.services.poolpilot-app = unit {
         name = "app";
         description = "poolpilot app (the deliberately slow web app)";
-        settings = {
-          app = {
-            inherit (cfg.app.settings) listen;
-            load-seconds = cfg.app.settings.loadSeconds;
-          };
-        };
-        # The /load burners lower their own priority (setpriority), which @resources holds.
-        extraService.SystemCallFilter = [ "@system-service" "~@privileged" "setpriority" ];
+        settings = appSettings;
+        environmentOptional = true;
       };
     })
   ];
