@@ -141,6 +141,61 @@ impl serde::Serialize for Dur {
     }
 }
 
+/// A duration where a bare number means seconds (`--load-seconds 1`, `load-seconds = 1.5`),
+/// for settings named in seconds; a unit is still accepted (`500ms`, `10s`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Seconds(pub Dur);
+
+impl Seconds {
+    pub fn get(self) -> Duration {
+        self.0.get()
+    }
+}
+
+impl FromStr for Seconds {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        match t.parse::<f64>() {
+            Ok(n) if t.bytes().all(|b| b.is_ascii_digit() || b == b'.') => {
+                Duration::try_from_secs_f64(n)
+                    .map(|d| Seconds(Dur(d)))
+                    .map_err(|_| format!("`{t}` is not a number of seconds"))
+            }
+            _ => t.parse().map(Seconds),
+        }
+    }
+}
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(f64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Duration::try_from_secs_f64(n)
+                .map(|d| Seconds(Dur(d)))
+                .map_err(|_| serde::de::Error::custom(format!("`{n}` is not a number of seconds"))),
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl serde::Serialize for Seconds {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
 /// An Exoscale zone. The API is zone-local: every call, even polling an operation, goes to the
 /// zone's own endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -253,6 +308,35 @@ mod tests {
         assert_eq!("10s".parse::<Dur>().unwrap(), Dur::secs(10));
         assert_eq!("5m".parse::<Dur>().unwrap(), Dur::secs(300));
         assert_eq!("1m30s".parse::<Dur>().unwrap(), Dur::secs(90));
+    }
+
+    #[test]
+    fn seconds_take_a_bare_number_or_a_duration() {
+        let secs = |t: &str| t.parse::<Seconds>().map(Seconds::get);
+        assert_eq!(secs("1"), Ok(Duration::from_secs(1)));
+        assert_eq!(secs("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(secs("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(secs("250ms"), Ok(Duration::from_millis(250)));
+        assert!(secs("").is_err());
+        assert!(secs("-1").is_err());
+        assert!(secs("1e999").is_err());
+        assert!(secs("ten").is_err());
+        #[derive(Deserialize)]
+        struct F {
+            a: Seconds,
+            b: Seconds,
+            c: Seconds,
+        }
+        let f: F = toml::from_str("a = 2\nb = 1.5\nc = \"3s\"").unwrap();
+        assert_eq!(
+            (f.a.get(), f.b.get(), f.c.get()),
+            (
+                Duration::from_secs(2),
+                Duration::from_millis(1500),
+                Duration::from_secs(3)
+            )
+        );
+        assert!(toml::from_str::<F>("a = -2\nb = 1\nc = 1").is_err());
     }
 
     #[test]

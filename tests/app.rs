@@ -305,3 +305,46 @@ fn sigterm_during_a_load_exits_0_within_5_seconds() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn load_seconds_takes_a_number_of_seconds() {
+    // `--load-seconds 1` is what the flag's name says; a unit is still accepted. Refused
+    // values exit 64 naming the flag, before the port is bound.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_poolpilot"))
+        .args(["app", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--load-seconds", "1", "--burners", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("`--load-seconds 1` was refused: {st}");
+        }
+        assert!(Instant::now() < deadline, "app did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    for bad in ["0", "ten", "1.5.2", "5000"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_poolpilot"))
+            .args(["app", "--listen", "127.0.0.1:0"])
+            .arg(format!("--load-seconds={bad}"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.code() == Some(64) && err.contains("load-seconds"),
+            "{bad}: {:?} {err}",
+            out.status.code()
+        );
+    }
+}

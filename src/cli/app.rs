@@ -8,7 +8,7 @@ use tracing::info;
 
 use super::{CliError, FileConfig};
 use crate::app::{self, AppConfig};
-use crate::config::{ConfigError, Dur, Layer};
+use crate::config::{ConfigError, Dur, Layer, Seconds};
 use crate::exoscale::Secret;
 use crate::{shutdown, telemetry};
 
@@ -20,9 +20,10 @@ pub struct AppArgs {
     /// Address to serve on.
     #[arg(long, value_name = "ADDR", env = "POOLPILOT_APP_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// How long one /load request keeps every core busy.
-    #[arg(long, value_name = "DURATION", env = "POOLPILOT_LOAD_SECONDS")]
-    pub load_seconds: Option<Dur>,
+    /// How long one /load request keeps every core busy: seconds (`10`, `0.5`) or a duration
+    /// with a unit (`500ms`).
+    #[arg(long, value_name = "SECONDS", env = "POOLPILOT_LOAD_SECONDS")]
+    pub load_seconds: Option<Seconds>,
     /// The cores /load keeps busy, fractions allowed (default: every core).
     #[arg(long, value_name = "CORES", alias = "burners")]
     pub cpu_capacity: Option<f64>,
@@ -37,7 +38,7 @@ pub struct AppArgs {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct AppFile {
     pub listen: Option<SocketAddr>,
-    pub load_seconds: Option<Dur>,
+    pub load_seconds: Option<Seconds>,
     pub cpu_capacity: Option<f64>,
 }
 
@@ -50,7 +51,7 @@ pub fn resolve(args: &AppArgs, file: &AppFile) -> Result<AppConfig, ConfigError>
         .pick(file.listen, DEFAULT_LISTEN.parse().expect("valid default"));
     let load = args
         .load_seconds
-        .pick(file.load_seconds, Dur::secs(10))
+        .pick(file.load_seconds, Seconds(Dur::secs(10)))
         .get();
     if load.is_zero() || load > std::time::Duration::from_secs(3600) {
         return Err(ConfigError::invalid(
