@@ -298,3 +298,50 @@ async fn out_of_band_changes_show_in_the_api() {
     assert_eq!(members.len(), 4);
     assert!(members.iter().all(|m| m.id != victim));
 }
+
+#[tokio::test]
+async fn a_request_in_flight_across_a_log_clear_keeps_its_status_to_itself() {
+    let t = start(1, quick()).await;
+    let url = format!("{}/zone", t.running.endpoint());
+    // A: delayed in the simulator, so it is still in flight when the log is cleared.
+    admin_post(t.admin("/faults"), json!({"latency": "1s", "count": 1})).await;
+    let a = tokio::spawn({
+        let url = url.clone();
+        async move { reqwest::get(url).await.unwrap().status().as_u16() }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while t.sim().requests().is_empty() {
+        assert!(Instant::now() < deadline, "A never reached the simulator");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let r = reqwest::Client::new()
+        .delete(t.admin("/requests"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    // B: logged after the clear, answered at once with an injected 503.
+    admin_post(t.admin("/faults"), json!({"status": 503})).await;
+    assert_eq!(reqwest::get(&url).await.unwrap().status().as_u16(), 503);
+    // A ends (unsigned: 403) after B; its status must not land on B's entry.
+    assert_eq!(a.await.unwrap(), 403);
+    let log = t.sim().requests();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0].status, 503, "{log:?}");
+}
+
+#[tokio::test]
+async fn a_fault_with_a_path_fails_only_requests_to_that_path() {
+    let t = start(1, quick()).await;
+    let c = t.client();
+    admin_post(
+        t.admin("/faults"),
+        json!({"status": 403, "path": "/v2/load-balancer"}),
+    )
+    .await;
+    // Other operations pass the queued fault by.
+    assert_eq!(c.get_instance_pool(t.pool).await.unwrap().size, 1);
+    let e = c.list_load_balancers().await.unwrap_err();
+    assert_eq!(e.status(), Some(403), "{e}");
+    assert_eq!(c.list_load_balancers().await.unwrap().len(), 1);
+}

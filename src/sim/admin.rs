@@ -96,7 +96,9 @@ async fn set_health(
 }
 
 /// `{"status": 503, "count": 2, "retry-after": 1}` fails the next 2 API requests;
-/// `{"latency": "2s", "count": 1}` delays the next one.
+/// `{"status": 403, "path": "/v2/load-balancer"}` fails the next request to that path (a key
+/// without the rights for one operation); `{"latency": "2s", "count": 1}` delays the
+/// next one.
 #[derive(Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct FaultBody {
@@ -104,6 +106,7 @@ struct FaultBody {
     count: Option<u32>,
     retry_after: Option<u64>,
     latency: Option<Dur>,
+    path: Option<String>,
 }
 
 async fn add_faults(Ax(sim): Ax<Arc<Sim>>, body: axum::body::Bytes) -> Result<Response, ApiError> {
@@ -119,8 +122,12 @@ async fn add_faults(Ax(sim): Ax<Arc<Sim>>, body: axum::body::Bytes) -> Result<Re
                 f.errors.push_back(ErrorFault {
                     status,
                     retry_after: b.retry_after,
+                    path: b.path.clone(),
                 });
             }
+        }
+        (None, Some(_)) if b.path.is_some() => {
+            return Err(ApiError::bad_request("path: only with `status`"));
         }
         (None, Some(d)) => f.latency = Some((d.get(), count)),
         _ => {

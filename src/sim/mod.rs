@@ -62,6 +62,41 @@ pub(crate) struct Faults {
 pub(crate) struct ErrorFault {
     pub status: u16,
     pub retry_after: Option<u64>,
+    /// Only requests to this path (`/v2/load-balancer`); any request when `None`.
+    pub path: Option<String>,
+}
+
+/// The API requests seen, in order. Entries are numbered from the simulator's start, so a
+/// request still in flight when the log is cleared (by the admin API or the size bound) cannot
+/// write its status into a newer request's entry.
+#[derive(Debug, Default)]
+pub(crate) struct RequestLog {
+    entries: Vec<RequestRecord>,
+    /// The number of the first entry in `entries`.
+    first: u64,
+}
+
+impl RequestLog {
+    /// Logs a request; returns its number.
+    fn push(&mut self, r: RequestRecord) -> u64 {
+        self.entries.push(r);
+        self.first + self.entries.len() as u64 - 1
+    }
+
+    /// The entry numbered `n`, unless it was cleared since.
+    fn get_mut(&mut self, n: u64) -> Option<&mut RequestRecord> {
+        let i = usize::try_from(n.checked_sub(self.first)?).ok()?;
+        self.entries.get_mut(i)
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.first += self.entries.len() as u64;
+        self.entries.clear();
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
 }
 
 /// The simulator: its zone state, the credentials it accepts, faults and the request log.
@@ -69,7 +104,7 @@ pub struct Sim {
     pub(crate) state: Mutex<State>,
     credentials: Vec<Credentials>,
     pub(crate) faults: Mutex<Faults>,
-    pub(crate) requests: Mutex<Vec<RequestRecord>>,
+    pub(crate) requests: Mutex<RequestLog>,
 }
 
 impl Sim {
@@ -78,7 +113,7 @@ impl Sim {
             state: Mutex::new(state),
             credentials,
             faults: Mutex::new(Faults::default()),
-            requests: Mutex::new(Vec::new()),
+            requests: Mutex::new(RequestLog::default()),
         })
     }
 
@@ -91,7 +126,11 @@ impl Sim {
 
     /// The requests seen under `/v2` so far, oldest first.
     pub fn requests(&self) -> Vec<RequestRecord> {
-        self.requests.lock().expect("request log lock").clone()
+        self.requests
+            .lock()
+            .expect("request log lock")
+            .entries
+            .clone()
     }
 
     fn secret_for(&self, key: &str) -> Option<&str> {
@@ -221,8 +260,7 @@ async fn record(Ax(sim): Ax<Arc<Sim>>, req: Request, next: Next) -> Response {
         if log.len() >= 100_000 {
             log.clear();
         }
-        log.push(entry);
-        log.len() - 1
+        log.push(entry)
     };
     let resp = next.run(req).await;
     if let Some(e) = sim
@@ -246,7 +284,14 @@ async fn inject_faults(Ax(sim): Ax<Arc<Sim>>, req: Request, next: Next) -> Respo
             }
             _ => None,
         };
-        (latency, f.errors.pop_front())
+        let uri = original_uri(&req);
+        let path = uri.path();
+        let error = f
+            .errors
+            .iter()
+            .position(|e| e.path.as_deref().is_none_or(|p| p == path))
+            .and_then(|i| f.errors.remove(i));
+        (latency, error)
     };
     if let Some(d) = latency {
         tokio::time::sleep(d).await;
