@@ -475,3 +475,70 @@ fn template_register_waits_for_the_template_and_refuses_bad_input() {
     assert_eq!(o.status.code(), Some(64));
     assert!(text(&o).contains("--checksum"));
 }
+
+/// POSTs JSON to the simulator's unsigned admin API (on the API's own address).
+fn admin_post(sim: &SimProcess, path: &str, body: &str) -> String {
+    use std::io::Write;
+    let endpoint = url::Url::parse(&sim.var("EXOSCALE_API_ENDPOINT")).unwrap();
+    let addr = format!(
+        "{}:{}",
+        endpoint.host_str().unwrap(),
+        endpoint.port().unwrap()
+    );
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST /admin{path} HTTP/1.1\r\nHost: sim\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
+}
+
+#[test]
+fn status_shows_the_pool_and_names_each_part_it_could_not_read() {
+    let sim = SimProcess::start(&[], None);
+    // A key without the rights to list load balancers: 403 is not retried.
+    admin_post(
+        &sim,
+        "/faults",
+        r#"{"status": 403, "path": "/v2/load-balancer"}"#,
+    );
+    let o = run(&mut sim.client(&["pool", "status"]));
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("size 1"), "the pool is shown: {out}");
+    assert!(out.contains("running"), "its member is shown: {out}");
+    assert!(
+        out.contains("could not read the load balancers:") && out.contains("403"),
+        "{out}"
+    );
+
+    admin_post(
+        &sim,
+        "/faults",
+        r#"{"status": 403, "path": "/v2/instance"}"#,
+    );
+    let o = run(&mut sim.client(&["pool", "status", "--json"]));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["pool"]["size"], 1, "{v}");
+    assert_eq!(v["unread"][0]["part"], "pool's members", "{v}");
+    assert_eq!(v["unread"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["load-balancers"].as_array().unwrap().len(), 1, "{v}");
+
+    // The pool itself unreadable is still a failure.
+    let pool = sim.var("EXOSCALE_INSTANCEPOOL_ID");
+    admin_post(
+        &sim,
+        "/faults",
+        &format!(r#"{{"status": 403, "path": "/v2/instance-pool/{pool}"}}"#),
+    );
+    let o = run(&mut sim.client(&["pool", "status"]));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+}

@@ -73,6 +73,17 @@ pub struct StatusReport {
     pub pool: InstancePool,
     pub members: Vec<Instance>,
     pub load_balancers: Vec<LoadBalancer>,
+    /// The parts that could not be read (a key without the rights for them, an API error after
+    /// the retries): the pool itself was read, so the report is still worth showing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unread: Vec<Unread>,
+}
+
+/// A part of the report that could not be read, and why.
+#[derive(Debug, Serialize)]
+pub struct Unread {
+    pub part: &'static str,
+    pub error: String,
 }
 
 impl StatusReport {
@@ -154,6 +165,9 @@ impl StatusReport {
                 );
             }
         }
+        for u in &self.unread {
+            let _ = writeln!(out, "could not read the {}: {}", u.part, u.error);
+        }
         out
     }
 }
@@ -167,29 +181,41 @@ fn format_age(secs: u64) -> String {
     }
 }
 
-/// Reads the pool, its members and the load balancers that serve it.
+/// Reads the pool, its members and the load balancers that serve it. Fails only when the pool
+/// itself cannot be read; a part that cannot be read is named in `unread`.
 pub async fn status(client: &exoscale::Client, pool: uuid::Uuid) -> anyhow::Result<StatusReport> {
     let p = client
         .get_instance_pool(pool)
         .await
         .context("reading the instance pool")?;
-    let mut members = client
-        .list_pool_members(pool)
-        .await
-        .context("listing the pool's members")?;
+    let mut unread = Vec::new();
+    let mut members = client.list_pool_members(pool).await.unwrap_or_else(|e| {
+        unread.push(Unread {
+            part: "pool's members",
+            error: e.to_string(),
+        });
+        Vec::new()
+    });
     members.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
-    let load_balancers = client
-        .list_load_balancers()
-        .await
-        .context("listing load balancers")?
-        .into_iter()
-        .filter(|lb| lb.services.iter().any(|s| s.instance_pool.id == pool))
-        .collect();
+    let load_balancers = match client.list_load_balancers().await {
+        Ok(lbs) => lbs
+            .into_iter()
+            .filter(|lb| lb.services.iter().any(|s| s.instance_pool.id == pool))
+            .collect(),
+        Err(e) => {
+            unread.push(Unread {
+                part: "load balancers",
+                error: e.to_string(),
+            });
+            Vec::new()
+        }
+    };
     Ok(StatusReport {
         zone: client.zone().to_string(),
         pool: p,
         members,
         load_balancers,
+        unread,
     })
 }
 
