@@ -1,15 +1,19 @@
 //! `poolpilot simulate`: what a policy will do, and what it costs, before any money is spent.
 //!
 //! A discrete-event simulation in virtual time. The events are periodic sources, processed in
-//! time order (ties: scrape, alert evaluation, autoscaler tick, sample):
+//! time order (ties: scrape, alert evaluation, notification flush, autoscaler tick, sample):
 //!
 //! - scrape (every `scrape`): each booted member's CPU (its share of the load over its
 //!   capacity, at most 100 %; idle until the NLB sends it traffic) and requests in flight (the
 //!   same share, unbounded: demand does not saturate), kept for the `rate_window`, as
 //!   Prometheus' `rate(...[1m])` would: a member has a value once it has two scrapes in it;
 //! - alert evaluation (every `eval`, webhook policies only): the pool average against 80 % and
-//!   20 %, held for `pending` before firing, a notification when it fires and every `repeat`
-//!   while it does (the course's Grafana rule), each one an intent in the autoscaler's inbox;
+//!   20 %, held for `pending` before firing (the course's Grafana rules);
+//! - notification flush (webhook policies, while a rule fires): Grafana's notification policy,
+//!   which is Alertmanager's. The first flush comes `group_wait` after the rule fires, then one
+//!   every `group_interval`; a flush sends when nothing was sent yet or the last send is older
+//!   than `repeat` (strictly: the send was logged just after its flush). Each send is an intent
+//!   in the autoscaler's inbox;
 //! - autoscaler tick (every `course_tick` for policies with a webhook check, else every
 //!   `tick`): the **real** [`PolicyStrategy`] decides from an [`Observation`] and [`Signals`]
 //!   built from the model, with virtual clocks; the controller's busy gate holds changes while
@@ -54,8 +58,13 @@ pub struct Model {
     pub nlb_delay: Duration,
     pub scrape: Duration,
     pub rate_window: Duration,
+    /// Grafana's rule group interval (`interval` in monitoring/grafana/.../rules.yaml).
     pub eval: Duration,
+    /// The rules' pending period (`for`).
     pub pending: Duration,
+    /// The notification policy's `group_wait`, `group_interval` and `repeat_interval`.
+    pub group_wait: Duration,
+    pub group_interval: Duration,
     pub repeat: Duration,
     pub high: f64,
     pub low: f64,
@@ -84,9 +93,13 @@ impl Default for Model {
             nlb_delay: Duration::from_secs(20),
             scrape: Duration::from_secs(15),
             rate_window: Duration::from_secs(60),
-            eval: Duration::from_secs(15),
+            // The shipped Grafana files (tests/grafana.rs holds them equal): a repeat every
+            // 5 minutes, at the 5th flush after a send (see `effective_repeat`).
+            eval: Duration::from_secs(10),
             pending: Duration::from_secs(60),
-            repeat: Duration::from_secs(300),
+            group_wait: Duration::from_secs(10),
+            group_interval: Duration::from_secs(60),
+            repeat: Duration::from_secs(270),
             high: 0.8,
             low: 0.2,
             course_tick: Duration::from_secs(60),
@@ -100,6 +113,17 @@ impl Default for Model {
             // Monday 2026-01-05 08:00 UTC.
             start_unix: 1_767_600_000,
         }
+    }
+}
+
+impl Model {
+    /// How often a notification is repeated while its alert keeps firing: at the first flush
+    /// (every `group_interval`) at which the last send, logged just after its own flush, is
+    /// older than `repeat` (Alertmanager's `DedupStage.needsUpdate`).
+    pub fn effective_repeat(&self) -> Duration {
+        let gi = self.group_interval.as_millis().max(1);
+        let flushes = self.repeat.as_millis() / gi + 1;
+        Duration::from_millis((flushes * gi) as u64)
     }
 }
 
@@ -184,8 +208,9 @@ pub fn run(model: &Model, policy: &PolicyFile, trace: &Trace) -> Run {
     // (billed until)
     let mut draining: Vec<f64> = Vec::new();
     let mut inbox = Intents::default();
-    let (mut high_since, mut high_sent): (Option<f64>, Option<f64>) = (None, None);
-    let (mut low_since, mut low_sent): (Option<f64>, Option<f64>) = (None, None);
+    // Per rule (up, down): pending since, and the last send of its notification group.
+    let mut since: [Option<f64>; 2] = [None, None];
+    let mut sent: [Option<f64>; 2] = [None, None];
     let mut busy_since: Option<f64> = None;
 
     let interval = if webhooks {
@@ -193,14 +218,17 @@ pub fn run(model: &Model, policy: &PolicyFile, trace: &Trace) -> Run {
     } else {
         secs(model.tick)
     };
-    // Next time of: scrape, eval, tick, sample.
+    // Next time of: scrape, eval, flush of the up group, flush of the down group, tick, sample.
+    // A group's flushes are scheduled while its rule fires.
     let periods = [
         secs(model.scrape),
         secs(model.eval),
+        secs(model.group_interval),
+        secs(model.group_interval),
         interval,
         secs(model.sample),
     ];
-    let mut next = [0.0, 0.0, interval, 0.0];
+    let mut next = [0.0, 0.0, f64::INFINITY, f64::INFINITY, interval, 0.0];
     let (mut demand, mut supply, mut ready) = (Vec::new(), Vec::new(), Vec::new());
     let mut changes = Vec::new();
     let (mut billed, mut slo) = (0.0, 0.0);
@@ -219,7 +247,7 @@ pub fn run(model: &Model, policy: &PolicyFile, trace: &Trace) -> Run {
             .copied()
             .enumerate()
             .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)))
-            .expect("four sources");
+            .expect("six sources");
         if t >= end {
             break;
         }
@@ -252,48 +280,48 @@ pub fn run(model: &Model, policy: &PolicyFile, trace: &Trace) -> Run {
                     .map(|(v, _)| v)
                     .collect();
                 let avg = (!vals.is_empty()).then(|| vals.iter().sum::<f64>() / vals.len() as f64);
-                let mut rule = |holds: bool,
-                                since: &mut Option<f64>,
-                                sent: &mut Option<f64>,
-                                direction: Direction| {
-                    if !holds {
-                        *since = None;
-                        *sent = None;
-                        return;
-                    }
-                    let s = *since.get_or_insert(t);
-                    let firing = t - s >= secs(model.pending);
-                    if firing && sent.is_none_or(|x| t - x >= secs(model.repeat)) {
-                        *sent = Some(t);
-                        match direction {
-                            Direction::Up => inbox.up += 1,
-                            Direction::Down => inbox.down += 1,
-                        }
-                        inbox.recent.push(Intent {
-                            direction,
-                            source: "simulated alert".into(),
-                            at: time::OffsetDateTime::from_unix_timestamp(
-                                model.start_unix + t as i64,
-                            )
-                            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
-                        });
-                    }
-                };
-                rule(
+                let holds = [
                     avg.is_some_and(|a| a > model.high),
-                    &mut high_since,
-                    &mut high_sent,
-                    Direction::Up,
-                );
-                rule(
                     avg.is_some_and(|a| a < model.low),
-                    &mut low_since,
-                    &mut low_sent,
-                    Direction::Down,
-                );
+                ];
+                for rule in 0..2 {
+                    if !holds[rule] {
+                        // Normal again: the group ends (no resolve message is sent).
+                        since[rule] = None;
+                        sent[rule] = None;
+                        next[2 + rule] = f64::INFINITY;
+                        continue;
+                    }
+                    let s = *since[rule].get_or_insert(t);
+                    if t - s >= secs(model.pending) && next[2 + rule].is_infinite() {
+                        // Fires: a new notification group, first flushed after group_wait.
+                        next[2 + rule] = t + secs(model.group_wait);
+                    }
+                }
             }
             1 => {}
-            2 => {
+            2 | 3 => {
+                let rule = kind - 2;
+                if sent[rule].is_none_or(|x| t - x > secs(model.repeat)) {
+                    sent[rule] = Some(t);
+                    let direction = if rule == 0 {
+                        Direction::Up
+                    } else {
+                        Direction::Down
+                    };
+                    match direction {
+                        Direction::Up => inbox.up += 1,
+                        Direction::Down => inbox.down += 1,
+                    }
+                    inbox.recent.push(Intent {
+                        direction,
+                        source: "simulated alert".into(),
+                        at: time::OffsetDateTime::from_unix_timestamp(model.start_unix + t as i64)
+                            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+                    });
+                }
+            }
+            4 => {
                 let running = members.iter().filter(|m| m.booted <= t).count() as u64;
                 let busy = (running != size || members.len() as u64 != size)
                     .then(|| format!("{running} of {size} running"));
@@ -498,6 +526,72 @@ mod tests {
                 "default, +{k}: {:?}",
                 ours.changes
             );
+        }
+    }
+
+    /// Up-changes of the course policy under a load far beyond the pool, with members in the
+    /// NLB as soon as they boot (so the average never dips and the alert keeps firing).
+    fn course_ups_under_overload(model: Model) -> Vec<f64> {
+        let model = Model {
+            initial: 1,
+            nlb_delay: Duration::ZERO,
+            ..model
+        };
+        let trace = Trace::csv(
+            "overload",
+            &format!("0,{}\n1800,0\n", model.capacity * 50.0),
+        )
+        .unwrap();
+        run(&model, &policy("course"), &trace)
+            .changes
+            .iter()
+            .filter(|c| c.to > c.from)
+            .map(|c| c.t)
+            .collect()
+    }
+
+    #[test]
+    fn a_firing_alert_is_repeated_every_five_minutes_as_the_course_asks() {
+        let model = Model::default();
+        assert_eq!(model.effective_repeat(), Duration::from_secs(300));
+        let ups = course_ups_under_overload(model);
+        assert!(ups.len() >= 3, "{ups:?}");
+        // Each notification is one step at the next 60 s tick, and 300 s is a multiple of 60.
+        for w in ups.windows(2) {
+            assert_eq!(w[1] - w[0], 300.0, "{ups:?}");
+        }
+    }
+
+    #[test]
+    fn repeat_interval_equal_to_five_group_intervals_repeats_at_the_sixth_flush() {
+        // prometheus/alertmanager#917: the flush exactly repeat_interval later is too early.
+        let model = Model {
+            repeat: Duration::from_secs(300),
+            ..Model::default()
+        };
+        assert_eq!(model.effective_repeat(), Duration::from_secs(360));
+        let ups = course_ups_under_overload(model);
+        assert!(ups.len() >= 3, "{ups:?}");
+        for w in ups.windows(2) {
+            assert_eq!(w[1] - w[0], 360.0, "{ups:?}");
+        }
+    }
+
+    #[test]
+    fn the_first_notification_waits_for_pending_and_group_wait() {
+        for group_wait in [10, 50] {
+            let model = Model {
+                group_wait: Duration::from_secs(group_wait),
+                ..Model::default()
+            };
+            let ups = course_ups_under_overload(model.clone());
+            // Two scrapes (0 s, 15 s) give the first value, the rule holds from the next
+            // evaluation (20 s), fires `pending` later, the group's first flush comes
+            // `group_wait` after that, and the autoscaler acts at its next 60 s tick.
+            let fire = 20.0 + model.pending.as_secs_f64();
+            let flush = fire + model.group_wait.as_secs_f64();
+            let tick = (flush / 60.0).ceil() * 60.0;
+            assert_eq!(ups.first(), Some(&tick), "group_wait {group_wait}: {ups:?}");
         }
     }
 
