@@ -60,9 +60,12 @@ pkgs.testers.runNixOSTest {
         EXOSCALE_ZONE=ch-gva-2
         EXOSCALE_INSTANCEPOOL_ID=${pool}
         POOLPILOT_WEBHOOK_TOKEN=${webhookToken}
-        GRAFANA_ADMIN_PASSWORD=vm-test-admin
       '';
       environment.etc."poolpilot/webhook-token".text = webhookToken;
+      # Grafana's credentials (LoadCredential in the monitor module): fixed test values, where
+      # Terraform generates the secret key once per deployment.
+      environment.etc."poolpilot/grafana-secret-key" = { text = "vm-test-grafana-secret-key-0123"; mode = "0600"; };
+      environment.etc."poolpilot/grafana-admin-password" = { text = "vm-test-admin"; mode = "0600"; };
       virtualisation.memorySize = 2048;
     };
 

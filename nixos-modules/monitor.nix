@@ -87,12 +87,21 @@ in
       enable = true;
       settings = {
         server = { http_addr = "0.0.0.0"; http_port = 3000; };
+        # Secrets come from credential files (LoadCredential below), never the store.
         security = {
           admin_user = "admin";
-          # From the settings file (see services.poolpilot.environmentFile), never the store.
-          admin_password = "$__env{GRAFANA_ADMIN_PASSWORD}";
+          admin_password = "$__file{/run/credentials/grafana.service/admin-password}";
+          # Encrypts the secure fields in grafana.db (the contact points' token). It must stay
+          # the same for the life of /var/lib/grafana: Terraform generates it once per deployment.
+          secret_key = "$__file{/run/credentials/grafana.service/secret-key}";
         };
-        analytics.reporting_enabled = false;
+        analytics = {
+          reporting_enabled = false;
+          check_for_updates = false;
+          check_for_plugin_updates = false;
+        };
+        # Grafana >= 12 downloads a default plugin list at every start; the monitor needs none.
+        plugins.preinstall_disabled = true;
         "unified_alerting".enabled = true;
       };
       provision = {
@@ -106,8 +115,14 @@ in
         };
       };
     };
-    # POOLPILOT_WEBHOOK_TOKEN (interpolated into the contact points) and GRAFANA_ADMIN_PASSWORD.
-    systemd.services.grafana.serviceConfig.EnvironmentFile = [ config.services.poolpilot.environmentFile ];
+    # Grafana's secrets as credentials only this unit can read, each from its own root-only file
+    # (cloud-init writes them on Exoscale). A missing file stops the unit before Grafana starts.
+    # No EnvironmentFile: the settings file holds the Exoscale API secret, which Grafana never needs.
+    systemd.services.grafana.serviceConfig.LoadCredential = [
+      "webhook-token:/etc/poolpilot/webhook-token"
+      "secret-key:/etc/poolpilot/grafana-secret-key"
+      "admin-password:/etc/poolpilot/grafana-admin-password"
+    ];
 
     # SSH: services.openssh.openFirewall (default true) opens 22.
     networking.firewall = {

@@ -4,6 +4,14 @@ data "exoscale_template" "monitor" {
   visibility = "private"
 }
 
+# Encrypts the secrets Grafana stores in its database (the contact points' webhook token). Grafana
+# cannot read those secrets under another key, so this is generated once, kept in the state, and
+# delivered to the monitor as a file; it never changes at a reboot.
+resource "random_password" "grafana_secret_key" {
+  length  = 40
+  special = false
+}
+
 resource "exoscale_compute_instance" "monitor" {
   zone               = var.zone
   name               = "poolpilot-monitor"
@@ -21,6 +29,7 @@ resource "exoscale_compute_instance" "monitor" {
     webhook_token          = var.webhook_token
     drain_token            = var.drain_token
     grafana_admin_password = var.grafana_admin_password
+    grafana_secret_key     = random_password.grafana_secret_key.result
     pool_min               = var.pool_min
     pool_max               = var.pool_max
   })

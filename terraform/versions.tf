@@ -6,6 +6,11 @@ terraform {
       source  = "exoscale/exoscale"
       version = "~> 0.70"
     }
+    # Grafana's secret key, generated once and kept in the state.
+    random = {
+      source  = "hashicorp/random"
+      version = "~> 3.6"
+    }
   }
 }
 
