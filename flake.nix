@@ -16,7 +16,8 @@
       # sockets only (the sandbox has a loopback interface) and read files inside the source.
       needOutsideTools = {
         targets = [
-          "monitoring" # promtool and amtool check the shipped Prometheus, Alertmanager, Grafana files
+          "monitoring" # promtool and amtool check the shipped Prometheus and Alertmanager files
+          "grafana" # promtool parses the rules' PromQL; nix-instantiate evaluates monitor.nix
           "policy_prometheus" # the Prometheus source against a real Prometheus
         ];
         # Single tests of otherwise self-contained targets (exact names, see checkFlags).

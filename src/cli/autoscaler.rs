@@ -55,7 +55,8 @@ pub struct AutoscalerArgs {
     pub dry_run: bool,
     /// Decide with this policy (a file, see `poolpilot policy check`, or a built-in name:
     /// default, course, target-tracking, hpa, office-hours) instead of the course's one-step rule; its
-    /// min and max replace --min and --max.
+    /// min and max apply unless --min or --max (or their variables or config keys) are given: the
+    /// deployment's bounds win over the policy's.
     #[arg(long, value_name = "FILE|NAME", env = "POOLPILOT_POLICY")]
     pub policy: Option<String>,
     /// Prometheus' address, for policies that read metrics (target-tracking, threshold).
@@ -172,6 +173,9 @@ pub struct Resolved {
     pub token: Option<Secret>,
     pub drain: Option<Drain>,
     pub policy: Option<crate::policy::file::PolicyFile>,
+    /// The bounds given by flags, variables or the config file, which win over a policy's
+    /// (applied to `policy` already, and to every reload).
+    pub bounds_override: BoundsOverride,
     /// Where the policy came from (its file, for reloads).
     pub policy_source: Option<crate::policy::builtin::Source>,
     /// Where the policy reads its metrics (None: webhooks only).
@@ -199,13 +203,15 @@ pub fn resolve(args: &AutoscalerArgs, file: &FileConfig) -> Result<Resolved, Con
     };
     let min = args.min.or(f.min).unwrap_or(1);
     let max = args.max.or(f.max).unwrap_or(5);
-    if max == 0 || max > MAX_MAX {
+    // With a policy, its bounds fill in what is not given (`BoundsOverride::apply` checks them).
+    let with_policy = args.policy.is_some() || f.policy.is_some();
+    if !with_policy && (max == 0 || max > MAX_MAX) {
         return Err(ConfigError::invalid(
             "max",
             format!("must be between 1 and {MAX_MAX}"),
         ));
     }
-    if min > max {
+    if !with_policy && min > max {
         return Err(ConfigError::invalid(
             "min",
             format!("must not exceed max ({min} > {max})"),
@@ -306,12 +312,18 @@ pub fn resolve(args: &AutoscalerArgs, file: &FileConfig) -> Result<Resolved, Con
             })
         }
     };
+    let overrides = BoundsOverride {
+        min: args.min.or(f.min),
+        max: args.max.or(f.max),
+    };
+    let policy = policy.map(|p| overrides.apply(p)).transpose()?;
     let (min, max) = match &policy {
         Some(p) => (p.policy.min, p.policy.max),
         None => (min, max),
     };
     Ok(Resolved {
         policy,
+        bounds_override: overrides,
         policy_source: source,
         metrics,
         scrape_window,
@@ -328,11 +340,49 @@ pub fn resolve(args: &AutoscalerArgs, file: &FileConfig) -> Result<Resolved, Con
     })
 }
 
+/// Bounds given explicitly (flags, `POOLPILOT_MIN`/`MAX`, `[autoscaler]`): the deployment's
+/// (Terraform's `pool_min`/`pool_max`, the NixOS module's) win over a policy's, so one policy
+/// file serves pools of any size and the budget's cap holds whatever the policy says.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BoundsOverride {
+    pub min: Option<u64>,
+    pub max: Option<u64>,
+}
+
+impl BoundsOverride {
+    pub fn apply(
+        self,
+        mut p: crate::policy::file::PolicyFile,
+    ) -> Result<crate::policy::file::PolicyFile, ConfigError> {
+        let min = self.min.unwrap_or(p.policy.min);
+        let max = self.max.unwrap_or(p.policy.max);
+        if max == 0 || max > MAX_MAX {
+            return Err(ConfigError::invalid(
+                "max",
+                format!("must be between 1 and {MAX_MAX}"),
+            ));
+        }
+        if min > max {
+            return Err(ConfigError::invalid(
+                "min",
+                format!(
+                    "must not exceed max ({min} > {max}; the policy `{}` gives min {} and max {})",
+                    p.policy.name, p.policy.min, p.policy.max
+                ),
+            ));
+        }
+        p.policy.min = min;
+        p.policy.max = max;
+        Ok(p)
+    }
+}
+
 /// On SIGHUP, re-reads the policy file; a valid policy replaces the running one at the next
 /// tick, an invalid one is explained in the log and changes nothing.
 fn spawn_reload(
     path: std::path::PathBuf,
     slot: crate::policy::strategy::ReloadSlot,
+    overrides: BoundsOverride,
 ) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = signal(SignalKind::hangup())?;
@@ -343,7 +393,8 @@ fn spawn_reload(
                 .and_then(|t| {
                     crate::policy::file::PolicyFile::parse(&t)
                         .map_err(|ps| ps.iter().map(|p| p.to_string()).collect())
-                });
+                })
+                .and_then(|p| overrides.apply(p).map_err(|e| vec![e.to_string()]));
             match parsed {
                 Ok(p) => {
                     info!(file = %path.display(), "policy file read; it applies at the next tick");
@@ -430,8 +481,10 @@ pub async fn run(args: AutoscalerArgs, file: FileConfig) -> Result<(), CliError>
             let in_flight = p.uses(crate::policy::file::Metric::LoadInFlight);
             let strategy = crate::policy::strategy::PolicyStrategy::new(p);
             match &src.path {
-                Some(path) => spawn_reload(path.clone(), strategy.reload_slot())
-                    .context("installing the SIGHUP handler")?,
+                Some(path) => {
+                    spawn_reload(path.clone(), strategy.reload_slot(), cfg.bounds_override)
+                        .context("installing the SIGHUP handler")?
+                }
                 None => info!(policy = %src.label, "a built-in policy is not reloaded on SIGHUP"),
             }
             if let Some(MetricsFrom::Prometheus(url)) = &cfg.metrics {
@@ -477,4 +530,49 @@ pub async fn run(args: AutoscalerArgs, file: FileConfig) -> Result<(), CliError>
         .await
         .context("server")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        a: AutoscalerArgs,
+    }
+
+    const POOL: &str = "11111111-2222-3333-4444-555555555555";
+
+    fn resolve_args(extra: &[&str]) -> Result<Resolved, ConfigError> {
+        let mut argv = vec!["autoscaler", "--pool", POOL, "--scrape", "/run/sd.json"];
+        argv.extend_from_slice(extra);
+        resolve(&Cli::parse_from(argv).a, &FileConfig::default())
+    }
+
+    fn bounds(r: &Resolved) -> (u64, u64, u64, u64) {
+        let p = r.policy.as_ref().unwrap();
+        let b = r.controller.bounds;
+        (b.min, b.max, p.policy.min, p.policy.max)
+    }
+
+    #[test]
+    fn a_policy_gives_the_bounds_unless_the_deployment_does() {
+        // `default` says min 1, max 10.
+        let r = resolve_args(&["--policy", "default"]).unwrap();
+        assert_eq!(bounds(&r), (1, 10, 1, 10));
+        // Terraform's pool_max (POOLPILOT_MAX) wins, in the controller and in the policy.
+        let r = resolve_args(&["--policy", "default", "--max", "3"]).unwrap();
+        assert_eq!(bounds(&r), (1, 3, 1, 3));
+        let r = resolve_args(&["--policy", "default", "--min", "2", "--max", "20"]).unwrap();
+        assert_eq!(bounds(&r), (2, 20, 2, 20));
+        // A min above the policy's max only with a max that allows it.
+        let e = resolve_args(&["--policy", "default", "--min", "12"]).unwrap_err();
+        assert!(e.to_string().contains("min"), "{e}");
+        let r = resolve_args(&["--policy", "default", "--min", "12", "--max", "15"]).unwrap();
+        assert_eq!(bounds(&r), (12, 15, 12, 15));
+        let e = resolve_args(&["--policy", "default", "--max", "1001"]).unwrap_err();
+        assert!(e.to_string().contains("max"), "{e}");
+    }
 }
