@@ -119,6 +119,12 @@ pub fn router(cfg: AppConfig) -> Router {
 
 /// The app's router; tests pass a fixed clock.
 pub fn router_with_clock(cfg: AppConfig, clock: Clock) -> Router {
+    let burner = burn::Burner::new(cfg.capacity);
+    router_with_burner(cfg, clock, burner)
+}
+
+/// The app's router with its `/load` burner (the local mode's node stand-in reads it too).
+pub fn router_with_burner(cfg: AppConfig, clock: Clock, burner: burn::Burner) -> Router {
     let mut registry = metrics::registry("app");
     let m = AppMetrics {
         requests: Family::default(),
@@ -152,7 +158,6 @@ pub fn router_with_clock(cfg: AppConfig, clock: Clock) -> Router {
         "1 while drained: /health fails so the load balancer sends nothing new",
         m.draining.clone(),
     );
-    let burner = burn::Burner::new(cfg.capacity);
     let state = Arc::new(AppState {
         cfg,
         burner,

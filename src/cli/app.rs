@@ -96,21 +96,21 @@ pub async fn run(args: AppArgs, file: FileConfig) -> Result<(), CliError> {
         drain = cfg.drain_token.is_some(),
         "app serving"
     );
+    let burner = app::burn::Burner::new(cfg.capacity);
     let node = match args.node_listen {
         Some(addr) => {
             let l = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr}"))?;
-            let router = crate::local::node::router(cfg.capacity);
+            let router = crate::local::node::router(burner.clone());
             Some(tokio::spawn(async move { axum::serve(l, router).await }))
         }
         None => None,
     };
     telemetry::notify_ready();
     let _watchdog = telemetry::spawn_watchdog();
-    let served = shutdown::serve(listener, app::router(cfg))
-        .await
-        .context("app server");
+    let app = app::router_with_burner(cfg, std::sync::Arc::new(chrono::Utc::now), burner);
+    let served = shutdown::serve(listener, app).await.context("app server");
     if let Some(n) = node {
         n.abort();
     }

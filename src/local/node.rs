@@ -3,7 +3,9 @@
 //!
 //! A local instance is one `poolpilot app` process given `capacity` cores. Its CPU is reported
 //! as one cpu (`cpu="0"`) whose modes add up to `capacity` seconds per second of wall time:
-//! `user` and `system` are the process's own CPU time, `idle` the rest of the capacity. The
+//! `user` and `system` are the process's own CPU time, `steal` the time its `/load` burners
+//! wanted and the machine did not give them (as a VM on a busy host reports it), `idle` the rest
+//! of the capacity. The
 //! course's expression `sum(rate(node_cpu_seconds_total{mode!="idle"}[1m])) /
 //! sum(rate(node_cpu_seconds_total[1m]))` then gives the share of the instance's capacity in use,
 //! as it gives the share of a VM's cores on Exoscale.
@@ -46,12 +48,26 @@ impl IdleCounter {
     }
 }
 
-/// The metrics text for `capacity` cores with the given idle, user and system CPU seconds.
-pub fn render(capacity: f64, idle: f64, user: f64, system: f64) -> String {
+/// CPU seconds by mode, as node_exporter reports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Modes {
+    pub idle: f64,
+    pub user: f64,
+    pub system: f64,
+    pub steal: f64,
+}
+
+/// The metrics text for `capacity` cores with the given CPU seconds by mode.
+pub fn render(capacity: f64, m: Modes) -> String {
     let mut out = String::new();
     out.push_str("# HELP node_cpu_seconds_total Seconds the CPUs spent in each mode.\n");
     out.push_str("# TYPE node_cpu_seconds_total counter\n");
-    for (mode, v) in [("idle", idle), ("system", system), ("user", user)] {
+    for (mode, v) in [
+        ("idle", m.idle),
+        ("steal", m.steal),
+        ("system", m.system),
+        ("user", m.user),
+    ] {
         let _ = writeln!(
             out,
             "node_cpu_seconds_total{{cpu=\"0\",mode=\"{mode}\"}} {v:.3}"
@@ -65,19 +81,33 @@ pub fn render(capacity: f64, idle: f64, user: f64, system: f64) -> String {
     out
 }
 
-/// `/metrics` of the stand-in.
-pub fn router(capacity: f64) -> Router {
+/// `/metrics` of the stand-in, for the app whose `/load` burns with `burner`.
+pub fn router(burner: crate::app::burn::Burner) -> Router {
+    let capacity = burner.capacity();
     let started = Arc::new(Instant::now());
     let idle = Arc::new(IdleCounter::default());
     // CPU time already spent before the first scrape (start-up) counts from the start.
     Router::new().route(
         "/metrics",
         get(move || {
-            let (started, idle) = (started.clone(), idle.clone());
+            let (started, idle, burner) = (started.clone(), idle.clone(), burner.clone());
             async move {
                 let (user, system) = cpu_times().unwrap_or((0.0, 0.0));
-                let idle = idle.next(capacity, started.elapsed().as_secs_f64(), user + system);
-                let body = render(capacity, idle, user, system);
+                let steal = burner.stolen_seconds();
+                let idle = idle.next(
+                    capacity,
+                    started.elapsed().as_secs_f64(),
+                    user + system + steal,
+                );
+                let body = render(
+                    capacity,
+                    Modes {
+                        idle,
+                        user,
+                        system,
+                        steal,
+                    },
+                );
                 (
                     [(
                         header::CONTENT_TYPE,
@@ -100,9 +130,19 @@ mod tests {
         let c = IdleCounter::default();
         let idle = c.next(0.5, 100.0, 25.0);
         assert_eq!(idle, 25.0);
-        let text = render(0.5, idle, 20.0, 5.0);
+        let text = render(
+            0.5,
+            Modes {
+                idle,
+                user: 20.0,
+                system: 3.0,
+                steal: 2.0,
+            },
+        );
         assert!(text.contains("node_cpu_seconds_total{cpu=\"0\",mode=\"idle\"} 25.000"));
         assert!(text.contains("node_cpu_seconds_total{cpu=\"0\",mode=\"user\"} 20.000"));
+        assert!(text.contains("node_cpu_seconds_total{cpu=\"0\",mode=\"steal\"} 2.000"));
+        assert_eq!(crate::scrape::parse_node_cpu(&text), Some((25.0, 50.0)));
         // A burst above capacity: idle holds instead of going backwards (a counter reset).
         assert_eq!(c.next(0.5, 101.0, 25.6), 25.0);
         assert_eq!(c.next(0.5, 102.0, 25.6), 25.4);
