@@ -27,7 +27,13 @@ fn now() -> f64 {
 async fn member_cpu_comes_with_fresh_timestamps_and_errors_are_told() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let node = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, poolpilot::local::node::router(1.0)).await });
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            poolpilot::local::node::router(poolpilot::app::burn::Burner::new(1.0)),
+        )
+        .await
+    });
 
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("prometheus.yml");
