@@ -1,11 +1,17 @@
-//! The local Network Load Balancer: round-robin over the healthy members of a pool, with health
+//! The local Network Load Balancer: the fewest requests in flight, round-robin among equals,
+//! over the healthy members of a pool, with health
 //! checks like Exoscale's (HTTP GET on the check's URI, every `interval`, `timeout` per probe,
 //! out of rotation after `retries` failed probes in a row, back after one good probe), and the
 //! result reported to the simulator so `healthcheck-status` in the API tells the truth.
 //!
 //! One difference, on purpose: Exoscale's NLB balances TCP connections; this one balances HTTP
 //! requests, so that a load generator with keep-alive connections still spreads over new
-//! members (the demo would otherwise pin each client to one member for its whole run).
+//! members (the demo would otherwise pin each client to one member for its whole run). And it
+//! sends each request to a member with the fewest in flight (HAProxy's `leastconn`, Envoy's
+//! least-request), so two `/load` clients on two members keep both busy, whenever they ask:
+//! plain round-robin, shared with the light probe traffic, put both on one member about half
+//! the time, and the pool's CPU then hovered around the 80 % threshold. Sequential requests
+//! (none in flight) still go round-robin.
 //!
 //! Only members the API reports `running` are probed: a VM's app is not up while it boots.
 //! A new member enters the rotation after its first good probe.
@@ -58,6 +64,8 @@ struct Inner {
     cfg: NlbConfig,
     sim: Arc<Sim>,
     members: Mutex<Vec<MemberHealth>>,
+    /// Requests forwarded to each member and not yet answered.
+    in_flight: Mutex<HashMap<Ipv4Addr, usize>>,
     next: AtomicUsize,
     client: Client<HttpConnector, Body>,
     stats: NlbStats,
@@ -81,6 +89,7 @@ impl Nlb {
                 cfg,
                 sim,
                 members: Mutex::new(Vec::new()),
+                in_flight: Mutex::new(HashMap::new()),
                 next: AtomicUsize::new(0),
                 client,
                 stats: NlbStats::default(),
@@ -160,19 +169,29 @@ impl Nlb {
         }
     }
 
-    /// The next healthy member, round-robin.
-    fn pick(&self) -> Option<Ipv4Addr> {
+    /// A healthy member with the fewest requests in flight (round-robin among those), counted
+    /// as one more in flight until the returned guard is dropped.
+    fn pick(&self) -> Option<InFlight> {
         let members = self.inner.members.lock().expect("members lock");
-        let healthy: Vec<Ipv4Addr> = members
+        let mut in_flight = self.inner.in_flight.lock().expect("in-flight lock");
+        let load = |a: &Ipv4Addr| in_flight.get(a).copied().unwrap_or(0);
+        let fewest = members
             .iter()
             .filter(|m| m.healthy)
+            .map(|m| load(&m.addr))
+            .min()?;
+        let least: Vec<Ipv4Addr> = members
+            .iter()
+            .filter(|m| m.healthy && load(&m.addr) == fewest)
             .map(|m| m.addr)
             .collect();
-        if healthy.is_empty() {
-            return None;
-        }
         let i = self.inner.next.fetch_add(1, Ordering::Relaxed);
-        Some(healthy[i % healthy.len()])
+        let addr = least[i % least.len()];
+        *in_flight.entry(addr).or_default() += 1;
+        Some(InFlight {
+            nlb: self.inner.clone(),
+            addr,
+        })
     }
 
     pub fn router(&self) -> Router {
@@ -180,12 +199,31 @@ impl Nlb {
     }
 }
 
+/// One request in flight to a member; dropping it (answered, failed, or the client went away)
+/// takes it off the member's count.
+struct InFlight {
+    nlb: Arc<Inner>,
+    addr: Ipv4Addr,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut in_flight = self.nlb.in_flight.lock().expect("in-flight lock");
+        if let Some(n) = in_flight.get_mut(&self.addr) {
+            *n -= 1;
+            if *n == 0 {
+                in_flight.remove(&self.addr);
+            }
+        }
+    }
+}
+
 async fn forward(State(nlb): State<Nlb>, mut req: Request) -> Response {
-    let Some(addr) = nlb.pick() else {
+    let Some(slot) = nlb.pick() else {
         nlb.inner.stats.failed.fetch_add(1, Ordering::Relaxed);
         return (StatusCode::SERVICE_UNAVAILABLE, "no healthy member\n").into_response();
     };
-    let target = SocketAddr::from((addr, nlb.inner.cfg.target_port));
+    let target = SocketAddr::from((slot.addr, nlb.inner.cfg.target_port));
     let path = req
         .uri()
         .path_and_query()
@@ -197,7 +235,9 @@ async fn forward(State(nlb): State<Nlb>, mut req: Request) -> Response {
     };
     *req.uri_mut() = uri;
     req.headers_mut().remove(axum::http::header::HOST);
-    match nlb.inner.client.request(req).await {
+    let answer = nlb.inner.client.request(req).await;
+    drop(slot);
+    match answer {
         Ok(resp) => {
             nlb.inner.stats.forwarded.fetch_add(1, Ordering::Relaxed);
             resp.map(Body::new)
@@ -224,4 +264,80 @@ where
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Zone;
+    use crate::sim::{RecordBackend, State, Timing};
+
+    fn nlb(addrs: &[[u8; 4]]) -> Nlb {
+        let state = State::new(
+            Zone::DEFAULT,
+            Timing {
+                operation_delay: Duration::ZERO,
+                boot_delay: Duration::ZERO,
+            },
+            Arc::new(RecordBackend::new()),
+        );
+        let n = Nlb::new(
+            Sim::new(state, Vec::new()),
+            NlbConfig {
+                pool: Uuid::nil(),
+                target_port: 8080,
+                uri: "/health".into(),
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_secs(1),
+                retries: 1,
+            },
+        );
+        *n.inner.members.lock().unwrap() = addrs
+            .iter()
+            .map(|a| MemberHealth {
+                id: Uuid::new_v4(),
+                addr: Ipv4Addr::from(*a),
+                healthy: true,
+                failures: 0,
+            })
+            .collect();
+        n
+    }
+
+    #[test]
+    fn sequential_requests_go_round_robin() {
+        let n = nlb(&[[127, 0, 1, 1], [127, 0, 1, 2], [127, 0, 1, 3]]);
+        let picked: Vec<u8> = (0..6).map(|_| n.pick().unwrap().addr.octets()[3]).collect();
+        assert_eq!(picked, [1, 2, 3, 1, 2, 3]);
+    }
+
+    #[test]
+    fn a_request_goes_to_a_member_with_the_fewest_in_flight() {
+        let n = nlb(&[[127, 0, 1, 1], [127, 0, 1, 2]]);
+        // Two long requests in flight land on both members, whatever the round-robin position,
+        // and light requests meanwhile spread over both too.
+        for _ in 0..5 {
+            let a = n.pick().unwrap();
+            let b = n.pick().unwrap();
+            assert_ne!(a.addr, b.addr);
+            let light = n.pick().unwrap();
+            drop(light);
+        }
+        // A member whose request was answered is the one with the fewest again.
+        let a = n.pick().unwrap();
+        let b = n.pick().unwrap();
+        let busy = a.addr;
+        drop(b);
+        assert_ne!(n.pick().unwrap().addr, busy);
+        assert!(n.inner.in_flight.lock().unwrap().get(&busy) == Some(&1));
+        drop(a);
+        assert!(n.inner.in_flight.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn no_healthy_member_no_pick() {
+        let n = nlb(&[[127, 0, 1, 1]]);
+        n.inner.members.lock().unwrap()[0].healthy = false;
+        assert!(n.pick().is_none());
+    }
 }
