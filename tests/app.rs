@@ -122,26 +122,49 @@ async fn the_exporter_counts_every_route() {
 
 #[tokio::test]
 async fn load_in_flight_is_visible_while_it_burns() {
-    let base = serve(cfg(Duration::from_millis(800), None)).await;
+    // Long enough that the gauge is read while the request burns, however slow the machine:
+    // the test waits for it to show 1, then for the answer, then for 0.
+    let base = serve(cfg(Duration::from_secs(5), None)).await;
     let c = reqwest::Client::new();
     let url = format!("{base}/load");
     let pending =
         tokio::spawn(async move { reqwest::get(url).await.unwrap().text().await.unwrap() });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let text = c
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let in_flight = || async {
+        let text = c
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        sample(&text, "poolpilot_app_load_in_flight")
+    };
+    let mut seen = Vec::new();
+    while !pending.is_finished() {
+        let v = in_flight().await;
+        seen.push(v);
+        if v == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
-        sample(&text, "poolpilot_app_load_in_flight"),
-        Some(1.0),
-        "{text}"
+        seen.last(),
+        Some(&Some(1.0)),
+        "never 1 while burning: {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .all(|v| matches!(v, Some(x) if *x == 0.0 || *x == 1.0)),
+        "{seen:?}"
     );
     assert_eq!(pending.await.unwrap(), "Load generation done.");
+    assert_eq!(
+        in_flight().await,
+        Some(0.0),
+        "the answered request still counted"
+    );
 }
 
 #[tokio::test]
@@ -288,11 +311,9 @@ fn sigterm_during_a_load_exits_0_within_5_seconds() {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     std::io::Write::write_all(&mut s, b"GET /load HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: kill(2) on our own child's pid; the clock starts once the signal is sent.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     let started = Instant::now();
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
     loop {
         if let Some(st) = child.try_wait().unwrap() {
             assert_eq!(st.code(), Some(0));

@@ -72,11 +72,11 @@ impl SimProcess {
             .spawn()
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
+        // Written atomically: once it exists, it is whole.
         while !env_file.exists() {
             assert!(Instant::now() < deadline, "the simulator did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        std::thread::sleep(Duration::from_millis(50));
         let env = std::fs::read_to_string(&env_file)
             .unwrap()
             .lines()
@@ -386,10 +386,15 @@ fn the_simulator_tells_systemd_it_is_ready_and_stopping() {
         assert_eq!(&buf[..n], b"WATCHDOG=1\n");
     }
     sim.signal("TERM");
-    let stopping = (0..10).any(|_| {
-        let n = sock.recv(&mut buf).unwrap();
-        &buf[..n] == b"STOPPING=1\n"
-    });
+    // Watchdog pings may come first, however many: read until STOPPING or the timeout.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let stopping = loop {
+        match sock.recv(&mut buf) {
+            Ok(n) if &buf[..n] == b"STOPPING=1\n" => break true,
+            Ok(_) if Instant::now() < deadline => continue,
+            _ => break false,
+        }
+    };
     assert!(stopping, "no STOPPING=1");
     assert_eq!(sim.wait_exit(Duration::from_secs(5)), 0);
     let mut out = String::new();

@@ -24,7 +24,15 @@ async fn admin_post(url: String, body: serde_json::Value) {
 
 #[tokio::test]
 async fn every_operation_works_against_the_simulator() {
-    let t = start(1, quick()).await;
+    // Operations pending long enough that the pool is read `scaling-up` however slow the machine.
+    let t = start(
+        1,
+        poolpilot::sim::Timing {
+            operation_delay: Duration::from_secs(2),
+            ..quick()
+        },
+    )
+    .await;
     let c = t.client();
 
     let zones = c.list_zones().await.unwrap();

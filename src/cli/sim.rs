@@ -184,14 +184,8 @@ fn file_pool_size(pools: &[SeedPool], seeded: &[seed::Seeded], id: uuid::Uuid) -
         .unwrap_or(0)
 }
 
+/// Mode 0600 (it holds the secret), written whole or not at all: a script waiting for the file
+/// never reads half of it.
 fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()
+    crate::discovery::file_sd::write_atomic_mode(path, text.as_bytes(), 0o600)
 }

@@ -116,7 +116,9 @@ impl Timings {
             load_seconds: Duration::from_secs(1),
             nlb_interval: Duration::from_secs(1),
             nlb_timeout: Duration::from_secs(1),
-            nlb_retries: 1,
+            // Three failed probes in a row, not one: a probe that a busy machine answers late
+            // must not take the only member out of rotation (503s at the client).
+            nlb_retries: 3,
             discovery: Duration::from_secs(2),
             hold: Duration::from_secs(110),
             tail: Duration::from_secs(120),

@@ -53,6 +53,12 @@ pub fn write_if_changed(path: &Path, content: &[u8]) -> io::Result<Written> {
 
 /// Temp file in the same directory, fsync, mode 0644, rename, fsync the directory.
 pub fn write_atomic(path: &Path, content: &[u8]) -> io::Result<()> {
+    write_atomic_mode(path, content, 0o644)
+}
+
+/// [`write_atomic`] with the file's mode (0600 for a file holding secrets): a reader sees the
+/// old file or the whole new one, never a part.
+pub fn write_atomic_mode(path: &Path, content: &[u8], mode: u32) -> io::Result<()> {
     let dir = parent_dir(path);
     fs::create_dir_all(&dir)?;
     let name = path
@@ -65,11 +71,11 @@ pub fn write_atomic(path: &Path, content: &[u8]) -> io::Result<()> {
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(0o644)
+            .mode(mode)
             .open(&tmp)?;
         f.write_all(content)?;
         // The umask may have taken bits away; Prometheus may run as another user.
-        f.set_permissions(fs::Permissions::from_mode(0o644))?;
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.sync_all()?;
         drop(f);
         fs::rename(&tmp, path)?;

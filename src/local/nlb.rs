@@ -136,9 +136,16 @@ impl Nlb {
         });
         let results = futures_join_all(probes).await;
         let mut changes = Vec::new();
+        let mut members = Vec::new();
         {
-            let mut members = self.inner.members.lock().expect("members lock");
-            let old: HashMap<Uuid, MemberHealth> = members.drain(..).map(|m| (m.id, m)).collect();
+            let old: HashMap<Uuid, MemberHealth> = self
+                .inner
+                .members
+                .lock()
+                .expect("members lock")
+                .iter()
+                .map(|m| (m.id, m.clone()))
+                .collect();
             for (id, addr, ok) in results {
                 let mut m = old.get(&id).cloned().unwrap_or(MemberHealth {
                     id,
@@ -163,10 +170,13 @@ impl Nlb {
             }
             members.sort_by_key(|m| m.addr);
         }
+        // The API learns first, then the rotation changes: whoever sees a member leave the
+        // rotation also reads its failure in `healthcheck-status`.
         for (id, addr, healthy) in changes {
             tracing::debug!(%addr, healthy, "nlb health");
             let _ = self.inner.sim.with_state(|s| s.set_health(id, healthy));
         }
+        *self.inner.members.lock().expect("members lock") = members;
     }
 
     /// A healthy member with the fewest requests in flight (round-robin among those), counted
