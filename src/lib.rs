@@ -12,8 +12,6 @@ pub mod exoscale;
 pub mod load;
 pub mod local;
 pub mod policy;
-pub mod scrape;
 pub mod shutdown;
 pub mod sim;
-pub mod simulate;
 pub mod telemetry;

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use poolpilot::autoscaler::webhook::{Direction, Firing, Format};
+use poolpilot::autoscaler::source::webhook::{Direction, Firing, Format};
 use poolpilot::autoscaler::{
     Actuation, Bounds, Controller, ControllerConfig, Inbox, Metrics, Observation, Outcome, Shared,
     Target, TargetError, WebhookSource, WebhookStep,
@@ -317,7 +317,7 @@ impl poolpilot::autoscaler::MetricSource for FixedSamples {
         Ok(poolpilot::autoscaler::Signals {
             intents: self.inbox.take(),
             samples: (0..self.members)
-                .map(|i| poolpilot::policy::prometheus::Sample {
+                .map(|i| poolpilot::autoscaler::source::Sample {
                     instance: format!("192.0.2.{}:9100", i + 1),
                     value: self.value,
                     at: now,

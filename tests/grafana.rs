@@ -403,9 +403,9 @@ fn the_root_policy_never_sends_an_unlabelled_alert_to_a_scaling_endpoint() {
         a["status"] = "firing".into();
         a["labels"].as_object_mut().unwrap().remove("scale");
     }
-    let parsed = poolpilot::autoscaler::webhook::parse(
+    let parsed = poolpilot::autoscaler::source::webhook::parse(
         &serde_json::to_vec(&body).unwrap(),
-        poolpilot::autoscaler::webhook::Route::Labelled,
+        poolpilot::autoscaler::source::webhook::Route::Labelled,
     )
     .unwrap();
     assert!(parsed.firing.is_empty(), "an unlabelled alert scaled");
@@ -490,7 +490,7 @@ fn the_policy_repeats_a_firing_alert_every_five_minutes() {
 /// time is the rules' one.
 #[test]
 fn grafana_prometheus_demo_and_simulate_use_the_same_timings() {
-    let model = poolpilot::simulate::Model::default();
+    let model = poolpilot::policy::simulate::Model::default();
     for g in groups() {
         assert_eq!(duration(s(&g, "interval")), model.eval, "simulate's eval");
         for r in seq(&g, "rules") {
@@ -676,8 +676,8 @@ fn every_promql_expression_parses() {
             promql.push(e.to_owned());
         }
     }
-    promql.push(poolpilot::policy::prometheus::MEMBER_CPU.to_owned());
-    promql.push(poolpilot::policy::prometheus::MEMBER_LOAD_IN_FLIGHT.to_owned());
+    promql.push(poolpilot::autoscaler::source::prometheus::MEMBER_CPU.to_owned());
+    promql.push(poolpilot::autoscaler::source::prometheus::MEMBER_LOAD_IN_FLIGHT.to_owned());
     let mut file = String::from("groups:\n  - name: parse\n    rules:\n");
     for (i, e) in promql.iter().enumerate() {
         file.push_str(&format!(

@@ -112,7 +112,7 @@ async fn processes_serve_behind_a_health_checked_round_robin_nlb_and_drain() {
             .text()
             .await
             .unwrap();
-        poolpilot::scrape::parse_node_cpu(&t).unwrap()
+        poolpilot::autoscaler::source::scrape::parse_node_cpu(&t).unwrap()
     };
     let (b0, t0) = node(a).await;
     http.get(format!("http://{a}:8080/load"))

@@ -6,7 +6,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use poolpilot::policy::prometheus::{MEMBER_CPU, Prometheus, QueryError, newest_age};
+use poolpilot::autoscaler::source::prometheus::{MEMBER_CPU, Prometheus, QueryError, newest_age};
 
 struct KillOnDrop(Child);
 impl Drop for KillOnDrop {

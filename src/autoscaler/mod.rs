@@ -25,8 +25,6 @@ pub mod server;
 pub mod source;
 pub mod strategy;
 pub mod target;
-pub mod victims;
-pub mod webhook;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -42,6 +40,7 @@ use uuid::Uuid;
 pub use metrics::Metrics;
 pub use source::{Inbox, Intents, MetricSource, Signals, WebhookSource};
 pub use strategy::{Recommendation, Strategy, WebhookStep};
+pub use target::victims;
 pub use target::{Actuation, ExoscalePool, Observation, Target, TargetError};
 
 /// How many decisions `/v1/decisions` keeps.

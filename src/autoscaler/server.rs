@@ -28,7 +28,7 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use super::webhook::{self, Direction, Firing, Format, Route};
+use super::source::webhook::{self, Direction, Firing, Format, Route};
 use super::{Inbox, Metrics, Shared};
 use crate::exoscale::Secret;
 use crate::telemetry;

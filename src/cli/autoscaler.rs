@@ -308,7 +308,7 @@ pub fn resolve(args: &AutoscalerArgs, file: &FileConfig) -> Result<Resolved, Con
                 victims: policy
                     .as_ref()
                     .map(|p| p.victims())
-                    .unwrap_or_else(crate::autoscaler::victims::default_orders),
+                    .unwrap_or_else(crate::autoscaler::target::victims::default_orders),
             })
         }
     };
@@ -489,8 +489,10 @@ pub async fn run(args: AutoscalerArgs, file: FileConfig) -> Result<(), CliError>
             }
             if let Some(MetricsFrom::Prometheus(url)) = &cfg.metrics {
                 info!(policy = %src.label, prometheus = %url, "deciding with a policy; metrics from Prometheus");
-                let prom =
-                    crate::policy::prometheus::Prometheus::new(url.clone(), Duration::from_secs(5));
+                let prom = crate::autoscaler::source::prometheus::Prometheus::new(
+                    url.clone(),
+                    Duration::from_secs(5),
+                );
                 let source = crate::autoscaler::source::PrometheusSource::new(
                     inbox.clone(),
                     prom,

@@ -9,7 +9,7 @@ use super::CliError;
 use crate::config::{ConfigError, Dur};
 use crate::policy::builtin;
 use crate::policy::file::PolicyFile;
-use crate::simulate::{self, Model, report, trace::Trace};
+use crate::policy::simulate::{self, Model, report, trace::Trace};
 
 #[derive(Debug, Args)]
 pub struct SimulateArgs {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::scrape::Scraper;
+use crate::autoscaler::source::scrape::Scraper;
 
 /// One of the two alert rules.
 #[derive(Debug)]

@@ -29,12 +29,12 @@ use anyhow::{Context, bail};
 use serde_json::json;
 use tokio::process::{Child, Command};
 
+use crate::autoscaler::source::scrape::Scraper;
 use crate::config::Zone;
 use crate::exoscale::Credentials;
 use crate::load::{self, LoadConfig, Mode, Profile, Summary};
 use crate::local::backend::{APP_PORT, LocalBackend, LocalConfig, QuotaMode};
 use crate::local::nlb::{Nlb, NlbConfig};
-use crate::scrape::Scraper;
 use crate::sim::{Sim, State, Timing};
 use report::{Mark, Sample};
 

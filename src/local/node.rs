@@ -142,7 +142,10 @@ mod tests {
         assert!(text.contains("node_cpu_seconds_total{cpu=\"0\",mode=\"idle\"} 25.000"));
         assert!(text.contains("node_cpu_seconds_total{cpu=\"0\",mode=\"user\"} 20.000"));
         assert!(text.contains("node_cpu_seconds_total{cpu=\"0\",mode=\"steal\"} 2.000"));
-        assert_eq!(crate::scrape::parse_node_cpu(&text), Some((25.0, 50.0)));
+        assert_eq!(
+            crate::autoscaler::source::scrape::parse_node_cpu(&text),
+            Some((25.0, 50.0))
+        );
         // A burst above capacity: idle holds instead of going backwards (a counter reset).
         assert_eq!(c.next(0.5, 101.0, 25.6), 25.0);
         assert_eq!(c.next(0.5, 102.0, 25.6), 25.4);

@@ -35,7 +35,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::engine::{Band, Behaviour, RateLimit, TargetTracking};
-use crate::autoscaler::victims::VictimOrder;
+use crate::autoscaler::target::victims::VictimOrder;
 use crate::config::Dur;
 
 #[derive(Clone, Debug, Deserialize)]

@@ -5,5 +5,5 @@
 pub mod builtin;
 pub mod engine;
 pub mod file;
-pub mod prometheus;
+pub mod simulate;
 pub mod strategy;

@@ -8,8 +8,8 @@ use tokio::time::Instant;
 
 use super::engine::{History, Input, Member, Threshold};
 use super::file::{Check, Metric, PolicyFile};
-use super::prometheus::newest_age;
 use crate::autoscaler::source::Signals;
+use crate::autoscaler::source::prometheus::newest_age;
 use crate::autoscaler::strategy::{Detail, InputRecord, Recommendation, Strategy};
 use crate::autoscaler::target::Observation;
 
@@ -122,7 +122,7 @@ impl PolicyStrategy {
         let current = obs.size;
         let behaviour = self.file.behaviour();
         let now_unix = clock.unix;
-        let inputs = |samples: &[super::prometheus::Sample]| -> Input {
+        let inputs = |samples: &[crate::autoscaler::source::Sample]| -> Input {
             let sample_age = newest_age(samples, now_unix);
             let stale = sample_age.is_none_or(|a| a > behaviour.max_sample_age);
             // Per-member values: a sample's `instance` is `ip:port`.

@@ -8,6 +8,10 @@ use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use time::OffsetDateTime;
+
+use super::webhook::Inbox;
+use super::{MetricSource, Sample, Signals, SourceError};
 use crate::discovery::TargetGroup;
 /// Busy and total CPU seconds of one scrape.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -177,6 +181,69 @@ impl Scraper {
                 Some(Reading { target: t, value })
             })
             .collect()
+    }
+}
+
+/// The inbox plus per-member metrics scraped from the discovery agent's targets: CPU from the
+/// `node` targets (node_exporter) over a window like the Prometheus query, requests in flight
+/// from the `app` targets as they are at the scrape. All members are scraped at one instant, so
+/// the sum of their in-flight values is the pool's demand then (Prometheus' staggered scrapes
+/// need its 30 s average instead). Samples carry the scrape's time.
+pub struct ScrapeSource {
+    inbox: std::sync::Arc<Inbox>,
+    scraper: Scraper,
+    in_flight: bool,
+}
+
+impl ScrapeSource {
+    /// `file_sd`: the discovery agent's output; `window`: the rate and average window.
+    pub fn new(
+        inbox: std::sync::Arc<Inbox>,
+        file_sd: std::path::PathBuf,
+        window: std::time::Duration,
+        in_flight: bool,
+    ) -> Self {
+        Self {
+            inbox,
+            scraper: Scraper::new(file_sd, window),
+            in_flight,
+        }
+    }
+}
+
+impl MetricSource for ScrapeSource {
+    fn name(&self) -> &'static str {
+        "scrape"
+    }
+
+    async fn collect(&mut self) -> Result<Signals, SourceError> {
+        let intents = self.inbox.take();
+        let at = OffsetDateTime::now_utc().unix_timestamp_nanos() as f64 / 1e9;
+        let to_samples = |r: Vec<Reading>| -> Vec<Sample> {
+            r.into_iter()
+                .map(|r| Sample {
+                    instance: r.target,
+                    value: r.value,
+                    at,
+                })
+                .collect()
+        };
+        let samples = to_samples(self.scraper.cpu("node").await);
+        let in_flight = if self.in_flight {
+            to_samples(
+                self.scraper
+                    .gauge("app", "poolpilot_app_load_in_flight")
+                    .await,
+            )
+        } else {
+            Vec::new()
+        };
+        Ok(Signals {
+            intents,
+            samples,
+            in_flight,
+            sample_error: None,
+        })
     }
 }
 

@@ -14,8 +14,13 @@
 //! On `/up` and `/down` the route gives the direction; on `/webhook` each firing alert's `scale`
 //! label does (`up` or `down`; for the legacy format, the rule's `scale` tag).
 
+use std::sync::Mutex;
+
 use serde::Serialize;
 use serde_json::Value;
+use time::OffsetDateTime;
+
+use super::{MetricSource, Signals, SourceError};
 
 /// Which way to change the pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -208,6 +213,100 @@ fn direction(route: Route, label: Option<&str>) -> Result<Direction, String> {
     }
 }
 
+/// One firing alert (or plain trigger) as recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Intent {
+    pub direction: Direction,
+    /// Who asked: the format and the alert's name, e.g. `grafana-unified: pool CPU high`.
+    pub source: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// The intents of one tick: how many each way, and the most recent few for the record.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Intents {
+    pub up: u64,
+    pub down: u64,
+    pub recent: Vec<Intent>,
+}
+
+impl Intents {
+    pub fn is_empty(&self) -> bool {
+        self.up == 0 && self.down == 0
+    }
+}
+
+/// Keeps at most this many intents for the decision record; the counts are always exact.
+const RECENT: usize = 16;
+
+/// Where the webhook handlers record intents; memory stays bounded whatever the flood.
+#[derive(Debug, Default)]
+pub struct Inbox {
+    inner: Mutex<Intents>,
+}
+
+impl Inbox {
+    pub fn record(&self, format: Format, firing: &[Firing]) {
+        let now = OffsetDateTime::now_utc();
+        let mut i = self.inner.lock().expect("inbox lock");
+        for f in firing {
+            match f.direction {
+                Direction::Up => i.up += 1,
+                Direction::Down => i.down += 1,
+            }
+            if i.recent.len() == RECENT {
+                i.recent.remove(0);
+            }
+            let source = if format == Format::Plain {
+                format!("plain: {}", f.name)
+            } else {
+                format!("{}: {}", format.as_str(), f.name)
+            };
+            i.recent.push(Intent {
+                direction: f.direction,
+                source,
+                at: now,
+            });
+        }
+    }
+
+    /// Everything recorded since the last take, leaving the inbox empty.
+    pub fn take(&self) -> Intents {
+        std::mem::take(&mut *self.inner.lock().expect("inbox lock"))
+    }
+
+    /// Counts waiting for the next tick (for replies and tests).
+    pub fn pending(&self) -> (u64, u64) {
+        let i = self.inner.lock().expect("inbox lock");
+        (i.up, i.down)
+    }
+}
+
+/// The webhook inbox as a source.
+pub struct WebhookSource {
+    inbox: std::sync::Arc<Inbox>,
+}
+
+impl WebhookSource {
+    pub fn new(inbox: std::sync::Arc<Inbox>) -> Self {
+        Self { inbox }
+    }
+}
+
+impl MetricSource for WebhookSource {
+    fn name(&self) -> &'static str {
+        "webhook"
+    }
+
+    async fn collect(&mut self) -> Result<Signals, SourceError> {
+        Ok(Signals {
+            intents: self.inbox.take(),
+            ..Signals::default()
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,5 +407,35 @@ mod tests {
             let _ = parse(s.as_bytes(), Route::Labelled);
             let _ = parse(s.as_bytes(), Route::Fixed(Direction::Up));
         }
+    }
+}
+
+#[cfg(test)]
+mod inbox_tests {
+    use super::*;
+
+    #[test]
+    fn the_inbox_counts_exactly_keeps_few_and_empties_on_take() {
+        let inbox = Inbox::default();
+        let up = Firing {
+            direction: Direction::Up,
+            name: "cpu high".into(),
+        };
+        for _ in 0..1000 {
+            inbox.record(Format::GrafanaUnified, std::slice::from_ref(&up));
+        }
+        inbox.record(
+            Format::Plain,
+            &[Firing {
+                direction: Direction::Down,
+                name: "GET /down".into(),
+            }],
+        );
+        assert_eq!(inbox.pending(), (1000, 1));
+        let i = inbox.take();
+        assert_eq!((i.up, i.down), (1000, 1));
+        assert_eq!(i.recent.len(), RECENT);
+        assert_eq!(i.recent.last().unwrap().source, "plain: GET /down");
+        assert!(inbox.take().is_empty());
     }
 }

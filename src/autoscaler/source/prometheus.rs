@@ -7,6 +7,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+use super::webhook::Inbox;
+use super::{MetricSource, Sample, Signals, SourceError};
+
 /// The per-member CPU utilisation (0..1) over the last minute: the course's expression, kept
 /// per instance.
 pub const MEMBER_CPU: &str = "sum by (instance) (rate(node_cpu_seconds_total{job=\"node\",mode!=\"idle\"}[1m])) / sum by (instance) (rate(node_cpu_seconds_total{job=\"node\"}[1m]))";
@@ -17,16 +20,6 @@ pub const MEMBER_CPU: &str = "sum by (instance) (rate(node_cpu_seconds_total{job
 /// in one step.
 pub const MEMBER_LOAD_IN_FLIGHT: &str =
     "sum by (instance) (avg_over_time(poolpilot_app_load_in_flight{job=\"app\"}[30s]))";
-
-/// One series' value at an instant.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Sample {
-    /// The series' `instance` label (`ip:port`), empty when the series has none.
-    pub instance: String,
-    pub value: f64,
-    /// Unix seconds of the sample.
-    pub at: f64,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -207,4 +200,51 @@ pub fn newest_age(samples: &[Sample], now: f64) -> Option<Duration> {
             Some(acc.map_or(t, |a| a.max(t)))
         })
         .map(|t| Duration::from_secs_f64((now - t).max(0.0)))
+}
+/// The webhook inbox plus per-member metrics from the Prometheus HTTP API. A failed query is
+/// not an error of the tick: the samples are missing, and missing data never scales in.
+pub struct PrometheusSource {
+    inbox: std::sync::Arc<Inbox>,
+    prometheus: Prometheus,
+    in_flight: bool,
+}
+
+impl PrometheusSource {
+    /// `in_flight`: also read the app's `/load` requests in flight per member.
+    pub fn new(inbox: std::sync::Arc<Inbox>, prometheus: Prometheus, in_flight: bool) -> Self {
+        Self {
+            inbox,
+            prometheus,
+            in_flight,
+        }
+    }
+}
+
+impl MetricSource for PrometheusSource {
+    fn name(&self) -> &'static str {
+        "prometheus"
+    }
+
+    async fn collect(&mut self) -> Result<Signals, SourceError> {
+        let intents = self.inbox.take();
+        let cpu = self.prometheus.instant(MEMBER_CPU).await;
+        let in_flight = if self.in_flight {
+            self.prometheus.instant(MEMBER_LOAD_IN_FLIGHT).await
+        } else {
+            Ok(Vec::new())
+        };
+        match (cpu, in_flight) {
+            (Ok(samples), Ok(in_flight)) => Ok(Signals {
+                intents,
+                samples,
+                in_flight,
+                sample_error: None,
+            }),
+            (Err(e), _) | (_, Err(e)) => Ok(Signals {
+                intents,
+                sample_error: Some(e.to_string()),
+                ..Signals::default()
+            }),
+        }
+    }
 }

@@ -18,7 +18,7 @@
 //!   `tick`): the **real** [`PolicyStrategy`] decides from an [`Observation`] and [`Signals`]
 //!   built from the model, with virtual clocks; the controller's busy gate holds changes while
 //!   members boot (up to `settle_timeout`); scale-in picks victims with the real
-//!   [`crate::autoscaler::victims::choose`], they leave the NLB at once and are billed for
+//!   [`crate::autoscaler::target::victims::choose`], they leave the NLB at once and are billed for
 //!   `drain` more;
 //! - sample (every `sample`): demand (`ceil(load / capacity)`), supply (the pool's size,
 //!   booting members included: they are paid for), ready members (in the NLB), billing.
@@ -36,13 +36,13 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::autoscaler::source::Sample;
+use crate::autoscaler::source::webhook::Direction;
 use crate::autoscaler::source::{Intent, Intents, Signals};
 use crate::autoscaler::strategy::Strategy;
+use crate::autoscaler::target::victims::{self, Candidate};
 use crate::autoscaler::target::{MemberInfo, Observation};
-use crate::autoscaler::victims::{self, Candidate};
-use crate::autoscaler::webhook::Direction;
 use crate::policy::file::{Check, PolicyFile};
-use crate::policy::prometheus::Sample;
 use crate::policy::strategy::{Clock, PolicyStrategy};
 use metrics::Elasticity;
 use trace::{Rng, Trace};
