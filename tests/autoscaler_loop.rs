@@ -452,3 +452,67 @@ async fn a_policy_never_scales_in_on_stale_or_missing_metrics() {
     assert!(c.tick().await.is_none(), "no change, nothing to record");
     assert!(pool.0.calls().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_change_held_by_the_busy_gate_spends_no_rate_budget() {
+    // At most 2 instances a minute. The pool is busy for two ticks while the policy wants
+    // 2 -> 4: those wanted changes are held, not made, so when the pool is free the whole
+    // budget is there and the change happens at once (the engine used to count them).
+    let policy = poolpilot::policy::file::PolicyFile::parse(
+        r#"
+        [policy]
+        name = "tt"
+        min = 1
+        max = 10
+        [[check]]
+        strategy = "target-tracking"
+        target = 0.5
+        tolerance = 0.0
+        warm-up = "0s"
+        [behaviour]
+        scale-up-limits = [{ instances = 2, period = "60s" }]
+        "#,
+    )
+    .unwrap();
+    let pool = AddressedPool(MemoryPool::new(2));
+    pool.0.inner.lock().unwrap().busy = true;
+    let inbox = Arc::new(Inbox::default());
+    let bounds = Bounds { min: 1, max: 10 };
+    let mut c = Controller::new(
+        ControllerConfig {
+            bounds,
+            interval: Duration::from_secs(15),
+            dry_run: false,
+            settle_timeout: Duration::from_secs(300),
+        },
+        FixedSamples {
+            inbox: inbox.clone(),
+            value: 1.0,
+            members: 2,
+        },
+        poolpilot::policy::strategy::PolicyStrategy::new(policy),
+        pool.clone(),
+        Arc::new(Shared::new(bounds, false)),
+        Metrics::default(),
+    );
+    for _ in 0..2 {
+        let d = c.tick().await.unwrap();
+        assert_eq!((d.desired, d.outcome), (Some(4), Outcome::Busy), "{d:?}");
+        tokio::time::advance(Duration::from_secs(15)).await;
+    }
+    pool.0.inner.lock().unwrap().busy = false;
+    let d = c.tick().await.unwrap();
+    assert_eq!(
+        (d.current, d.desired, d.outcome),
+        (Some(2), Some(4), Outcome::Scaled),
+        "{d:?}"
+    );
+    assert_eq!(pool.0.calls(), vec![4]);
+    // And the budget is spent now: a further want within the minute is clipped to nothing.
+    tokio::time::advance(Duration::from_secs(15)).await;
+    let more = c.tick().await;
+    assert!(
+        more.as_ref().is_none_or(|d| d.outcome != Outcome::Scaled),
+        "{more:?}"
+    );
+}

@@ -54,6 +54,12 @@ pub trait Strategy: Send {
     fn one_step(&self) -> bool {
         true
     }
+    /// The controller changed the size from `from` to `to` (the change was accepted). A
+    /// recommendation held by the busy gate, a dry run or a failed call is not a change: rate
+    /// limits count only these, as Kubernetes' HPA records a scale event only after it scaled.
+    fn applied(&mut self, from: u64, to: u64) {
+        let _ = (from, to);
+    }
 }
 
 /// The course's rule: any firing up-intent since the last tick -> one more; else any down-intent

@@ -23,8 +23,6 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:8090";
 /// The course's variable: the port to listen on (all addresses).
 pub const LISTEN_PORT_ENV: &str = "LISTEN_PORT";
 pub const TOKEN_ENV: &str = "POOLPILOT_WEBHOOK_TOKEN";
-/// The largest pool the autoscaler will ask for (a guard against typos on a real bill).
-pub const MAX_MAX: u64 = 1000;
 
 #[derive(Debug, Args)]
 pub struct AutoscalerArgs {
@@ -205,17 +203,8 @@ pub fn resolve(args: &AutoscalerArgs, file: &FileConfig) -> Result<Resolved, Con
     let max = args.max.or(f.max).unwrap_or(5);
     // With a policy, its bounds fill in what is not given (`BoundsOverride::apply` checks them).
     let with_policy = args.policy.is_some() || f.policy.is_some();
-    if !with_policy && (max == 0 || max > MAX_MAX) {
-        return Err(ConfigError::invalid(
-            "max",
-            format!("must be between 1 and {MAX_MAX}"),
-        ));
-    }
-    if !with_policy && min > max {
-        return Err(ConfigError::invalid(
-            "min",
-            format!("must not exceed max ({min} > {max})"),
-        ));
+    if !with_policy {
+        Bounds::new(min, max).map_err(|e| ConfigError::invalid(e.field, e.rule))?;
     }
     let interval = args.interval.pick(f.interval, Dur::secs(60)).get();
     if interval < Duration::from_secs(1) || interval > Duration::from_secs(3600) {
@@ -356,21 +345,15 @@ impl BoundsOverride {
     ) -> Result<crate::policy::file::PolicyFile, ConfigError> {
         let min = self.min.unwrap_or(p.policy.min);
         let max = self.max.unwrap_or(p.policy.max);
-        if max == 0 || max > MAX_MAX {
-            return Err(ConfigError::invalid(
-                "max",
-                format!("must be between 1 and {MAX_MAX}"),
-            ));
-        }
-        if min > max {
-            return Err(ConfigError::invalid(
-                "min",
+        Bounds::new(min, max).map_err(|e| {
+            ConfigError::invalid(
+                e.field,
                 format!(
-                    "must not exceed max ({min} > {max}; the policy `{}` gives min {} and max {})",
-                    p.policy.name, p.policy.min, p.policy.max
+                    "{} (the policy `{}` gives min {} and max {})",
+                    e.rule, p.policy.name, p.policy.min, p.policy.max
                 ),
-            ));
-        }
+            )
+        })?;
         p.policy.min = min;
         p.policy.max = max;
         Ok(p)

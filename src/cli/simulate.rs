@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::Args;
 
 use super::CliError;
+use crate::autoscaler::{Bounds, MAX_POOL};
 use crate::config::{ConfigError, Dur};
 use crate::policy::builtin;
 use crate::policy::file::PolicyFile;
@@ -66,11 +67,11 @@ pub async fn run(args: SimulateArgs) -> Result<(), CliError> {
     if !(args.capacity.is_finite() && args.capacity > 0.0 && args.capacity <= 1e6) {
         return Err(ConfigError::invalid("capacity", "must be in (0, 1000000] requests/s").into());
     }
-    if args.max.is_some_and(|m| m == 0 || m > 1000) {
-        return Err(ConfigError::invalid("max", "must be between 1 and 1000").into());
+    if let Some(m) = args.max {
+        Bounds::new(1, m).map_err(|e| ConfigError::invalid(e.field, e.rule))?;
     }
-    if args.initial > 1000 {
-        return Err(ConfigError::invalid("initial", "must be at most 1000").into());
+    if args.initial > MAX_POOL {
+        return Err(ConfigError::invalid("initial", format!("must be at most {MAX_POOL}")).into());
     }
     if args.boot_jitter.get() > args.boot.get() {
         return Err(ConfigError::invalid("boot-jitter", "must not exceed --boot").into());

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::autoscaler::decision::Bounds;
+
 /// One member as the engine sees it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Member {
@@ -226,6 +228,33 @@ pub struct Stabilized {
 }
 
 impl Behaviour {
+    /// The pool changed from `from` to `to` at `now` (the controller says so once the change
+    /// was accepted): the rate limits' budget is spent by real changes only. A recommendation
+    /// held by the busy gate, a dry run or a failed call spends nothing (Kubernetes' HPA records
+    /// a scale event only after the scale succeeded).
+    pub fn applied(&self, now: Duration, from: u64, to: u64, h: &mut History) {
+        if from == to {
+            return;
+        }
+        h.changes.push_back((now, from, to));
+        let keep = self
+            .up_limits
+            .iter()
+            .chain(&self.down_limits)
+            .map(|l| match l {
+                RateLimit::Instances { period, .. } | RateLimit::Percent { period, .. } => *period,
+            })
+            .max()
+            .unwrap_or_default();
+        while h
+            .changes
+            .front()
+            .is_some_and(|(t, _, _)| now.saturating_sub(*t) > keep)
+        {
+            h.changes.pop_front();
+        }
+    }
+
     /// Safest wins over several recommendations (up if any asks up; down only if all do, and
     /// only as far as the highest), then the stabilization windows, the rate limits and the
     /// bounds. `now` is any monotonic clock; `stale` blocks scale-in.
@@ -325,33 +354,14 @@ impl Behaviour {
                 clipped_by = Some(format!("rate limit: {allowed} instance(s) now"));
             }
         }
-        if desired > self.max {
-            desired = self.max;
-            clipped_by = Some(format!("max {}", self.max));
-        } else if desired < self.min {
-            desired = self.min;
-            clipped_by = Some(format!("min {}", self.min));
+        let (bounded, clip) = Bounds {
+            min: self.min,
+            max: self.max,
         }
-        if desired != current {
-            h.changes.push_back((now, current, desired));
-            let keep = self
-                .up_limits
-                .iter()
-                .chain(&self.down_limits)
-                .map(|l| match l {
-                    RateLimit::Instances { period, .. } | RateLimit::Percent { period, .. } => {
-                        *period
-                    }
-                })
-                .max()
-                .unwrap_or_default();
-            while h
-                .changes
-                .front()
-                .is_some_and(|(t, _, _)| now.saturating_sub(*t) > keep)
-            {
-                h.changes.pop_front();
-            }
+        .clamp(desired);
+        if clip.is_some() {
+            desired = bounded;
+            clipped_by = clip;
         }
         Stabilized {
             raw,
@@ -520,11 +530,33 @@ mod tests {
         let s = b.apply(t(0), 1, &[9], false, &mut h);
         assert_eq!(s.desired, 3);
         assert!(s.clipped_by.unwrap().contains("rate limit"));
+        b.applied(t(0), 1, 3, &mut h);
         // Within the same minute, the 2-instance budget is spent; 100 % of 1 (the size at the
         // start of the period) is 1, also spent.
         assert_eq!(b.apply(t(30), 3, &[9], false, &mut h).desired, 3);
         // A minute later the budget is back: max(2, 100 % of 3) = 3.
         assert_eq!(b.apply(t(61), 3, &[9], false, &mut h).desired, 6);
+    }
+
+    #[test]
+    fn a_change_that_was_not_made_spends_no_budget() {
+        // 4 instances a minute. The pool goes 2 -> 3; then the controller holds two wanted
+        // changes (members booting); once it is free, the unspent budget (3) is there at once.
+        let mut b = behaviour();
+        b.up_limits = vec![RateLimit::Instances {
+            value: 4,
+            period: Duration::from_secs(60),
+        }];
+        let mut h = History::default();
+        let t = Duration::from_secs;
+        assert_eq!(b.apply(t(0), 2, &[3], false, &mut h).desired, 3);
+        b.applied(t(0), 2, 3, &mut h);
+        // Wanted and held: never `applied`.
+        assert_eq!(b.apply(t(15), 3, &[5], false, &mut h).desired, 5);
+        assert_eq!(b.apply(t(30), 3, &[6], false, &mut h).desired, 6);
+        let s = b.apply(t(45), 3, &[6], false, &mut h);
+        assert_eq!(s.desired, 6, "{s:?}");
+        assert_eq!(s.clipped_by, None);
     }
 
     #[test]
@@ -622,6 +654,7 @@ mod tests {
                 }
                 if s.desired != size {
                     moves.push((now.as_secs(), size.abs_diff(s.desired)));
+                    b.applied(now, size, s.desired, &mut h);
                 }
                 // Outside forced moves into the bounds, no 60 s window moves more than the limit.
                 let in_bounds = (b.min..=b.max).contains(&size);

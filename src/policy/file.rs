@@ -35,6 +35,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::engine::{Band, Behaviour, RateLimit, TargetTracking};
+use crate::autoscaler::decision::Bounds;
 use crate::autoscaler::target::victims::VictimOrder;
 use crate::config::Dur;
 
@@ -240,11 +241,8 @@ impl PolicyFile {
         if self.policy.name.trim().is_empty() {
             bad("policy.name".into(), "must not be empty");
         }
-        if self.policy.max == 0 || self.policy.max > 1000 {
-            bad("policy.max".into(), "must be between 1 and 1000");
-        }
-        if self.policy.min > self.policy.max {
-            bad("policy.min".into(), "must not exceed policy.max");
+        if let Err(e) = Bounds::new(self.policy.min, self.policy.max) {
+            bad(format!("policy.{}", e.field), &e.rule);
         }
         if self.checks.is_empty() {
             bad("check".into(), "at least one [[check]] is required");

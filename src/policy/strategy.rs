@@ -89,6 +89,10 @@ impl Strategy for PolicyStrategy {
         false
     }
 
+    fn applied(&mut self, from: u64, to: u64) {
+        self.applied_at(self.started.elapsed(), from, to);
+    }
+
     fn recommend(&mut self, obs: &Observation, signals: &Signals) -> Recommendation {
         self.take_reload();
         let clock = Clock {
@@ -112,6 +116,15 @@ pub struct Clock {
 }
 
 impl PolicyStrategy {
+    /// The pool changed from `from` to `to` at `elapsed` on the decision clock: the rate limits
+    /// count it. The autoscaler calls this (through [`Strategy::applied`]) once a change was
+    /// accepted, the policy simulator once it made one.
+    pub fn applied_at(&mut self, elapsed: Duration, from: u64, to: u64) {
+        self.file
+            .behaviour()
+            .applied(elapsed, from, to, &mut self.history);
+    }
+
     /// One decision at the given clocks: every check recommends, the shared behaviour decides.
     pub fn recommend_at(
         &mut self,

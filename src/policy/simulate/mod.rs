@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::autoscaler::decision::{Bounds, BusyGate, Gate};
 use crate::autoscaler::source::Sample;
 use crate::autoscaler::source::webhook::Direction;
 use crate::autoscaler::source::{Intent, Intents, Signals};
@@ -186,13 +187,16 @@ pub fn run(model: &Model, policy: &PolicyFile, trace: &Trace) -> Run {
         .any(|c| matches!(c, Check::WebhookStep));
     let victim_order = policy.victims();
     let mut strategy = PolicyStrategy::new(policy.clone());
-    let (min, max) = (policy.policy.min, policy.policy.max);
+    let bounds = Bounds {
+        min: policy.policy.min,
+        max: policy.policy.max,
+    };
     let secs = |d: Duration| d.as_secs_f64();
     let end = secs(trace.length);
 
     let mut next_id = 0u64;
     let mut members: Vec<Member> = Vec::new();
-    let initial = model.initial.clamp(min, max);
+    let initial = bounds.clamp(model.initial).0;
     for _ in 0..initial {
         next_id += 1;
         members.push(Member {
@@ -211,7 +215,7 @@ pub fn run(model: &Model, policy: &PolicyFile, trace: &Trace) -> Run {
     // Per rule (up, down): pending since, and the last send of its notification group.
     let mut since: [Option<f64>; 2] = [None, None];
     let mut sent: [Option<f64>; 2] = [None, None];
-    let mut busy_since: Option<f64> = None;
+    let mut gate = BusyGate::new(model.settle_timeout);
 
     let interval = if webhooks {
         secs(model.course_tick)
@@ -365,22 +369,14 @@ pub fn run(model: &Model, policy: &PolicyFile, trace: &Trace) -> Run {
                     utc: chrono::DateTime::from_timestamp(unix as i64, 0).unwrap_or_default(),
                 };
                 let rec = strategy.recommend_at(&obs, &signals, clock);
-                // The controller: bounds (and one step for strategies that ask for it).
-                let mut desired = rec.desired.clamp(min, max);
-                if strategy.one_step() {
-                    desired = desired.clamp(size.saturating_sub(1), size + 1);
-                }
+                // The controller's own clamp and busy gate, the same code it runs.
+                let (desired, _) = bounds.step(size, rec.desired, strategy.one_step());
                 if desired == size {
+                    gate.reset();
                     continue;
                 }
-                // The controller's busy gate.
-                if busy.is_some() {
-                    let since = *busy_since.get_or_insert(t);
-                    if t - since < secs(model.settle_timeout) {
-                        continue;
-                    }
-                } else {
-                    busy_since = None;
+                if gate.check(Duration::from_secs_f64(t), busy.is_some()) == Gate::Held {
+                    continue;
                 }
                 if desired > size {
                     for _ in size..desired {
@@ -429,6 +425,7 @@ pub fn run(model: &Model, policy: &PolicyFile, trace: &Trace) -> Run {
                     from: size,
                     to: desired,
                 });
+                strategy.applied_at(Duration::from_secs_f64(t), size, desired);
                 size = desired;
             }
             _ => {
