@@ -74,6 +74,80 @@ pub async fn serve_until(
     }
 }
 
+/// Tells long-running work that the process is stopping (see [`serve_while_stopping`]).
+#[derive(Clone, Debug)]
+pub struct Stopping(tokio::sync::watch::Receiver<bool>);
+
+/// Sets [`Stopping`].
+#[derive(Debug)]
+pub struct Stop(tokio::sync::watch::Sender<bool>);
+
+/// A stop switch and the receivers it sets.
+pub fn stop_switch() -> (Stop, Stopping) {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    (Stop(tx), Stopping(rx))
+}
+
+impl Stop {
+    pub fn stop(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+impl Stopping {
+    /// A receiver nothing will ever set (for work run outside a server, e.g. in tests).
+    pub fn never() -> Self {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        // The sender lives as long as the process: `wait` then never resolves.
+        std::mem::forget(tx);
+        Self(rx)
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once the stop is set.
+    pub async fn wait(&mut self) {
+        while !*self.0.borrow_and_update() {
+            if self.0.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// As [`serve_while`], for work that must not be dropped at any await: on SIGTERM/SIGINT it is
+/// told through `stop` and given [`GRACE`] to finish what it started (a control loop undoes a
+/// drain it began), while the server drains in the same grace; then it is dropped.
+pub async fn serve_while_stopping(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    work: impl std::future::Future<Output = ()>,
+    stop: Stop,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve_until(listener, router, async move {
+        let _ = stop_rx.await;
+    }));
+    crate::telemetry::notify_ready();
+    let _watchdog = crate::telemetry::spawn_watchdog();
+    tokio::pin!(work);
+    let finished = tokio::select! {
+        _ = signal() => false,
+        _ = &mut work => true,
+    };
+    stop.stop();
+    let _ = stop_tx.send(());
+    if !finished && tokio::time::timeout(GRACE, work).await.is_err() {
+        tracing::warn!(
+            grace_ms = GRACE.as_millis() as u64,
+            "the control loop did not finish within the grace period; cut short"
+        );
+    }
+    server.await.map_err(std::io::Error::other)?
+}
+
 /// Serves `router` while `work` (a control loop) runs: announces readiness and pings the
 /// watchdog; on SIGTERM/SIGINT the work is dropped at its next await point and the server drains
 /// within [`GRACE`].

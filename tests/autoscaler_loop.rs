@@ -125,7 +125,7 @@ fn send(inbox: &Inbox, direction: Direction, n: usize) {
 async fn at_most_one_step_per_interval_and_only_at_the_tick() {
     let r = rig(1, 1, 10, false);
     let (pool, inbox, shared) = (r.pool.clone(), r.inbox.clone(), r.shared.clone());
-    let loop_task = tokio::spawn(r.controller.run());
+    let loop_task = tokio::spawn(r.controller.run(poolpilot::shutdown::Stopping::never()));
     // The first tick runs at once and finds nothing.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(pool.size(), 1);

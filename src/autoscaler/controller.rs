@@ -88,15 +88,23 @@ impl<S: MetricSource, G: Strategy, T: Target> Controller<S, G, T> {
         &self.target
     }
 
-    /// Ticks now and every interval after, forever; the caller stops it by dropping it (every
-    /// await point is a safe place to stop: a scale request already sent is absolute and
-    /// idempotent, and waiting for its operation can be abandoned).
-    pub async fn run(mut self) {
+    /// Ticks now and every interval after, until `stop` is set (then it returns between ticks,
+    /// or after the tick in progress: the target undoes a drain it began). Dropping it is safe
+    /// at every other await point: a scale request already sent is absolute and idempotent, and
+    /// waiting for its operation can be abandoned.
+    pub async fn run(mut self, mut stop: crate::shutdown::Stopping) {
         let mut every = tokio::time::interval(self.cfg.interval);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            every.tick().await;
+            tokio::select! {
+                biased;
+                _ = stop.wait() => return,
+                _ = every.tick() => {}
+            }
             self.tick().await;
+            if stop.is_stopping() {
+                return;
+            }
         }
     }
 

@@ -62,6 +62,22 @@ pub trait Strategy: Send {
     }
 }
 
+/// A strategy chosen at start-up (the course's rule or a policy).
+impl Strategy for Box<dyn Strategy> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn recommend(&mut self, obs: &Observation, signals: &Signals) -> Recommendation {
+        (**self).recommend(obs, signals)
+    }
+    fn one_step(&self) -> bool {
+        (**self).one_step()
+    }
+    fn applied(&mut self, from: u64, to: u64) {
+        (**self).applied(from, to)
+    }
+}
+
 /// The course's rule: any firing up-intent since the last tick -> one more; else any down-intent
 /// -> one fewer; both -> up (scaling in while something asks for more is the costly mistake).
 #[derive(Clone, Debug, Default)]

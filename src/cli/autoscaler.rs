@@ -10,10 +10,11 @@ use tracing::{info, warn};
 
 use super::{ApiArgs, CliError, FileConfig};
 use crate::autoscaler::server::{self, ServerState};
+use crate::autoscaler::source::{AnySource, Prometheus, PrometheusSource, ScrapeSource};
 use crate::autoscaler::target::Drain;
 use crate::autoscaler::{
-    Bounds, Controller, ControllerConfig, ExoscalePool, Inbox, Metrics, Shared, WebhookSource,
-    WebhookStep,
+    Bounds, Controller, ControllerConfig, ExoscalePool, Inbox, Metrics, Shared, Strategy,
+    WebhookSource, WebhookStep,
 };
 use crate::config::{self, ConfigError, Dur, Layer};
 use crate::exoscale::{ApiMetrics, Secret};
@@ -360,40 +361,6 @@ impl BoundsOverride {
     }
 }
 
-/// On SIGHUP, re-reads the policy file; a valid policy replaces the running one at the next
-/// tick, an invalid one is explained in the log and changes nothing.
-fn spawn_reload(
-    path: std::path::PathBuf,
-    slot: crate::policy::strategy::ReloadSlot,
-    overrides: BoundsOverride,
-) -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = signal(SignalKind::hangup())?;
-    tokio::spawn(async move {
-        while hup.recv().await.is_some() {
-            let parsed = std::fs::read_to_string(&path)
-                .map_err(|e| vec![e.to_string()])
-                .and_then(|t| {
-                    crate::policy::file::PolicyFile::parse(&t)
-                        .map_err(|ps| ps.iter().map(|p| p.to_string()).collect())
-                })
-                .and_then(|p| overrides.apply(p).map_err(|e| vec![e.to_string()]));
-            match parsed {
-                Ok(p) => {
-                    info!(file = %path.display(), "policy file read; it applies at the next tick");
-                    *slot.lock().expect("reload lock") = Some(p);
-                }
-                Err(problems) => {
-                    for p in problems {
-                        warn!(file = %path.display(), problem = %p, "policy reload refused; keeping the running policy");
-                    }
-                }
-            }
-        }
-    });
-    Ok(())
-}
-
 pub async fn run(args: AutoscalerArgs, file: FileConfig) -> Result<(), CliError> {
     let cfg = resolve(&args, &file)?;
     let mut registry = telemetry::metrics::registry("autoscaler");
@@ -434,76 +401,58 @@ pub async fn run(args: AutoscalerArgs, file: FileConfig) -> Result<(), CliError>
         let order: Vec<&str> = d.victims.iter().map(|o| o.as_str()).collect();
         info!(victims = ?order, "scale-in victim order");
     }
-    type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
-    fn task<S, G>(
-        cfg: ControllerConfig,
-        source: S,
-        strategy: G,
-        target: ExoscalePool,
-        shared: Arc<Shared>,
-        metrics: Metrics,
-    ) -> Task
-    where
-        S: crate::autoscaler::MetricSource + 'static,
-        G: crate::autoscaler::Strategy + 'static,
-    {
-        Box::pin(Controller::new(cfg, source, strategy, target, shared, metrics).run())
-    }
-    let (s, m) = (shared.clone(), metrics.clone());
-    let controller_task: Task = match cfg.policy {
-        None => task(
-            cfg.controller,
-            WebhookSource::new(inbox.clone()),
-            WebhookStep,
-            target,
-            s,
-            m,
+    // One source and one strategy, chosen here; the controller is the same for all.
+    let (source, strategy): (AnySource, Box<dyn Strategy>) = match cfg.policy {
+        None => (
+            AnySource::Webhook(WebhookSource::new(inbox.clone())),
+            Box::new(WebhookStep),
         ),
         Some(p) => {
             let src = cfg.policy_source.expect("a policy has a source");
             let in_flight = p.uses(crate::policy::file::Metric::LoadInFlight);
             let strategy = crate::policy::strategy::PolicyStrategy::new(p);
             match &src.path {
-                Some(path) => {
-                    spawn_reload(path.clone(), strategy.reload_slot(), cfg.bounds_override)
-                        .context("installing the SIGHUP handler")?
-                }
+                Some(path) => crate::policy::strategy::spawn_reload(
+                    path.clone(),
+                    strategy.reload_slot(),
+                    move |p| cfg.bounds_override.apply(p).map_err(|e| e.to_string()),
+                )
+                .context("installing the SIGHUP handler")?,
                 None => info!(policy = %src.label, "a built-in policy is not reloaded on SIGHUP"),
             }
-            if let Some(MetricsFrom::Prometheus(url)) = &cfg.metrics {
-                info!(policy = %src.label, prometheus = %url, "deciding with a policy; metrics from Prometheus");
-                let prom = crate::autoscaler::source::prometheus::Prometheus::new(
-                    url.clone(),
-                    Duration::from_secs(5),
-                );
-                let source = crate::autoscaler::source::PrometheusSource::new(
-                    inbox.clone(),
-                    prom,
-                    in_flight,
-                );
-                task(cfg.controller, source, strategy, target, s, m)
-            } else if let Some(MetricsFrom::Scrape(file)) = &cfg.metrics {
-                info!(policy = %src.label, file_sd = %file.display(), window_ms = cfg.scrape_window.as_millis() as u64, "deciding with a policy; metrics scraped from the discovery targets");
-                let source = crate::autoscaler::source::ScrapeSource::new(
-                    inbox.clone(),
-                    file.clone(),
-                    cfg.scrape_window,
-                    in_flight,
-                );
-                task(cfg.controller, source, strategy, target, s, m)
-            } else {
-                info!(policy = %src.label, "deciding with a policy; webhooks only");
-                task(
-                    cfg.controller,
-                    WebhookSource::new(inbox.clone()),
-                    strategy,
-                    target,
-                    s,
-                    m,
-                )
-            }
+            let source = match &cfg.metrics {
+                Some(MetricsFrom::Prometheus(url)) => {
+                    info!(policy = %src.label, prometheus = %url, "deciding with a policy; metrics from Prometheus");
+                    let prom = Prometheus::new(url.clone(), Duration::from_secs(5));
+                    AnySource::Prometheus(PrometheusSource::new(inbox.clone(), prom, in_flight))
+                }
+                Some(MetricsFrom::Scrape(file)) => {
+                    info!(policy = %src.label, file_sd = %file.display(), window_ms = cfg.scrape_window.as_millis() as u64, "deciding with a policy; metrics scraped from the discovery targets");
+                    AnySource::Scrape(ScrapeSource::new(
+                        inbox.clone(),
+                        file.clone(),
+                        cfg.scrape_window,
+                        in_flight,
+                    ))
+                }
+                None => {
+                    info!(policy = %src.label, "deciding with a policy; webhooks only");
+                    AnySource::Webhook(WebhookSource::new(inbox.clone()))
+                }
+            };
+            (source, Box::new(strategy))
         }
     };
+    let (stop, stopping) = crate::shutdown::stop_switch();
+    let target = target.with_stop(stopping.clone());
+    let controller = Controller::new(
+        cfg.controller,
+        source,
+        strategy,
+        target,
+        shared.clone(),
+        metrics.clone(),
+    );
     let router = server::router(ServerState {
         inbox,
         shared,
@@ -511,7 +460,7 @@ pub async fn run(args: AutoscalerArgs, file: FileConfig) -> Result<(), CliError>
         registry: Arc::new(registry),
         token: cfg.token,
     });
-    shutdown::serve_while(listener, router, controller_task)
+    shutdown::serve_while_stopping(listener, router, controller.run(stopping), stop)
         .await
         .context("server")?;
     Ok(())

@@ -16,6 +16,41 @@ use crate::autoscaler::target::Observation;
 /// Where a reloaded policy waits for the next tick (SIGHUP puts it there).
 pub type ReloadSlot = std::sync::Arc<std::sync::Mutex<Option<PolicyFile>>>;
 
+/// On SIGHUP, re-reads the policy file at `path`; a valid policy (after `adjust`, which applies
+/// the deployment's bounds) replaces the running one at the next tick, an invalid one is
+/// explained in the log and changes nothing.
+pub fn spawn_reload(
+    path: std::path::PathBuf,
+    slot: ReloadSlot,
+    adjust: impl Fn(PolicyFile) -> Result<PolicyFile, String> + Send + 'static,
+) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let parsed = tokio::fs::read_to_string(&path)
+                .await
+                .map_err(|e| vec![e.to_string()])
+                .and_then(|t| {
+                    PolicyFile::parse(&t).map_err(|ps| ps.iter().map(|p| p.to_string()).collect())
+                })
+                .and_then(|p| adjust(p).map_err(|e| vec![e]));
+            match parsed {
+                Ok(p) => {
+                    tracing::info!(file = %path.display(), "policy file read; it applies at the next tick");
+                    *slot.lock().expect("reload lock") = Some(p);
+                }
+                Err(problems) => {
+                    for p in problems {
+                        tracing::warn!(file = %path.display(), problem = %p, "policy reload refused; keeping the running policy");
+                    }
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
 pub struct PolicyStrategy {
     file: PolicyFile,
     /// `policy NAME`, for decision records (leaked once per load: a handful per process).

@@ -59,3 +59,28 @@ pub trait MetricSource: Send {
     /// The signals since the last call.
     fn collect(&mut self) -> impl Future<Output = Result<Signals, SourceError>> + Send;
 }
+
+/// One of the sources, chosen at start-up (`--prometheus`, `--scrape`, or webhooks only).
+pub enum AnySource {
+    Webhook(WebhookSource),
+    Prometheus(PrometheusSource),
+    Scrape(ScrapeSource),
+}
+
+impl MetricSource for AnySource {
+    fn name(&self) -> &'static str {
+        match self {
+            AnySource::Webhook(s) => s.name(),
+            AnySource::Prometheus(s) => s.name(),
+            AnySource::Scrape(s) => s.name(),
+        }
+    }
+
+    async fn collect(&mut self) -> Result<Signals, SourceError> {
+        match self {
+            AnySource::Webhook(s) => s.collect().await,
+            AnySource::Prometheus(s) => s.collect().await,
+            AnySource::Scrape(s) => s.collect().await,
+        }
+    }
+}

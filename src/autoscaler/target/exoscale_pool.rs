@@ -27,6 +27,10 @@ pub struct ExoscalePool {
     pool: Uuid,
     drain: Option<Drain>,
     http: reqwest::Client,
+    /// Set when the process is stopping: a drain wait in progress is cut short and undone.
+    stop: crate::shutdown::Stopping,
+    /// Whether members left drained by an earlier run were looked for (once, at the start).
+    repaired: std::sync::atomic::AtomicBool,
 }
 
 impl ExoscalePool {
@@ -40,7 +44,61 @@ impl ExoscalePool {
                 .timeout(std::time::Duration::from_secs(5))
                 .build()
                 .expect("an HTTP client"),
+            stop: crate::shutdown::Stopping::never(),
+            repaired: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// A drain wait in progress when `stop` is set is cut short, and the drained members are
+    /// undrained instead of evicted: never left drained (no traffic) and still paid for.
+    pub fn with_stop(mut self, stop: crate::shutdown::Stopping) -> Self {
+        self.stop = stop;
+        self
+    }
+
+    /// Undrains running members found drained: only a scale-in in progress drains, and at
+    /// start none is, so a drained member is what a crash (or a kill past the grace period) of an
+    /// earlier run left behind. Done once; true when the members could be listed.
+    async fn repair_drained(&self, d: &Drain) -> bool {
+        let members = match self.client.list_pool_members(self.pool).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list members to look for drained ones; will retry");
+                return false;
+            }
+        };
+        for m in &members {
+            let (InstanceState::Running, Some(ip)) = (m.state, m.public_ip) else {
+                continue;
+            };
+            let url = format!("http://{ip}:{}/admin/drain", d.port);
+            let drained = match self
+                .http
+                .get(&url)
+                .bearer_auth(d.token.expose())
+                .send()
+                .await
+            {
+                Ok(r) if r.status().is_success() => r
+                    .json::<serde_json::Value>()
+                    .await
+                    .ok()
+                    .and_then(|v| v["draining"].as_bool())
+                    .unwrap_or(false),
+                _ => false,
+            };
+            if drained {
+                match self.drain_switch(d, ip, false).await {
+                    Ok(()) => {
+                        tracing::warn!(member = %m.id, %ip, "undrained a member an earlier run left drained")
+                    }
+                    Err(e) => {
+                        tracing::warn!(member = %m.id, error = %e, "a member is left drained and could not be undrained")
+                    }
+                }
+            }
+        }
+        true
     }
 
     /// Scale-in drains and evicts one member instead of shrinking the pool blindly.
@@ -170,7 +228,28 @@ impl ExoscalePool {
                 }
             }
         }
-        tokio::time::sleep(d.wait).await;
+        let mut stop = self.stop.clone();
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(d.wait) => false,
+            _ = stop.wait() => true,
+        };
+        if stopping {
+            for v in &victims {
+                match self.drain_switch(d, v.ip, false).await {
+                    Ok(()) => {
+                        tracing::info!(member = %v.id, ip = %v.ip, "stopping: undrained instead of evicted")
+                    }
+                    Err(e) => {
+                        tracing::warn!(member = %v.id, error = %e, "stopping: could not undo the drain")
+                    }
+                }
+            }
+            return Err(TargetError {
+                kind: "interrupted",
+                message: "stopping during the drain wait: the members were undrained, not evicted"
+                    .into(),
+            });
+        }
         let ids: Vec<Uuid> = victims.iter().map(|v| v.id).collect();
         match self
             .client
@@ -199,6 +278,13 @@ impl Target for ExoscalePool {
     }
 
     async fn observe(&self) -> Result<Observation, TargetError> {
+        if let Some(d) = &self.drain
+            && !self.repaired.load(std::sync::atomic::Ordering::Relaxed)
+            && self.repair_drained(d).await
+        {
+            self.repaired
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let pool = self.client.get_instance_pool(self.pool).await?;
         let members = self.client.list_pool_members(self.pool).await?;
         let running = members

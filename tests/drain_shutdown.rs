@@ -1,0 +1,248 @@
+//! A scale-in is drain, wait, evict. Whatever stops the autoscaler in the middle, no member is
+//! left drained (taking no traffic) and still in the pool (still paid for): a SIGTERM during the
+//! drain wait undrains the victim within the grace period, and after a crash (SIGKILL) the next
+//! autoscaler to start undrains what it finds drained. Real `poolpilot app` processes on
+//! 127.0.1.x behind the simulator, and the real autoscaler binary.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use poolpilot::config::Zone;
+use poolpilot::exoscale::Credentials;
+use poolpilot::local::backend::{LocalBackend, LocalConfig, QuotaMode};
+use poolpilot::sim::{Sim, State, Timing};
+
+const DRAIN: &str = "drain-token-for-the-shutdown-test";
+
+struct Rig {
+    backend: Arc<LocalBackend>,
+    running: poolpilot::sim::RunningSim,
+    pool: uuid::Uuid,
+    _dir: tempfile::TempDir,
+}
+
+async fn rig() -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Arc::new(LocalBackend::new(LocalConfig {
+        binary: env!("CARGO_BIN_EXE_poolpilot").into(),
+        capacity: 0.5,
+        load_duration: Duration::from_millis(500),
+        drain_token: DRAIN.into(),
+        log_dir: dir.path().to_path_buf(),
+        quota: QuotaMode::detect(),
+    }));
+    let mut state = State::new(
+        Zone::DEFAULT,
+        Timing {
+            operation_delay: Duration::from_millis(100),
+            boot_delay: Duration::from_millis(300),
+        },
+        backend.clone(),
+    );
+    let pool = state
+        .create_pool(
+            tokio::time::Instant::now(),
+            None,
+            "local",
+            2,
+            "standard.micro",
+            false,
+        )
+        .unwrap();
+    let sim = Sim::new(state, vec![Credentials::new(common::KEY, common::SECRET)]);
+    let running = sim.start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let r = Rig {
+        backend,
+        running,
+        pool,
+        _dir: dir,
+    };
+    r.until("two members serving", Duration::from_secs(30), || async {
+        let ips = r.members().await;
+        ips.len() == 2 && {
+            let mut all = true;
+            for ip in ips {
+                all &= drained(ip).await.is_some();
+            }
+            all
+        }
+    })
+    .await;
+    r
+}
+
+impl Rig {
+    /// The running members' addresses, as the API reports them.
+    async fn members(&self) -> Vec<std::net::Ipv4Addr> {
+        let c = common::client_for(
+            &self.running.endpoint(),
+            Credentials::new(common::KEY, common::SECRET),
+        );
+        c.list_pool_members(self.pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.state == poolpilot::exoscale::InstanceState::Running)
+            .filter_map(|m| m.public_ip)
+            .collect()
+    }
+
+    async fn size(&self) -> u64 {
+        common::client_for(
+            &self.running.endpoint(),
+            Credentials::new(common::KEY, common::SECRET),
+        )
+        .get_instance_pool(self.pool)
+        .await
+        .unwrap()
+        .size
+    }
+
+    async fn drained_members(&self) -> Vec<std::net::Ipv4Addr> {
+        let mut out = Vec::new();
+        for ip in self.members().await {
+            if drained(ip).await == Some(true) {
+                out.push(ip);
+            }
+        }
+        out
+    }
+
+    async fn until<F, Fut>(&self, what: &str, limit: Duration, mut f: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let started = Instant::now();
+        while !f().await {
+            assert!(started.elapsed() < limit, "{what} within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The autoscaler with a long drain wait, ticking every second, on a free port.
+    fn autoscaler(&self) -> (Child, String) {
+        let port = common::free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_poolpilot"))
+            .args(["autoscaler", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--min", "1", "--max", "3", "--interval", "1s"])
+            .args(["--drain-port", "8080", "--drain-wait", "60s"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("EXOSCALE_API_ENDPOINT", self.running.endpoint())
+            .env("EXOSCALE_API_KEY", common::KEY)
+            .env("EXOSCALE_API_SECRET", common::SECRET)
+            .env("EXOSCALE_ZONE", "ch-gva-2")
+            .env("EXOSCALE_INSTANCEPOOL_ID", self.pool.to_string())
+            .env("POOLPILOT_DRAIN_TOKEN", DRAIN)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        (child, format!("http://127.0.0.1:{port}"))
+    }
+}
+
+/// The member's drain switch: `Some(true)` when drained, `None` when it does not answer.
+async fn drained(ip: std::net::Ipv4Addr) -> Option<bool> {
+    let r = reqwest::Client::new()
+        .get(format!("http://{ip}:8080/admin/drain"))
+        .bearer_auth(DRAIN)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?;
+    let v: serde_json::Value = r.json().await.ok()?;
+    v["draining"].as_bool()
+}
+
+/// Asks for one member fewer, once the autoscaler answers.
+async fn ask_down(base: &str) {
+    let started = Instant::now();
+    loop {
+        if let Ok(r) = reqwest::get(format!("{base}/down")).await {
+            assert_eq!(r.status(), 200);
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the autoscaler did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
+    let started = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st.code();
+        }
+        assert!(started.elapsed() < limit, "still running after {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_member_is_left_drained_by_a_stop_or_a_crash_mid_scale_in() {
+    let r = rig().await;
+
+    // SIGTERM during the drain wait: the victim is undrained, nothing is evicted, exit 0.
+    let (mut scaler, base) = r.autoscaler();
+    ask_down(&base).await;
+    r.until(
+        "a member drained for the scale-in",
+        Duration::from_secs(30),
+        || async { r.drained_members().await.len() == 1 },
+    )
+    .await;
+    signal(&scaler, libc::SIGTERM);
+    assert_eq!(wait_exit(&mut scaler, Duration::from_secs(10)), Some(0));
+    assert!(
+        r.drained_members().await.is_empty(),
+        "a member was left drained by the stop"
+    );
+    assert_eq!(r.size().await, 2, "nothing was evicted");
+
+    // SIGKILL during the drain wait leaves the victim drained; the next autoscaler to start
+    // undrains it.
+    let (mut scaler, base) = r.autoscaler();
+    ask_down(&base).await;
+    r.until(
+        "a member drained for the scale-in",
+        Duration::from_secs(30),
+        || async { r.drained_members().await.len() == 1 },
+    )
+    .await;
+    signal(&scaler, libc::SIGKILL);
+    wait_exit(&mut scaler, Duration::from_secs(10));
+    assert_eq!(
+        r.drained_members().await.len(),
+        1,
+        "the crash left it drained"
+    );
+    let (mut scaler, _) = r.autoscaler();
+    r.until(
+        "the restarted autoscaler undrains it",
+        Duration::from_secs(30),
+        || async { r.drained_members().await.is_empty() },
+    )
+    .await;
+    assert_eq!(r.size().await, 2);
+    signal(&scaler, libc::SIGTERM);
+    assert_eq!(wait_exit(&mut scaler, Duration::from_secs(10)), Some(0));
+
+    let b = r.backend.clone();
+    tokio::task::spawn_blocking(move || b.shutdown())
+        .await
+        .unwrap();
+}
