@@ -29,7 +29,7 @@ use anyhow::{Context, bail};
 use serde_json::json;
 use tokio::process::{Child, Command};
 
-use crate::config::Zone;
+use crate::config::{Zone, unit_args};
 use crate::exoscale::Credentials;
 use crate::load::{self, LoadConfig, Mode, Profile, Summary};
 use crate::local::backend::{APP_PORT, LocalBackend, LocalConfig, QuotaMode};
@@ -42,18 +42,6 @@ use report::{Mark, Sample};
 /// image installs).
 pub const RULES: &str = include_str!("../../monitoring/prometheus/rules.yml");
 pub const ALERTMANAGER: &str = include_str!("../../monitoring/alertmanager/alertmanager.yml");
-
-/// The fixed part of each unit's command line, shared with the NixOS modules.
-pub const UNITS: &str = include_str!("../../nixos-modules/units.json");
-
-/// A unit's shared arguments from [`UNITS`].
-pub fn unit_args(unit: &str) -> anyhow::Result<Vec<String>> {
-    let v: serde_json::Value = serde_json::from_str(UNITS).context("nixos-modules/units.json")?;
-    v[unit]
-        .as_array()
-        .and_then(|a| a.iter().map(|x| x.as_str().map(str::to_owned)).collect())
-        .with_context(|| format!("nixos-modules/units.json has no string list `{unit}`"))
-}
 
 /// Every timer of the story.
 #[derive(Clone, Debug)]
@@ -976,15 +964,6 @@ async fn story(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_unit_has_shared_arguments_starting_with_its_subcommand() {
-        for unit in ["discovery", "autoscaler", "app"] {
-            let args = unit_args(unit).unwrap();
-            assert_eq!(args[0], unit);
-        }
-        assert!(unit_args("nope").is_err());
-    }
 
     #[test]
     fn the_fast_rewrites_apply_to_the_shipped_files() {

@@ -234,7 +234,7 @@ impl InstanceBackend for LocalBackend {
             .map_err(|e| BackendError::Start(format!("log file: {e}")))?;
         let mut cmd = Command::new(&self.cfg.binary);
         let shared =
-            crate::demo::unit_args("app").map_err(|e| BackendError::Start(format!("{e:#}")))?;
+            crate::config::unit_args("app").map_err(|e| BackendError::Start(format!("{e:#}")))?;
         cmd.args(shared)
             .arg("--listen")
             .arg(SocketAddr::from((addr, APP_PORT)).to_string())
