@@ -33,6 +33,16 @@ pub mod env {
     pub const JOURNAL_STREAM: &str = "JOURNAL_STREAM";
     /// Log filter directives (tracing-subscriber's `EnvFilter` syntax).
     pub const LOG: &str = "POOLPILOT_LOG";
+    /// Log format (`auto`, `text`, `json`, `journald`).
+    pub const LOG_FORMAT: &str = "POOLPILOT_LOG_FORMAT";
+    /// The bearer token the autoscaler's `/webhook`, `/up` and `/down` require.
+    pub const WEBHOOK_TOKEN: &str = "POOLPILOT_WEBHOOK_TOKEN";
+    /// The bearer token of the app's `/admin/drain` (the autoscaler sends it, the app checks it).
+    pub const DRAIN_TOKEN: &str = "POOLPILOT_DRAIN_TOKEN";
+    /// Set by systemd for `Type=notify` units; a child must not inherit it.
+    pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
+    /// Set by systemd when the unit has a watchdog; a child must not inherit it.
+    pub const WATCHDOG_USEC: &str = "WATCHDOG_USEC";
 }
 
 /// The fixed part of each unit's command line (`nixos-modules/units.json`), shared by the NixOS

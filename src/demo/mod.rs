@@ -29,7 +29,7 @@ use anyhow::{Context, bail};
 use serde_json::json;
 use tokio::process::{Child, Command};
 
-use crate::config::{Zone, unit_args};
+use crate::config::{Zone, env, unit_args};
 use crate::exoscale::Credentials;
 use crate::load::{self, LoadConfig, Mode, Profile, Summary};
 use crate::local::backend::{APP_PORT, LocalBackend, LocalConfig, QuotaMode};
@@ -206,9 +206,9 @@ fn spawn(
     let mut cmd = Command::new(program);
     cmd.args(args)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("WATCHDOG_USEC")
-        .env_remove("JOURNAL_STREAM")
+        .env_remove(env::NOTIFY_SOCKET)
+        .env_remove(env::WATCHDOG_USEC)
+        .env_remove(env::JOURNAL_STREAM)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -505,12 +505,12 @@ pub async fn run(cfg: DemoConfig) -> anyhow::Result<Outcome> {
     let nlb_server = tokio::spawn(async move { axum::serve(nlb_listener, nlb_router).await });
 
     let api_env = vec![
-        ("EXOSCALE_API_ENDPOINT".to_owned(), endpoint.clone()),
-        ("EXOSCALE_API_KEY".to_owned(), key.clone()),
-        ("EXOSCALE_API_SECRET".to_owned(), secret.clone()),
-        ("EXOSCALE_ZONE".to_owned(), Zone::DEFAULT.name().to_owned()),
-        ("EXOSCALE_INSTANCEPOOL_ID".to_owned(), pool.to_string()),
-        ("POOLPILOT_LOG_FORMAT".to_owned(), "text".to_owned()),
+        (env::API_ENDPOINT.to_owned(), endpoint.clone()),
+        (env::API_KEY.to_owned(), key.clone()),
+        (env::API_SECRET.to_owned(), secret.clone()),
+        (env::ZONE.to_owned(), Zone::DEFAULT.name().to_owned()),
+        (env::POOL.to_owned(), pool.to_string()),
+        (env::LOG_FORMAT.to_owned(), "text".to_owned()),
     ];
     let sd_dir = out.join("sd");
     let sd_file = sd_dir.join("pool.json");
@@ -537,8 +537,8 @@ pub async fn run(cfg: DemoConfig) -> anyhow::Result<Outcome> {
         let am_port = free_port()?;
         let prom_port = free_port()?;
         let mut scaler_env = api_env.clone();
-        scaler_env.push(("POOLPILOT_WEBHOOK_TOKEN".into(), webhook_token.clone()));
-        scaler_env.push(("POOLPILOT_DRAIN_TOKEN".into(), drain_token.clone()));
+        scaler_env.push((env::WEBHOOK_TOKEN.into(), webhook_token.clone()));
+        scaler_env.push((env::DRAIN_TOKEN.into(), drain_token.clone()));
         let mut scaler_args = unit_args("autoscaler")?;
         scaler_args.extend([
                 "--listen".into(),

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
+use crate::config::env;
 use crate::sim::backend::{BackendError, InstanceBackend, LaunchSpec};
 
 pub const APP_PORT: u16 = 8080;
@@ -244,10 +245,10 @@ impl InstanceBackend for LocalBackend {
             .arg(self.cfg.capacity.to_string())
             .arg("--load-seconds")
             .arg(humantime::format_duration(self.cfg.load_duration).to_string())
-            .env("POOLPILOT_DRAIN_TOKEN", &self.cfg.drain_token)
-            .env("POOLPILOT_LOG_FORMAT", "text")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
+            .env(env::DRAIN_TOKEN, &self.cfg.drain_token)
+            .env(env::LOG_FORMAT, "text")
+            .env_remove(env::NOTIFY_SOCKET)
+            .env_remove(env::WATCHDOG_USEC)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
