@@ -19,7 +19,6 @@ pub mod report;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -27,13 +26,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::json;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 use crate::config::{Zone, env, unit_args};
 use crate::exoscale::Credentials;
 use crate::load::{self, LoadConfig, Mode, Profile, Summary};
 use crate::local::backend::{APP_PORT, LocalBackend, LocalConfig, QuotaMode};
 use crate::local::nlb::{Nlb, NlbConfig};
+use crate::local::process::{self, Process};
 use crate::scrape::Scraper;
 use crate::sim::{Sim, State, Timing};
 use report::{Mark, Sample};
@@ -189,59 +189,25 @@ fn secs(d: Duration) -> String {
     humantime::format_duration(d).to_string().replace(' ', "")
 }
 
-/// A child process that dies with us (PDEATHSIG) and is stopped with SIGTERM.
-struct Proc {
-    name: &'static str,
-    child: Child,
-}
-
+/// Starts a child that dies with us, its stdout and stderr in `log`.
 fn spawn(
     name: &'static str,
     program: &Path,
     args: &[String],
-    env: &[(String, String)],
+    vars: &[(String, String)],
     log: &Path,
-) -> anyhow::Result<Proc> {
+) -> anyhow::Result<Process> {
     let log = std::fs::File::create(log).with_context(|| format!("{}", log.display()))?;
-    let mut cmd = Command::new(program);
+    let mut cmd = std::process::Command::new(program);
     cmd.args(args)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env_remove(env::NOTIFY_SOCKET)
         .env_remove(env::WATCHDOG_USEC)
         .env_remove(env::JOURNAL_STREAM)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
-        .stderr(log)
-        .kill_on_drop(true);
-    // SAFETY: prctl is async-signal-safe; the closure touches no shared state.
-    unsafe {
-        cmd.as_std_mut().pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            Ok(())
-        });
-    }
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("starting {name} ({})", program.display()))?;
-    Ok(Proc { name, child })
-}
-
-impl Proc {
-    async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
-            // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGTERM);
-            }
-        }
-        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(process = self.name, "did not stop within 5 s; killing it");
-            let _ = self.child.kill().await;
-        }
-    }
+        .stderr(log);
+    process::spawn(name, &mut cmd).with_context(|| format!("starting {name} ({})", program.display()))
 }
 
 /// Which binary provides a tool, from a list of names.
@@ -658,7 +624,7 @@ pub async fn run(cfg: DemoConfig) -> anyhow::Result<Outcome> {
 
     // Stop everything, whatever happened.
     for p in procs.into_iter().rev() {
-        p.stop().await;
+        p.stop_async().await;
     }
     nlb_checks.abort();
     nlb_server.abort();

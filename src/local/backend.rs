@@ -10,19 +10,19 @@
 //! `poolpilot-local/<instance>`. Where it does not (no write access, no cpu controller), the
 //! duty cycle alone keeps the capacity, and [`QuotaMode::DutyCycleOnly`] says so.
 //!
-//! The processes die with the simulator: each gets `PR_SET_PDEATHSIG`, and
+//! The processes die with the simulator (see [`super::process`]), and
 //! [`LocalBackend::shutdown`] stops the rest.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use uuid::Uuid;
 
+use super::process::{self, Process};
 use crate::config::env;
 use crate::sim::backend::{BackendError, InstanceBackend, LaunchSpec};
 
@@ -125,7 +125,7 @@ pub struct LocalConfig {
 }
 
 struct Running {
-    child: Child,
+    child: Process,
     addr: Ipv4Addr,
     cgroup: Option<PathBuf>,
 }
@@ -188,27 +188,12 @@ impl LocalBackend {
             return;
         };
         let Running {
-            mut child,
+            child,
             addr,
             cgroup,
         } = r;
-        // SAFETY: kill has no memory-safety preconditions; the pid is our own child, not reaped.
-        unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-        }
         let handle = std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) if Instant::now() >= deadline => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
+            child.stop();
             if let Some(g) = cgroup {
                 let _ = std::fs::remove_dir(g);
             }
@@ -252,14 +237,7 @@ impl InstanceBackend for LocalBackend {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
-        // SAFETY: prctl is async-signal-safe; the closure touches no shared state.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().map_err(|e| {
+        let child = process::spawn(spec.name.clone(), &mut cmd).map_err(|e| {
             self.free.lock().expect("address set lock").insert(host);
             BackendError::Start(format!("{}: {e}", self.cfg.binary.display()))
         })?;
