@@ -99,6 +99,10 @@ mod tests {
         let pid = p.id() as libc::pid_t;
         drop(p);
         // SAFETY: signal 0 only checks that the pid exists; it was reaped by drop.
-        assert_eq!(unsafe { libc::kill(pid, 0) }, -1, "reaped, so the pid is gone");
+        assert_eq!(
+            unsafe { libc::kill(pid, 0) },
+            -1,
+            "reaped, so the pid is gone"
+        );
     }
 }
