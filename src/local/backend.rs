@@ -124,8 +124,9 @@ pub struct LocalConfig {
     pub quota: QuotaMode,
 }
 
+/// An instance with an address; its process once [`InstanceBackend::start`] has run.
 struct Running {
-    child: Process,
+    child: Option<Process>,
     addr: Ipv4Addr,
     cgroup: Option<PathBuf>,
 }
@@ -184,16 +185,23 @@ impl LocalBackend {
     }
 
     fn stop(&self, id: Uuid) {
-        let Some(r) = self.running.lock().expect("running lock").remove(&id) else {
-            return;
-        };
+        if let Some(r) = self.running.lock().expect("running lock").remove(&id) {
+            self.reap(r);
+        }
+    }
+
+    /// Stops the process on a thread of its own (SIGTERM, SIGKILL after the grace), then
+    /// removes its cgroup.
+    fn reap(&self, r: Running) {
         let Running {
             child,
             addr,
             cgroup,
         } = r;
         let handle = std::thread::spawn(move || {
-            child.stop();
+            if let Some(child) = child {
+                child.stop();
+            }
             if let Some(g) = cgroup {
                 let _ = std::fs::remove_dir(g);
             }
@@ -208,7 +216,7 @@ impl InstanceBackend for LocalBackend {
         "local processes"
     }
 
-    fn launch(&self, spec: &LaunchSpec) -> Result<Ipv4Addr, BackendError> {
+    fn allocate(&self, spec: &LaunchSpec) -> Result<Ipv4Addr, BackendError> {
         let host = self
             .free
             .lock()
@@ -216,6 +224,26 @@ impl InstanceBackend for LocalBackend {
             .pop_first()
             .ok_or_else(|| BackendError::Exhausted("127.0.1.1-250 are all in use".into()))?;
         let addr = Ipv4Addr::new(127, 0, 1, host);
+        self.running.lock().expect("running lock").insert(
+            spec.id,
+            Running {
+                child: None,
+                addr,
+                cgroup: None,
+            },
+        );
+        Ok(addr)
+    }
+
+    fn start(&self, spec: &LaunchSpec, addr: Ipv4Addr) -> Result<(), BackendError> {
+        if !self
+            .running
+            .lock()
+            .expect("running lock")
+            .contains_key(&spec.id)
+        {
+            return Ok(()); // terminated before it started
+        }
         let log = std::fs::File::create(self.cfg.log_dir.join(format!("{}.log", spec.name)))
             .map_err(|e| BackendError::Start(format!("log file: {e}")))?;
         let mut cmd = Command::new(&self.cfg.binary);
@@ -237,10 +265,8 @@ impl InstanceBackend for LocalBackend {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
-        let child = process::spawn(spec.name.clone(), &mut cmd).map_err(|e| {
-            self.free.lock().expect("address set lock").insert(host);
-            BackendError::Start(format!("{}: {e}", self.cfg.binary.display()))
-        })?;
+        let child = process::spawn(spec.name.clone(), &mut cmd)
+            .map_err(|e| BackendError::Start(format!("{}: {e}", self.cfg.binary.display())))?;
         let cgroup = match self
             .cfg
             .quota
@@ -253,18 +279,28 @@ impl InstanceBackend for LocalBackend {
             }
         };
         tracing::debug!(instance = %spec.name, %addr, pid = child.id(), "local instance started");
-        self.running.lock().expect("running lock").insert(
-            spec.id,
-            Running {
-                child,
-                addr,
-                cgroup,
-            },
-        );
-        Ok(addr)
+        let started = Running {
+            child: Some(child),
+            addr,
+            cgroup,
+        };
+        let mut running = self.running.lock().expect("running lock");
+        match running.get_mut(&spec.id) {
+            Some(r) => *r = started,
+            None => {
+                // Terminated while it was starting.
+                drop(running);
+                self.reap(started);
+            }
+        }
+        Ok(())
     }
 
-    /// Ready once the app accepts connections.
+    fn probes_readiness(&self) -> bool {
+        true
+    }
+
+    /// Ready once the app accepts connections (asked with the simulator's zone unlocked).
     fn is_ready(&self, id: Uuid) -> bool {
         let addr = match self.running.lock().expect("running lock").get(&id) {
             Some(r) => r.addr,

@@ -11,7 +11,7 @@
 mod pools;
 mod views;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::backend::{BackendError, InstanceBackend};
+use super::backend::{BackendError, InstanceBackend, LaunchSpec};
 use crate::config::Zone;
 use crate::exoscale::models::*;
 
@@ -144,6 +144,10 @@ pub struct State {
     pub(crate) health: BTreeMap<Uuid, bool>,
     /// Monotonic counter for instance names, as Exoscale suffixes pool members.
     next_name: u64,
+    /// Machines allocated under the lock, for the simulator to start once it is released.
+    starts: Vec<(LaunchSpec, Ipv4Addr)>,
+    /// Booting instances the backend has said are ready (when it probes readiness).
+    ready: BTreeSet<Uuid>,
 }
 
 impl State {
@@ -160,6 +164,8 @@ impl State {
             instance_types: super::catalog::instance_types(zone),
             health: BTreeMap::new(),
             next_name: 0,
+            starts: Vec::new(),
+            ready: BTreeSet::new(),
         };
         for t in super::catalog::public_templates(zone) {
             s.templates.insert(t.id, t);
@@ -198,10 +204,11 @@ impl State {
         for id in gone {
             self.remove_instance(id);
         }
+        let probes = self.backend.probes_readiness();
         for inst in self.instances.values_mut() {
             if inst.state == InstanceState::Starting
                 && inst.ready_at <= now
-                && self.backend.is_ready(inst.id)
+                && (!probes || self.ready.contains(&inst.id))
             {
                 inst.state = InstanceState::Running;
             }
@@ -218,9 +225,46 @@ impl State {
         if let Some(inst) = self.instances.remove(&id) {
             self.backend.terminate(id, inst.ip);
             self.health.remove(&id);
+            self.ready.remove(&id);
             if let Some(pool) = inst.pool.and_then(|p| self.pools.get_mut(&p)) {
                 pool.members.retain(|m| *m != id);
             }
+        }
+    }
+
+    /// The backend, for the simulator's calls made with the zone unlocked.
+    pub(crate) fn backend(&self) -> Arc<dyn InstanceBackend> {
+        self.backend.clone()
+    }
+
+    /// The machines allocated since the last call, to start with the zone unlocked.
+    pub(crate) fn take_starts(&mut self) -> Vec<(LaunchSpec, Ipv4Addr)> {
+        std::mem::take(&mut self.starts)
+    }
+
+    /// A machine that failed to start: its instance is gone, as if it had died.
+    pub(crate) fn start_failed(&mut self, id: Uuid) {
+        self.remove_instance(id);
+    }
+
+    /// Booting instances past their boot delay whose readiness the backend must be asked.
+    pub(crate) fn due_probes(&self, now: Instant) -> Vec<Uuid> {
+        if !self.backend.probes_readiness() {
+            return Vec::new();
+        }
+        self.instances
+            .values()
+            .filter(|i| i.state == InstanceState::Starting && i.ready_at <= now)
+            .filter(|i| !self.ready.contains(&i.id))
+            .map(|i| i.id)
+            .collect()
+    }
+
+    /// Records the backend's word that a booting instance is ready; [`State::advance`] makes it
+    /// running.
+    pub(crate) fn mark_ready(&mut self, id: Uuid) {
+        if self.instances.contains_key(&id) {
+            self.ready.insert(id);
         }
     }
 

@@ -91,11 +91,14 @@ impl State {
                     &pool.id.simple().to_string()[..5],
                     self.next_name
                 );
-                let ip = self.backend.launch(&LaunchSpec {
+                let spec = LaunchSpec {
                     id,
                     name: name.clone(),
                     pool: Some(pool.id),
-                })?;
+                };
+                let ip = self.backend.allocate(&spec)?;
+                // Started by the simulator once the zone is unlocked.
+                self.starts.push((spec, ip));
                 self.instances.insert(
                     id,
                     SimInstance {
