@@ -33,6 +33,30 @@ pub mod env {
     pub const JOURNAL_STREAM: &str = "JOURNAL_STREAM";
     /// Log filter directives (tracing-subscriber's `EnvFilter` syntax).
     pub const LOG: &str = "POOLPILOT_LOG";
+    /// Log format (`auto`, `text`, `json`, `journald`).
+    pub const LOG_FORMAT: &str = "POOLPILOT_LOG_FORMAT";
+    /// The bearer token the autoscaler's `/webhook`, `/up` and `/down` require.
+    pub const WEBHOOK_TOKEN: &str = "POOLPILOT_WEBHOOK_TOKEN";
+    /// The bearer token of the app's `/admin/drain` (the autoscaler sends it, the app checks it).
+    pub const DRAIN_TOKEN: &str = "POOLPILOT_DRAIN_TOKEN";
+    /// Set by systemd for `Type=notify` units; a child must not inherit it.
+    pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
+    /// Set by systemd when the unit has a watchdog; a child must not inherit it.
+    pub const WATCHDOG_USEC: &str = "WATCHDOG_USEC";
+}
+
+/// The fixed part of each unit's command line (`nixos-modules/units.json`), shared by the NixOS
+/// modules, the demo and the local mode's instances.
+pub const UNITS: &str = include_str!("../nixos-modules/units.json");
+
+/// A unit's shared arguments from [`UNITS`] (`discovery`, `autoscaler`, `app`).
+pub fn unit_args(unit: &str) -> anyhow::Result<Vec<String>> {
+    use anyhow::Context as _;
+    let v: serde_json::Value = serde_json::from_str(UNITS).context("nixos-modules/units.json")?;
+    v[unit]
+        .as_array()
+        .and_then(|a| a.iter().map(|x| x.as_str().map(str::to_owned)).collect())
+        .with_context(|| format!("nixos-modules/units.json has no string list `{unit}`"))
 }
 
 /// The process exit code for a configuration or usage error (sysexits' EX_USAGE).
@@ -301,6 +325,15 @@ pub fn parse_pool_id(field: &str, raw: Option<&str>) -> Result<uuid::Uuid, Confi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_unit_has_shared_arguments_starting_with_its_subcommand() {
+        for unit in ["discovery", "autoscaler", "app"] {
+            let args = unit_args(unit).unwrap();
+            assert_eq!(args[0], unit);
+        }
+        assert!(unit_args("nope").is_err());
+    }
 
     #[test]
     fn durations_parse_the_documented_forms() {

@@ -5,7 +5,7 @@
 //! | [`controller`] | the loop: one tick = source -> strategy -> bounds -> busy gate -> actuate -> record |
 //! | [`decision`] | a decision as a value: [`Bounds`] (the one validation, the one clamp), [`BusyGate`], [`Decision`] |
 //! | [`source`] | where signals come from: webhooks ([`source::webhook`]), Prometheus, direct scrape |
-//! | [`strategy`] | from a size and signals to a wanted size: [`WebhookStep`] (the course's rule); policies live in `crate::policy` |
+//! | [`strategy`] | from a size and signals to a wanted size: [`WebhookStep`] (the course's rule); policies implement it in the policy module |
 //! | [`target`] | what is resized: [`ExoscalePool`] with graceful scale-in and its victims |
 //! | [`server`] | `/up`, `/down`, `/webhook`, `/v1/decisions`, metrics, health |
 //! | [`metrics`] | the autoscaler's Prometheus metrics |

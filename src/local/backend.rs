@@ -10,19 +10,20 @@
 //! `poolpilot-local/<instance>`. Where it does not (no write access, no cpu controller), the
 //! duty cycle alone keeps the capacity, and [`QuotaMode::DutyCycleOnly`] says so.
 //!
-//! The processes die with the simulator: each gets `PR_SET_PDEATHSIG`, and
+//! The processes die with the simulator (see [`super::process`]), and
 //! [`LocalBackend::shutdown`] stops the rest.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use uuid::Uuid;
 
+use super::process::{self, Process};
+use crate::config::env;
 use crate::sim::backend::{BackendError, InstanceBackend, LaunchSpec};
 
 pub const APP_PORT: u16 = 8080;
@@ -123,8 +124,9 @@ pub struct LocalConfig {
     pub quota: QuotaMode,
 }
 
+/// An instance with an address; its process once [`InstanceBackend::start`] has run.
 struct Running {
-    child: Child,
+    child: Option<Process>,
     addr: Ipv4Addr,
     cgroup: Option<PathBuf>,
 }
@@ -183,30 +185,22 @@ impl LocalBackend {
     }
 
     fn stop(&self, id: Uuid) {
-        let Some(r) = self.running.lock().expect("running lock").remove(&id) else {
-            return;
-        };
+        if let Some(r) = self.running.lock().expect("running lock").remove(&id) {
+            self.reap(r);
+        }
+    }
+
+    /// Stops the process on a thread of its own (SIGTERM, SIGKILL after the grace), then
+    /// removes its cgroup.
+    fn reap(&self, r: Running) {
         let Running {
-            mut child,
+            child,
             addr,
             cgroup,
         } = r;
-        // SAFETY: kill has no memory-safety preconditions; the pid is our own child, not reaped.
-        unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-        }
         let handle = std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) if Instant::now() >= deadline => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                }
+            if let Some(child) = child {
+                child.stop();
             }
             if let Some(g) = cgroup {
                 let _ = std::fs::remove_dir(g);
@@ -222,7 +216,7 @@ impl InstanceBackend for LocalBackend {
         "local processes"
     }
 
-    fn launch(&self, spec: &LaunchSpec) -> Result<Ipv4Addr, BackendError> {
+    fn allocate(&self, spec: &LaunchSpec) -> Result<Ipv4Addr, BackendError> {
         let host = self
             .free
             .lock()
@@ -230,11 +224,31 @@ impl InstanceBackend for LocalBackend {
             .pop_first()
             .ok_or_else(|| BackendError::Exhausted("127.0.1.1-250 are all in use".into()))?;
         let addr = Ipv4Addr::new(127, 0, 1, host);
+        self.running.lock().expect("running lock").insert(
+            spec.id,
+            Running {
+                child: None,
+                addr,
+                cgroup: None,
+            },
+        );
+        Ok(addr)
+    }
+
+    fn start(&self, spec: &LaunchSpec, addr: Ipv4Addr) -> Result<(), BackendError> {
+        if !self
+            .running
+            .lock()
+            .expect("running lock")
+            .contains_key(&spec.id)
+        {
+            return Ok(()); // terminated before it started
+        }
         let log = std::fs::File::create(self.cfg.log_dir.join(format!("{}.log", spec.name)))
             .map_err(|e| BackendError::Start(format!("log file: {e}")))?;
         let mut cmd = Command::new(&self.cfg.binary);
         let shared =
-            crate::demo::unit_args("app").map_err(|e| BackendError::Start(format!("{e:#}")))?;
+            crate::config::unit_args("app").map_err(|e| BackendError::Start(format!("{e:#}")))?;
         cmd.args(shared)
             .arg("--listen")
             .arg(SocketAddr::from((addr, APP_PORT)).to_string())
@@ -244,24 +258,15 @@ impl InstanceBackend for LocalBackend {
             .arg(self.cfg.capacity.to_string())
             .arg("--load-seconds")
             .arg(humantime::format_duration(self.cfg.load_duration).to_string())
-            .env("POOLPILOT_DRAIN_TOKEN", &self.cfg.drain_token)
-            .env("POOLPILOT_LOG_FORMAT", "text")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
+            .env(env::DRAIN_TOKEN, &self.cfg.drain_token)
+            .env(env::LOG_FORMAT, "text")
+            .env_remove(env::NOTIFY_SOCKET)
+            .env_remove(env::WATCHDOG_USEC)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
-        // SAFETY: prctl is async-signal-safe; the closure touches no shared state.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().map_err(|e| {
-            self.free.lock().expect("address set lock").insert(host);
-            BackendError::Start(format!("{}: {e}", self.cfg.binary.display()))
-        })?;
+        let child = process::spawn(spec.name.clone(), &mut cmd)
+            .map_err(|e| BackendError::Start(format!("{}: {e}", self.cfg.binary.display())))?;
         let cgroup = match self
             .cfg
             .quota
@@ -274,18 +279,28 @@ impl InstanceBackend for LocalBackend {
             }
         };
         tracing::debug!(instance = %spec.name, %addr, pid = child.id(), "local instance started");
-        self.running.lock().expect("running lock").insert(
-            spec.id,
-            Running {
-                child,
-                addr,
-                cgroup,
-            },
-        );
-        Ok(addr)
+        let started = Running {
+            child: Some(child),
+            addr,
+            cgroup,
+        };
+        let mut running = self.running.lock().expect("running lock");
+        match running.get_mut(&spec.id) {
+            Some(r) => *r = started,
+            None => {
+                // Terminated while it was starting.
+                drop(running);
+                self.reap(started);
+            }
+        }
+        Ok(())
     }
 
-    /// Ready once the app accepts connections.
+    fn probes_readiness(&self) -> bool {
+        true
+    }
+
+    /// Ready once the app accepts connections (asked with the simulator's zone unlocked).
     fn is_ready(&self, id: Uuid) -> bool {
         let addr = match self.running.lock().expect("running lock").get(&id) {
             Some(r) => r.addr,

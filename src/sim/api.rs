@@ -47,10 +47,7 @@ fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
 }
 
 fn now_state<R>(sim: &Sim, f: impl FnOnce(&mut State, Instant) -> R) -> R {
-    let now = Instant::now();
-    let mut s = sim.state.lock().expect("simulator state lock");
-    s.advance(now);
-    f(&mut s, now)
+    sim.at(Instant::now(), f)
 }
 
 async fn list_zones(Ax(sim): Ax<Arc<Sim>>) -> Response {

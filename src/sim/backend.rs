@@ -23,18 +23,34 @@ pub enum BackendError {
     Start(String),
 }
 
-/// Starts and stops whatever plays the part of a machine. Called with the simulator's state
-/// locked, so implementations must not block for long.
+/// Starts and stops whatever plays the part of a machine.
+///
+/// The simulator calls [`allocate`](Self::allocate) and [`terminate`](Self::terminate) with its
+/// zone locked, so they only keep books; [`start`](Self::start) and
+/// [`is_ready`](Self::is_ready), which may block (spawning a process, probing a port), are called
+/// with the zone unlocked, so a slow machine never holds up another API request.
 pub trait InstanceBackend: Send + Sync + 'static {
     /// A short name for logs (`records`, `processes`, ...).
     fn name(&self) -> &'static str;
-    /// Brings up the machine for a new instance and returns its public address.
-    fn launch(&self, spec: &LaunchSpec) -> Result<Ipv4Addr, BackendError>;
-    /// Whether the machine has finished booting; asked once the boot delay has passed.
+    /// Reserves the public address of a new instance. Called with the zone locked: no waiting.
+    fn allocate(&self, spec: &LaunchSpec) -> Result<Ipv4Addr, BackendError>;
+    /// Brings up the machine behind an allocated address. Called with the zone unlocked, before
+    /// the request that created the instance is answered; an error removes the instance.
+    fn start(&self, _spec: &LaunchSpec, _addr: Ipv4Addr) -> Result<(), BackendError> {
+        Ok(())
+    }
+    /// Whether an instance must pass [`is_ready`](Self::is_ready) before it counts as running;
+    /// when false, it is running as soon as its boot delay has passed.
+    fn probes_readiness(&self) -> bool {
+        false
+    }
+    /// Whether the machine has finished booting; asked once the boot delay has passed, with the
+    /// zone unlocked.
     fn is_ready(&self, _id: Uuid) -> bool {
         true
     }
-    /// Tears the machine down and frees its address.
+    /// Tears the machine down and frees its address. Called with the zone locked: it must not
+    /// wait for the machine to stop.
     fn terminate(&self, id: Uuid, addr: Ipv4Addr);
 }
 
@@ -67,7 +83,7 @@ impl InstanceBackend for RecordBackend {
         "records"
     }
 
-    fn launch(&self, _spec: &LaunchSpec) -> Result<Ipv4Addr, BackendError> {
+    fn allocate(&self, _spec: &LaunchSpec) -> Result<Ipv4Addr, BackendError> {
         let mut free = self.free.lock().expect("address set lock");
         let host = free
             .pop_first()
@@ -105,7 +121,7 @@ impl InstanceBackend for AddressBackend {
         "given addresses"
     }
 
-    fn launch(&self, _spec: &LaunchSpec) -> Result<Ipv4Addr, BackendError> {
+    fn allocate(&self, _spec: &LaunchSpec) -> Result<Ipv4Addr, BackendError> {
         let mut used = self.used.lock().expect("address set lock");
         let ip = self
             .all
@@ -139,16 +155,16 @@ mod tests {
             name: "x".into(),
             pool: None,
         };
-        let a1 = b.launch(&spec).unwrap();
-        let a2 = b.launch(&spec).unwrap();
+        let a1 = b.allocate(&spec).unwrap();
+        let a2 = b.allocate(&spec).unwrap();
         assert_eq!(a1, Ipv4Addr::new(198, 51, 100, 1));
         assert_eq!(a2, Ipv4Addr::new(198, 51, 100, 2));
         b.terminate(Uuid::nil(), a1);
-        assert_eq!(b.launch(&spec).unwrap(), a1);
+        assert_eq!(b.allocate(&spec).unwrap(), a1);
         for _ in 0..248 {
-            b.launch(&spec).unwrap();
+            b.allocate(&spec).unwrap();
         }
-        assert!(b.launch(&spec).is_err());
+        assert!(b.allocate(&spec).is_err());
     }
 
     #[test]
@@ -160,10 +176,10 @@ mod tests {
             name: "x".into(),
             pool: None,
         };
-        assert_eq!(b.launch(&spec).unwrap(), a[0]);
-        assert_eq!(b.launch(&spec).unwrap(), a[1]);
-        assert!(b.launch(&spec).is_err());
+        assert_eq!(b.allocate(&spec).unwrap(), a[0]);
+        assert_eq!(b.allocate(&spec).unwrap(), a[1]);
+        assert!(b.allocate(&spec).is_err());
         b.terminate(Uuid::nil(), a[0]);
-        assert_eq!(b.launch(&spec).unwrap(), a[0]);
+        assert_eq!(b.allocate(&spec).unwrap(), a[0]);
     }
 }

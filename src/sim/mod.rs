@@ -18,7 +18,7 @@ pub mod state;
 mod admin;
 mod api;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -101,27 +101,103 @@ impl RequestLog {
 
 /// The simulator: its zone state, the credentials it accepts, faults and the request log.
 pub struct Sim {
-    pub(crate) state: Mutex<State>,
+    /// The zone. Held only for bookkeeping: the backend's blocking calls (starting a machine,
+    /// probing it) are made with it released.
+    state: Mutex<State>,
+    backend: Arc<dyn InstanceBackend>,
+    /// Instances whose readiness a request is probing now (one probe each at a time).
+    probing: Mutex<BTreeSet<uuid::Uuid>>,
     credentials: Vec<Credentials>,
     pub(crate) faults: Mutex<Faults>,
     pub(crate) requests: Mutex<RequestLog>,
 }
 
 impl Sim {
-    pub fn new(state: State, credentials: Vec<Credentials>) -> Arc<Self> {
-        Arc::new(Self {
+    /// The simulator of `state`; machines allocated while seeding it are started here.
+    pub fn new(mut state: State, credentials: Vec<Credentials>) -> Arc<Self> {
+        let seeded = state.take_starts();
+        let sim = Arc::new(Self {
+            backend: state.backend(),
             state: Mutex::new(state),
+            probing: Mutex::new(BTreeSet::new()),
             credentials,
             faults: Mutex::new(Faults::default()),
             requests: Mutex::new(RequestLog::default()),
-        })
+        });
+        sim.start_machines(seeded);
+        sim
     }
 
     /// Runs `f` on the zone state after settling what has come due.
     pub fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
-        let mut s = self.state.lock().expect("simulator state lock");
-        s.advance(tokio::time::Instant::now());
-        f(&mut s)
+        self.at(tokio::time::Instant::now(), |s, _| f(s))
+    }
+
+    /// Runs `f` on the zone state at `now`: probes the booting instances that are due (zone
+    /// unlocked), settles what has come due and runs `f` (zone locked), then starts the machines
+    /// `f` allocated (zone unlocked). With a backend that neither probes nor starts anything,
+    /// this is one locked `advance` + `f`, so paused-clock tests see exact transitions.
+    pub(crate) fn at<R>(
+        &self,
+        now: tokio::time::Instant,
+        f: impl FnOnce(&mut State, tokio::time::Instant) -> R,
+    ) -> R {
+        self.probe(now);
+        let (r, starts) = {
+            let mut s = self.state.lock().expect("simulator state lock");
+            s.advance(now);
+            let r = f(&mut s, now);
+            (r, s.take_starts())
+        };
+        self.start_machines(starts);
+        r
+    }
+
+    /// Asks the backend whether the due booting instances are ready, with the zone unlocked; an
+    /// instance another request is already probing is left to it.
+    fn probe(&self, now: tokio::time::Instant) {
+        let due = self
+            .state
+            .lock()
+            .expect("simulator state lock")
+            .due_probes(now);
+        if due.is_empty() {
+            return;
+        }
+        let mine: Vec<uuid::Uuid> = {
+            let mut probing = self.probing.lock().expect("probing lock");
+            due.into_iter().filter(|id| probing.insert(*id)).collect()
+        };
+        let ready: Vec<uuid::Uuid> = mine
+            .iter()
+            .copied()
+            .filter(|id| self.backend.is_ready(*id))
+            .collect();
+        {
+            let mut probing = self.probing.lock().expect("probing lock");
+            for id in &mine {
+                probing.remove(id);
+            }
+        }
+        if !ready.is_empty() {
+            let mut s = self.state.lock().expect("simulator state lock");
+            for id in ready {
+                s.mark_ready(id);
+            }
+        }
+    }
+
+    /// Starts allocated machines with the zone unlocked; one that fails is removed.
+    fn start_machines(&self, starts: Vec<(backend::LaunchSpec, std::net::Ipv4Addr)>) {
+        for (spec, addr) in starts {
+            if let Err(e) = self.backend.start(&spec, addr) {
+                tracing::error!(instance = %spec.name, error = %e, "the machine did not start; the instance is removed");
+                self.state
+                    .lock()
+                    .expect("simulator state lock")
+                    .start_failed(spec.id);
+            }
+        }
     }
 
     /// The requests seen under `/v2` so far, oldest first.
@@ -375,4 +451,106 @@ async fn authenticate(Ax(sim): Ax<Arc<Sim>>, req: Request, next: Next) -> Respon
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::sync::mpsc;
+    use std::time::Instant;
+
+    use super::backend::{BackendError, LaunchSpec};
+    use super::*;
+    use crate::config::Zone;
+
+    /// A backend whose machine starts and probes take a second, and say when they begin.
+    struct Slow {
+        begun: Mutex<mpsc::Sender<&'static str>>,
+        probed: std::sync::atomic::AtomicBool,
+    }
+
+    impl Slow {
+        fn block(&self, what: &'static str) {
+            let _ = self.begun.lock().unwrap().send(what);
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    impl InstanceBackend for Slow {
+        fn name(&self) -> &'static str {
+            "slow"
+        }
+        fn allocate(&self, _spec: &LaunchSpec) -> Result<Ipv4Addr, BackendError> {
+            Ok(Ipv4Addr::new(198, 51, 100, 1))
+        }
+        fn start(&self, spec: &LaunchSpec, _addr: Ipv4Addr) -> Result<(), BackendError> {
+            if spec.name.ends_with("00002") {
+                self.block("start");
+            }
+            Ok(())
+        }
+        fn probes_readiness(&self) -> bool {
+            true
+        }
+        fn is_ready(&self, _id: uuid::Uuid) -> bool {
+            if !self.probed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                self.block("probe");
+            }
+            true
+        }
+        fn terminate(&self, _id: uuid::Uuid, _addr: Ipv4Addr) {}
+    }
+
+    /// Runs `slow` on a thread of its own and, once the backend has begun blocking in it, times
+    /// another caller's access to the zone.
+    fn another_request_while(
+        sim: &Arc<Sim>,
+        rx: &mpsc::Receiver<&'static str>,
+        slow: impl FnOnce(&Sim) + Send + 'static,
+    ) {
+        let s = sim.clone();
+        let t = std::thread::spawn(move || slow(&s));
+        let what = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        let started = Instant::now();
+        sim.with_state(|s| s.zone);
+        let waited = started.elapsed();
+        t.join().unwrap();
+        assert!(
+            waited < Duration::from_millis(500),
+            "a request waited {waited:?} for the zone while the backend's {what} blocked"
+        );
+    }
+
+    #[test]
+    fn the_backends_blocking_calls_do_not_hold_the_zone_lock() {
+        let (tx, rx) = mpsc::channel();
+        let timing = Timing {
+            operation_delay: Duration::ZERO,
+            boot_delay: Duration::ZERO,
+        };
+        let backend = Arc::new(Slow {
+            begun: Mutex::new(tx),
+            probed: Default::default(),
+        });
+        let mut state = State::new(Zone::DEFAULT, timing, backend);
+        let pool = state
+            .create_pool(
+                tokio::time::Instant::now(),
+                None,
+                "web",
+                1,
+                "standard.micro",
+                false,
+            )
+            .unwrap();
+        let sim = Sim::new(state, Vec::new());
+        // The first member is due: the next request probes it.
+        another_request_while(&sim, &rx, |s| {
+            s.with_state(|_| ());
+        });
+        // A scale starts a second member.
+        another_request_while(&sim, &rx, move |s| {
+            s.with_state(|st| st.scale(tokio::time::Instant::now(), pool, 2).unwrap());
+        });
+    }
 }
