@@ -62,6 +62,65 @@ impl ConfigError {
     }
 }
 
+/// A secret (an API secret, a webhook or drain token). Its `Debug` and `Display` never show it.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The secret itself, for signing and for handing it to a child process only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `candidate` is this secret, compared in constant time (only the length leaks).
+    pub fn matches(&self, candidate: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(candidate.as_bytes().ct_eq(self.0.as_bytes()))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+/// For clap: a flag or variable read as a secret.
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self::from(s))
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Self)
+    }
+}
+
 /// Reads a TOML configuration file into `T` (unknown keys are an error, so typos surface).
 pub fn load_file<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result<T, ConfigError> {
     let Some(path) = path else {
@@ -373,6 +432,22 @@ mod tests {
         assert_eq!(Some(1).pick(Some(2), 3), 1);
         assert_eq!(None.pick(Some(2), 3), 2);
         assert_eq!(None.pick(None, 3), 3);
+    }
+
+    #[test]
+    fn a_secret_never_shows_and_matches_only_itself() {
+        let s = Secret::new("topsecret");
+        assert!(!format!("{s:?} {s}").contains("topsecret"));
+        assert!(s.matches("topsecret"));
+        for other in ["", "topsecre", "topsecret ", "TOPSECRET", "topsecreu"] {
+            assert!(!s.matches(other), "{other:?}");
+        }
+        #[derive(Deserialize)]
+        struct F {
+            t: Secret,
+        }
+        let f: F = toml::from_str("t = \"x\"").unwrap();
+        assert_eq!(f.t.expose(), "x");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::TimeZone;
 use poolpilot::app::{self, AppConfig};
-use poolpilot::exoscale::Secret;
+use poolpilot::config::Secret;
 
 async fn serve(cfg: AppConfig) -> String {
     serve_router(app::router(cfg)).await

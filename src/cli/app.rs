@@ -8,8 +8,7 @@ use tracing::info;
 
 use super::{CliError, FileConfig};
 use crate::app::{self, AppConfig};
-use crate::config::{ConfigError, Dur, Layer, Seconds};
-use crate::exoscale::Secret;
+use crate::config::{ConfigError, Dur, Layer, Seconds, Secret};
 use crate::{shutdown, telemetry};
 
 /// The course app's port.
