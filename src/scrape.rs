@@ -62,6 +62,7 @@ pub struct Reading {
     pub value: f64,
 }
 
+#[derive(Debug)]
 pub struct Scraper {
     file: PathBuf,
     window: Duration,

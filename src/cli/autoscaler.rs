@@ -15,8 +15,8 @@ use crate::autoscaler::{
     Bounds, Controller, ControllerConfig, ExoscalePool, Inbox, Metrics, Shared, WebhookSource,
     WebhookStep,
 };
-use crate::config::{self, ConfigError, Dur, Layer};
-use crate::exoscale::{ApiMetrics, Secret};
+use crate::config::{self, ConfigError, Dur, Layer, Secret};
+use crate::exoscale::ApiMetrics;
 use crate::{shutdown, telemetry};
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8090";
@@ -49,7 +49,7 @@ pub struct AutoscalerArgs {
     /// Require this token on webhooks (Bearer, or a basic-auth password). Prefer the
     /// environment variable: flags show in `ps`.
     #[arg(long, value_name = "TOKEN", env = TOKEN_ENV, hide_env_values = true)]
-    pub webhook_token: Option<String>,
+    pub webhook_token: Option<Secret>,
     /// Decide and log, but never call the API to change the pool.
     #[arg(long)]
     pub dry_run: bool,
@@ -82,7 +82,7 @@ pub struct AutoscalerArgs {
         env = "POOLPILOT_DRAIN_TOKEN",
         hide_env_values = true
     )]
-    pub drain_token: Option<String>,
+    pub drain_token: Option<Secret>,
     /// The app's port on each member, for draining.
     #[arg(long, value_name = "PORT")]
     pub drain_port: Option<u16>,
@@ -234,7 +234,7 @@ pub fn resolve(args: &AutoscalerArgs, file: &FileConfig) -> Result<Resolved, Con
             "must be at most 24h",
         ));
     }
-    let token = match args.webhook_token.as_deref().map(str::trim) {
+    let token = match args.webhook_token.as_ref().map(|t| t.expose().trim()) {
         None | Some("") => None,
         Some(t) if t.len() < 16 => {
             return Err(ConfigError::invalid(
@@ -290,7 +290,7 @@ pub fn resolve(args: &AutoscalerArgs, file: &FileConfig) -> Result<Resolved, Con
             "must be between 1s and 1h",
         ));
     }
-    let drain = match args.drain_token.as_deref().map(str::trim) {
+    let drain = match args.drain_token.as_ref().map(|t| t.expose().trim()) {
         None | Some("") => None,
         Some(t) => {
             let port = args.drain_port.or(f.drain_port).unwrap_or(8080);

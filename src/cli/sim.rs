@@ -106,7 +106,7 @@ pub async fn run(args: SimArgs, file: FileConfig) -> Result<(), CliError> {
     let secret = std::env::var("POOLPILOT_SIM_API_SECRET")
         .ok()
         .filter(|v| !v.is_empty())
-        .or(s.api_secret.clone())
+        .or(s.api_secret.as_ref().map(|s| s.expose().to_owned()))
         .unwrap_or_else(random_secret);
     if key.trim().is_empty() {
         return Err(ConfigError::invalid("api-key", "must not be empty").into());

@@ -468,7 +468,7 @@ pub async fn run(cfg: DemoConfig) -> anyhow::Result<Outcome> {
         binary: cfg.binary.clone(),
         capacity: cfg.capacity,
         load_duration: t.load_seconds,
-        drain_token: drain_token.clone(),
+        drain_token: drain_token.clone().into(),
         log_dir: logs.clone(),
         quota,
     }));
@@ -641,7 +641,7 @@ pub async fn run(cfg: DemoConfig) -> anyhow::Result<Outcome> {
                 embedded::Embedded {
                     sampler: Scraper::new(sd_file.clone(), t.window),
                     webhook: webhook.clone(),
-                    token: webhook_token.clone(),
+                    token: webhook_token.clone().into(),
                     eval_interval: t.scrape,
                     pending: t.pending,
                     repeat: t.repeat,

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
+use crate::config::Secret;
 use crate::sim::backend::{BackendError, InstanceBackend, LaunchSpec};
 
 pub const APP_PORT: u16 = 8080;
@@ -117,7 +118,7 @@ pub struct LocalConfig {
     pub capacity: f64,
     pub load_duration: Duration,
     /// Given to every app as `POOLPILOT_DRAIN_TOKEN`.
-    pub drain_token: String,
+    pub drain_token: Secret,
     /// Where each instance's log goes (`<name>.log`).
     pub log_dir: PathBuf,
     pub quota: QuotaMode,
@@ -244,7 +245,7 @@ impl InstanceBackend for LocalBackend {
             .arg(self.cfg.capacity.to_string())
             .arg("--load-seconds")
             .arg(humantime::format_duration(self.cfg.load_duration).to_string())
-            .env("POOLPILOT_DRAIN_TOKEN", &self.cfg.drain_token)
+            .env("POOLPILOT_DRAIN_TOKEN", self.cfg.drain_token.expose())
             .env("POOLPILOT_LOG_FORMAT", "text")
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
