@@ -594,6 +594,28 @@ mod tests {
         );
     }
 
+    /// The integration tests scrub `env::ALL` from the environment they inherit, not lists of
+    /// their own.
+    #[test]
+    fn the_integration_tests_scrub_env_all() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let common = std::fs::read_to_string(root.join("tests/common/mod.rs")).unwrap();
+        assert!(
+            common.contains("config::env::ALL"),
+            "tests/common scrubs env::ALL"
+        );
+        let mut tests = Vec::new();
+        rust_files(&root.join("tests"), &mut tests);
+        for file in tests {
+            let text = std::fs::read_to_string(&file).unwrap();
+            assert!(
+                !text.contains("env_remove(\""),
+                "{}: scrub with common::base_command (config::env::ALL)",
+                file.display()
+            );
+        }
+    }
+
     #[test]
     fn a_secret_never_shows_and_matches_only_itself() {
         let s = Secret::new("topsecret");
