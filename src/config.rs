@@ -280,6 +280,13 @@ impl serde::Serialize for Dur {
     }
 }
 
+/// The wall clock as time since the Unix epoch (zero for a clock set before 1970).
+pub fn unix_now() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+}
+
 /// A duration where a bare number means seconds (`--load-seconds 1`, `load-seconds = 1.5`),
 /// for settings named in seconds; a unit is still accepted (`500ms`, `10s`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

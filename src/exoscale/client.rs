@@ -19,7 +19,7 @@ use super::error::{Error, Result, error_message};
 use super::models::*;
 use super::retry::{PollPolicy, RetryPolicy, retry_after};
 use super::sign;
-use crate::config::{ConfigError, Zone, env};
+use crate::config::{ConfigError, Zone, env, unix_now};
 
 /// Everything a [`Client`] needs.
 #[derive(Clone, Debug)]
@@ -211,7 +211,7 @@ impl Client {
         body: Option<&[u8]>,
         request: &str,
     ) -> Result<RawResponse, Attempt> {
-        let expires = unix_now() + sign::VALIDITY_SECS;
+        let expires = unix_now().as_secs() + sign::VALIDITY_SECS;
         let auth = sign::authorization(
             &self.cfg.credentials.key,
             self.cfg.credentials.secret.expose(),
@@ -505,13 +505,6 @@ impl From<Attempt> for Error {
             Attempt::Final(e) | Attempt::Retryable(e, _) | Attempt::RetryableIfSafe(e) => e,
         }
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

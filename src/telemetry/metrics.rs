@@ -132,7 +132,8 @@ impl ProcessStats {
     }
 }
 
-fn clock_ticks() -> f64 {
+/// The kernel's clock ticks per second (`sysconf(_SC_CLK_TCK)`), the unit of `/proc` CPU times.
+pub fn clock_ticks() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if t > 0 { t as f64 } else { 100.0 }
