@@ -282,6 +282,7 @@ async fn covilha_uses_the_injected_clock() {
 }
 
 #[test]
+#[allow(unsafe_code, reason = "libc: kill(2) sends SIGTERM to the child")]
 fn sigterm_during_a_load_exits_0_within_5_seconds() {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

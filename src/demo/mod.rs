@@ -207,6 +207,7 @@ struct Proc {
     child: Child,
 }
 
+#[allow(unsafe_code, reason = "libc: PR_SET_PDEATHSIG for the child")]
 fn spawn(
     name: &'static str,
     program: &Path,
@@ -239,6 +240,7 @@ fn spawn(
 }
 
 impl Proc {
+    #[allow(unsafe_code, reason = "libc: SIGTERM to the child")]
     async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
             // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.

@@ -12,6 +12,10 @@
 //!
 //! The processes die with the simulator: each gets `PR_SET_PDEATHSIG`, and
 //! [`LocalBackend::shutdown`] stops the rest.
+#![allow(
+    unsafe_code,
+    reason = "libc: PR_SET_PDEATHSIG and SIGTERM for the instance processes"
+)]
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};

@@ -3,6 +3,10 @@
 //!
 //! Names follow Prometheus conventions: base units (seconds, bytes), counters end in `_total`,
 //! label values come from enums, never from free text.
+#![allow(
+    unsafe_code,
+    reason = "libc: sysconf and clock_gettime for the process metrics"
+)]
 
 use std::sync::Arc;
 
