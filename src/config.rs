@@ -33,16 +33,86 @@ pub mod env {
     pub const JOURNAL_STREAM: &str = "JOURNAL_STREAM";
     /// Log filter directives (tracing-subscriber's `EnvFilter` syntax).
     pub const LOG: &str = "POOLPILOT_LOG";
-    /// Log format (`auto`, `text`, `json`, `journald`).
+    /// `--log-format`.
     pub const LOG_FORMAT: &str = "POOLPILOT_LOG_FORMAT";
-    /// The bearer token the autoscaler's `/webhook`, `/up` and `/down` require.
-    pub const WEBHOOK_TOKEN: &str = "POOLPILOT_WEBHOOK_TOKEN";
-    /// The bearer token of the app's `/admin/drain` (the autoscaler sends it, the app checks it).
-    pub const DRAIN_TOKEN: &str = "POOLPILOT_DRAIN_TOKEN";
-    /// Set by systemd for `Type=notify` units; a child must not inherit it.
+    /// `--config`: the TOML configuration file.
+    pub const CONFIG: &str = "POOLPILOT_CONFIG";
+    /// Set by systemd for `Type=notify` services (read by sd-notify; never passed to children).
     pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
-    /// Set by systemd when the unit has a watchdog; a child must not inherit it.
+    /// Set by systemd when the unit has a watchdog (read by sd-notify; never passed to children).
     pub const WATCHDOG_USEC: &str = "WATCHDOG_USEC";
+
+    /// `autoscaler --listen`.
+    pub const AUTOSCALER_LISTEN: &str = "POOLPILOT_AUTOSCALER_LISTEN";
+    /// The course's variable: the autoscaler's port, on all addresses.
+    pub const LISTEN_PORT: &str = "LISTEN_PORT";
+    /// `autoscaler --min`.
+    pub const MIN: &str = "POOLPILOT_MIN";
+    /// `autoscaler --max`.
+    pub const MAX: &str = "POOLPILOT_MAX";
+    /// `autoscaler --webhook-token`.
+    pub const WEBHOOK_TOKEN: &str = "POOLPILOT_WEBHOOK_TOKEN";
+    /// `autoscaler --policy`.
+    pub const POLICY: &str = "POOLPILOT_POLICY";
+    /// `autoscaler --prometheus`.
+    pub const PROMETHEUS_URL: &str = "POOLPILOT_PROMETHEUS_URL";
+    /// `autoscaler --scrape`.
+    pub const SCRAPE_FILE_SD: &str = "POOLPILOT_SCRAPE_FILE_SD";
+    /// The app's drain token (never a flag there), and `autoscaler --drain-token`.
+    pub const DRAIN_TOKEN: &str = "POOLPILOT_DRAIN_TOKEN";
+
+    /// `app --listen`.
+    pub const APP_LISTEN: &str = "POOLPILOT_APP_LISTEN";
+    /// `app --load-seconds`.
+    pub const LOAD_SECONDS: &str = "POOLPILOT_LOAD_SECONDS";
+
+    /// The course's variable: `discovery --target-port`.
+    pub const TARGET_PORT: &str = "TARGET_PORT";
+    /// `discovery --output`.
+    pub const DISCOVERY_OUTPUT: &str = "POOLPILOT_DISCOVERY_OUTPUT";
+    /// `discovery --metrics-listen`.
+    pub const DISCOVERY_METRICS_LISTEN: &str = "POOLPILOT_DISCOVERY_METRICS_LISTEN";
+
+    /// `sim --listen`.
+    pub const SIM_LISTEN: &str = "POOLPILOT_SIM_LISTEN";
+    /// `sim --api-key`.
+    pub const SIM_API_KEY: &str = "POOLPILOT_SIM_API_KEY";
+    /// The simulator's API secret (never a flag).
+    pub const SIM_API_SECRET: &str = "POOLPILOT_SIM_API_SECRET";
+
+    /// Every name above: what the integration tests scrub from the environment they inherit.
+    pub const ALL: &[&str] = &[
+        API_ENDPOINT,
+        API_KEY,
+        API_SECRET,
+        COURSE_KEY,
+        COURSE_SECRET,
+        ZONE,
+        POOL,
+        JOURNAL_STREAM,
+        LOG,
+        LOG_FORMAT,
+        CONFIG,
+        NOTIFY_SOCKET,
+        WATCHDOG_USEC,
+        AUTOSCALER_LISTEN,
+        LISTEN_PORT,
+        MIN,
+        MAX,
+        WEBHOOK_TOKEN,
+        POLICY,
+        PROMETHEUS_URL,
+        SCRAPE_FILE_SD,
+        DRAIN_TOKEN,
+        APP_LISTEN,
+        LOAD_SECONDS,
+        TARGET_PORT,
+        DISCOVERY_OUTPUT,
+        DISCOVERY_METRICS_LISTEN,
+        SIM_LISTEN,
+        SIM_API_KEY,
+        SIM_API_SECRET,
+    ];
 }
 
 /// The fixed part of each unit's command line (`nixos-modules/units.json`), shared by the NixOS
@@ -83,6 +153,65 @@ impl ConfigError {
             field: field.into(),
             rule: rule.into(),
         }
+    }
+}
+
+/// A secret (an API secret, a webhook or drain token). Its `Debug` and `Display` never show it.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The secret itself, for signing and for handing it to a child process only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `candidate` is this secret, compared in constant time (only the length leaks).
+    pub fn matches(&self, candidate: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(candidate.as_bytes().ct_eq(self.0.as_bytes()))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+/// For clap: a flag or variable read as a secret.
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self::from(s))
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Self)
     }
 }
 
@@ -163,6 +292,13 @@ impl serde::Serialize for Dur {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.to_string())
     }
+}
+
+/// The wall clock as time since the Unix epoch (zero for a clock set before 1970).
+pub fn unix_now() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
 }
 
 /// A duration where a bare number means seconds (`--load-seconds 1`, `load-seconds = 1.5`),
@@ -406,6 +542,120 @@ mod tests {
         assert_eq!(Some(1).pick(Some(2), 3), 1);
         assert_eq!(None.pick(Some(2), 3), 2);
         assert_eq!(None.pick(None, 3), 3);
+    }
+
+    fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// The names quoted on a line: `"EXOSCALE_..."` and `"POOLPILOT_..."`.
+    fn quoted_names(line: &str) -> Vec<&str> {
+        let mut names = Vec::new();
+        for prefix in ["\"EXOSCALE_", "\"POOLPILOT_"] {
+            for (at, _) in line.match_indices(prefix) {
+                let rest = &line[at + 1..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+                    .unwrap_or(rest.len());
+                names.push(&rest[..end]);
+            }
+        }
+        names
+    }
+
+    /// Every variable named anywhere in `src/` is in `env::ALL`, and outside this file only test
+    /// modules spell a name out (they pin the public names on purpose).
+    #[test]
+    fn every_environment_variable_is_named_in_env_and_listed_in_all() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        rust_files(&root.join("src"), &mut files);
+        files.sort();
+        let mut unlisted = Vec::new();
+        let mut literals = Vec::new();
+        for file in &files {
+            let rel = file
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if rel == "src/config.rs" {
+                continue;
+            }
+            let text = std::fs::read_to_string(file).unwrap();
+            let code_lines = text
+                .find("#[cfg(test)]")
+                .map_or(usize::MAX, |at| text[..at].lines().count());
+            for (i, line) in text.lines().enumerate() {
+                for name in quoted_names(line) {
+                    if !env::ALL.contains(&name) {
+                        unlisted.push(format!("{rel}:{}: {name}", i + 1));
+                    }
+                }
+                let spelled = !quoted_names(line).is_empty() || line.contains("env = \"");
+                if i < code_lines && spelled {
+                    literals.push(format!("{rel}:{}: {}", i + 1, line.trim()));
+                }
+            }
+        }
+        assert!(
+            unlisted.is_empty(),
+            "not in config::env::ALL: {unlisted:#?}"
+        );
+        assert!(
+            literals.is_empty(),
+            "use the config::env constants: {literals:#?}"
+        );
+        let mut seen = std::collections::HashSet::new();
+        assert!(
+            env::ALL.iter().all(|n| seen.insert(n)),
+            "a name twice in ALL"
+        );
+    }
+
+    /// The integration tests scrub `env::ALL` from the environment they inherit, not lists of
+    /// their own.
+    #[test]
+    fn the_integration_tests_scrub_env_all() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let common = std::fs::read_to_string(root.join("tests/common/mod.rs")).unwrap();
+        assert!(
+            common.contains("config::env::ALL"),
+            "tests/common scrubs env::ALL"
+        );
+        let mut tests = Vec::new();
+        rust_files(&root.join("tests"), &mut tests);
+        for file in tests {
+            let text = std::fs::read_to_string(&file).unwrap();
+            assert!(
+                !text.contains("env_remove(\""),
+                "{}: scrub with common::base_command (config::env::ALL)",
+                file.display()
+            );
+        }
+    }
+
+    #[test]
+    fn a_secret_never_shows_and_matches_only_itself() {
+        let s = Secret::new("topsecret");
+        assert!(!format!("{s:?} {s}").contains("topsecret"));
+        assert!(s.matches("topsecret"));
+        for other in ["", "topsecre", "topsecret ", "TOPSECRET", "topsecreu"] {
+            assert!(!s.matches(other), "{other:?}");
+        }
+        #[derive(Deserialize)]
+        struct F {
+            t: Secret,
+        }
+        let f: F = toml::from_str("t = \"x\"").unwrap();
+        assert_eq!(f.t.expose(), "x");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::TimeZone;
 use poolpilot::app::{self, AppConfig};
-use poolpilot::exoscale::Secret;
+use poolpilot::config::Secret;
 
 async fn serve(cfg: AppConfig) -> String {
     serve_router(app::router(cfg)).await
@@ -282,6 +282,7 @@ async fn covilha_uses_the_injected_clock() {
 }
 
 #[test]
+#[allow(unsafe_code, reason = "libc: kill(2) sends SIGTERM to the child")]
 fn sigterm_during_a_load_exits_0_within_5_seconds() {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -3,41 +3,18 @@
 
 mod common;
 
+use common::base_command;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_poolpilot");
 const TOKEN: &str = "a-webhook-token-for-tests";
 
 fn reference(name: &str) -> Value {
     let path = format!("{}/reference/{name}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
-}
-
-fn base_command() -> Command {
-    let mut c = Command::new(BIN);
-    for v in [
-        "EXOSCALE_API_KEY",
-        "EXOSCALE_API_SECRET",
-        "EXOSCALE_KEY",
-        "EXOSCALE_SECRET",
-        "EXOSCALE_ZONE",
-        "EXOSCALE_INSTANCEPOOL_ID",
-        "EXOSCALE_API_ENDPOINT",
-        "LISTEN_PORT",
-        "POOLPILOT_WEBHOOK_TOKEN",
-        "POOLPILOT_MIN",
-        "POOLPILOT_MAX",
-        "POOLPILOT_DRAIN_TOKEN",
-        "NOTIFY_SOCKET",
-        "JOURNAL_STREAM",
-    ] {
-        c.env_remove(v);
-    }
-    c.env("POOLPILOT_LOG_FORMAT", "json");
-    c
 }
 
 struct Scaler {
@@ -586,24 +563,21 @@ fn invalid_configuration_exits_64_naming_the_field_before_binding() {
             "scrape-window",
         ),
     ];
-    for (args, field) in cases {
-        let o = base_command()
-            .arg("autoscaler")
-            .args(&args)
-            .args(["--listen", &listen])
-            .env("EXOSCALE_KEY", "k")
-            .env("EXOSCALE_SECRET", "s")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let t = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        assert_eq!(o.status.code(), Some(64), "{args:?} should exit 64:\n{t}");
-        assert!(t.contains(field), "{args:?} should name {field}:\n{t}");
-    }
+    common::each_exits_64_naming_the_field(
+        cases,
+        |args| {
+            base_command()
+                .arg("autoscaler")
+                .args(args)
+                .args(["--listen", &listen])
+                .env("EXOSCALE_KEY", "k")
+                .env("EXOSCALE_SECRET", "s")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap()
+        },
+        common::all_output,
+    );
     let o = base_command()
         .args(["autoscaler", "--pool", pool])
         .env("EXOSCALE_KEY", "k")

@@ -1,27 +1,17 @@
 //! The real binary end to end: configuration errors exit 64 naming the field, `pool scale` and
 //! `pool status` against `poolpilot sim`, authentication failures, signals and sd-notify.
 
+mod common;
+
 use std::io::Read;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_poolpilot");
-
 fn poolpilot(args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(args)
-        .env_remove("EXOSCALE_API_KEY")
-        .env_remove("EXOSCALE_API_SECRET")
-        .env_remove("EXOSCALE_KEY")
-        .env_remove("EXOSCALE_SECRET")
-        .env_remove("EXOSCALE_ZONE")
-        .env_remove("EXOSCALE_INSTANCEPOOL_ID")
-        .env_remove("EXOSCALE_API_ENDPOINT")
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("JOURNAL_STREAM")
-        .env("POOLPILOT_LOG_FORMAT", "text");
+    let mut c = common::base_command();
+    c.args(args).env("POOLPILOT_LOG_FORMAT", "text");
     c
 }
 
@@ -29,13 +19,7 @@ fn run(c: &mut Command) -> Output {
     c.stdin(Stdio::null()).output().expect("run poolpilot")
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::all_output as text;
 
 /// A `poolpilot sim` child on an ephemeral port, with the client environment it wrote.
 struct SimProcess {
@@ -286,13 +270,16 @@ fn invalid_configuration_exits_64_naming_the_field() {
         ),
         (vec!["frobnicate".into()], vec![], "frobnicate"),
     ];
-    for (args, env, field) in cases {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let o = run(poolpilot(&args).envs(env.iter().copied()));
-        let t = text(&o);
-        assert_eq!(o.status.code(), Some(64), "{args:?} should exit 64:\n{t}");
-        assert!(t.contains(field), "{args:?} should name {field}:\n{t}");
-    }
+    common::each_exits_64_naming_the_field(
+        cases
+            .into_iter()
+            .map(|(args, env, field)| ((args, env), field)),
+        |(args, env)| {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run(poolpilot(&args).envs(env.iter().copied()))
+        },
+        common::all_output,
+    );
 }
 
 #[test]

@@ -3,35 +3,14 @@
 
 mod common;
 
+use common::base_command;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use poolpilot::discovery::{TargetGroup, file_sd};
-
-const BIN: &str = env!("CARGO_BIN_EXE_poolpilot");
-
-fn base_command() -> Command {
-    let mut c = Command::new(BIN);
-    for v in [
-        "EXOSCALE_API_KEY",
-        "EXOSCALE_API_SECRET",
-        "EXOSCALE_KEY",
-        "EXOSCALE_SECRET",
-        "EXOSCALE_ZONE",
-        "EXOSCALE_INSTANCEPOOL_ID",
-        "EXOSCALE_API_ENDPOINT",
-        "TARGET_PORT",
-        "NOTIFY_SOCKET",
-        "JOURNAL_STREAM",
-        "POOLPILOT_DISCOVERY_OUTPUT",
-    ] {
-        c.env_remove(v);
-    }
-    c.env("POOLPILOT_LOG_FORMAT", "json");
-    c
-}
 
 /// A `poolpilot discovery` child writing into its own temp directory.
 struct Agent {
@@ -385,24 +364,21 @@ fn invalid_configuration_exits_64_before_binding() {
         (vec!["--pool", pool, "--interval", "50ms"], "interval"),
         (vec!["--pool", pool, "--api-retries", "99"], "api-retries"),
     ];
-    for (args, field) in cases {
-        let o = base_command()
-            .arg("discovery")
-            .args(&args)
-            .args(["--metrics-listen", &listen])
-            .env("EXOSCALE_KEY", "k")
-            .env("EXOSCALE_SECRET", "s")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let t = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        assert_eq!(o.status.code(), Some(64), "{args:?} should exit 64:\n{t}");
-        assert!(t.contains(field), "{args:?} should name {field}:\n{t}");
-    }
+    common::each_exits_64_naming_the_field(
+        cases,
+        |args| {
+            base_command()
+                .arg("discovery")
+                .args(args)
+                .args(["--metrics-listen", &listen])
+                .env("EXOSCALE_KEY", "k")
+                .env("EXOSCALE_SECRET", "s")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap()
+        },
+        common::all_output,
+    );
     // Without credentials, with everything else right.
     let o = base_command()
         .args(["discovery", "--pool", pool, "--metrics-listen", &listen])

@@ -1,8 +1,11 @@
 //! The load generator against the real app on 127.0.0.1: bounded runs, exact counts, error kinds.
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::served;
 use poolpilot::app::{self, AppConfig};
 use poolpilot::load::{self, LoadConfig, Mode, Profile};
 
@@ -17,19 +20,6 @@ async fn app() -> String {
     });
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     format!("http://{addr}")
-}
-
-async fn served(base: &str, route: &str) -> f64 {
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let series = format!("poolpilot_app_http_requests_total{{route=\"{route}\",code=\"200\"}}");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&series).map(|v| v.trim().parse().unwrap()))
-        .unwrap_or(0.0)
 }
 
 fn cfg(url: &str, mode: Mode, duration: Option<u64>, requests: Option<u64>) -> LoadConfig {
@@ -203,16 +193,17 @@ fn unbounded_or_ambiguous_runs_are_refused_with_exit_64() {
             "backwards",
         ),
     ];
-    for (args, field) in cases {
-        let o = Command::new(env!("CARGO_BIN_EXE_poolpilot"))
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(64), "{args:?}: {text}");
-        assert!(text.contains(field), "{args:?} should name {field}: {text}");
-    }
+    common::each_exits_64_naming_the_field(
+        cases,
+        |args| {
+            Command::new(env!("CARGO_BIN_EXE_poolpilot"))
+                .args(*args)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap()
+        },
+        common::stderr,
+    );
 }
 
 #[test]

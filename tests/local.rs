@@ -1,6 +1,8 @@
 //! The local mode's parts with real processes: instances as `poolpilot app` on 127.0.1.x, the
 //! node_exporter stand-in, the NLB's health checks, round-robin and drain.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,17 +22,9 @@ async fn until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// The app's 200s for `route` on the member at `addr`.
 async fn served(addr: std::net::Ipv4Addr, route: &str) -> f64 {
-    let text = reqwest::get(format!("http://{addr}:8080/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let series = format!("poolpilot_app_http_requests_total{{route=\"{route}\",code=\"200\"}}");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&series).map(|v| v.trim().parse().unwrap()))
-        .unwrap_or(0.0)
+    common::served(&format!("http://{addr}:8080"), route).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,8 @@
 //! `poolpilot simulate` as a user runs it: policies side by side, JSON for scripts, the chart,
 //! and bad input refused with exit 64 naming the field.
 
+mod common;
+
 use std::process::Command;
 
 fn simulate(args: &[&str]) -> std::process::Output {
@@ -100,17 +102,13 @@ fn compares_policies_in_json_with_speedups_and_draws_the_chart() {
 
 #[test]
 fn bad_input_exits_64_naming_the_field() {
-    for (args, field) in [
+    let cases = [
         (vec!["--trace", "nope"], "trace"),
         (vec!["--trace", "./missing.csv"], "trace"),
         (vec!["--policy", "nope"], "policy"),
         (vec!["--capacity", "0"], "capacity"),
         (vec!["--max", "0"], "max"),
         (vec!["--boot", "10s", "--boot-jitter", "20s"], "boot-jitter"),
-    ] {
-        let o = simulate(&args);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(64), "{args:?}: {err}");
-        assert!(err.contains(field), "{args:?} should name {field}: {err}");
-    }
+    ];
+    common::each_exits_64_naming_the_field(cases, |args| simulate(args), common::stderr);
 }

@@ -13,6 +13,10 @@
 //! capacity over the wall time some `/load` was in flight) beside what its threads got; the
 //! difference is what a VM on a busy host reports as `steal`, and the local mode's node_exporter
 //! stand-in reports it so: an instance under `/load` is busy whatever else the machine runs.
+#![allow(
+    unsafe_code,
+    reason = "libc: the thread CPU clock and nice 19 for the burner threads"
+)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};

@@ -32,7 +32,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use subtle::ConstantTimeEq;
 
 use crate::exoscale::Secret;
 use crate::telemetry::metrics;
@@ -262,7 +261,7 @@ fn refusal(s: &AppState, headers: &HeaderMap) -> Option<Response> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
+    if token.matches(given) {
         None
     } else {
         Some((StatusCode::UNAUTHORIZED, "a valid drain token is required").into_response())

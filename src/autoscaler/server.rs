@@ -26,7 +26,6 @@ use base64::Engine;
 use http_body_util::BodyExt;
 use prometheus_client::registry::Registry;
 use serde_json::json;
-use subtle::ConstantTimeEq;
 
 use super::source::webhook::{self, Direction, Firing, Format, Route};
 use super::{Inbox, Metrics, Shared};
@@ -126,7 +125,7 @@ fn authorized(token: &Secret, headers: &HeaderMap) -> bool {
     } else {
         None
     };
-    given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(token.expose().as_bytes())))
+    given.is_some_and(|g| token.matches(&g))
 }
 
 fn is_json(headers: &HeaderMap) -> Option<bool> {

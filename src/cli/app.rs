@@ -8,8 +8,7 @@ use tracing::info;
 
 use super::{CliError, FileConfig};
 use crate::app::{self, AppConfig};
-use crate::config::{ConfigError, Dur, Layer, Seconds};
-use crate::exoscale::Secret;
+use crate::config::{ConfigError, Dur, Layer, Seconds, Secret, env};
 use crate::{shutdown, telemetry};
 
 /// The course app's port.
@@ -18,11 +17,11 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 #[derive(Debug, Args)]
 pub struct AppArgs {
     /// Address to serve on.
-    #[arg(long, value_name = "ADDR", env = "POOLPILOT_APP_LISTEN")]
+    #[arg(long, value_name = "ADDR", env = env::APP_LISTEN)]
     pub listen: Option<SocketAddr>,
     /// How long one /load request keeps every core busy: seconds (`10`, `0.5`) or a duration
     /// with a unit (`500ms`).
-    #[arg(long, value_name = "SECONDS", env = "POOLPILOT_LOAD_SECONDS")]
+    #[arg(long, value_name = "SECONDS", env = env::LOAD_SECONDS)]
     pub load_seconds: Option<Seconds>,
     /// The cores /load keeps busy, fractions allowed (default: every core).
     #[arg(long, value_name = "CORES", alias = "burners")]
@@ -41,9 +40,6 @@ pub struct AppFile {
     pub load_seconds: Option<Seconds>,
     pub cpu_capacity: Option<f64>,
 }
-
-/// Environment variable holding the drain token (never a flag: it would show in `ps`).
-pub const DRAIN_TOKEN_ENV: &str = "POOLPILOT_DRAIN_TOKEN";
 
 pub fn resolve(args: &AppArgs, file: &AppFile) -> Result<AppConfig, ConfigError> {
     let listen = args
@@ -72,7 +68,8 @@ pub fn resolve(args: &AppArgs, file: &AppFile) -> Result<AppConfig, ConfigError>
             "must be between 0.01 and 1024 cores",
         ));
     }
-    let drain_token = std::env::var(DRAIN_TOKEN_ENV)
+    // The drain token is never a flag: it would show in `ps`.
+    let drain_token = std::env::var(env::DRAIN_TOKEN)
         .ok()
         .filter(|t| !t.is_empty())
         .map(Secret::new);

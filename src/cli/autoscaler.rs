@@ -16,14 +16,11 @@ use crate::autoscaler::{
     Bounds, Controller, ControllerConfig, ExoscalePool, Inbox, Metrics, Shared, Strategy,
     WebhookSource, WebhookStep,
 };
-use crate::config::{self, ConfigError, Dur, Layer};
-use crate::exoscale::{ApiMetrics, Secret};
+use crate::config::{self, ConfigError, Dur, Layer, Secret};
+use crate::exoscale::ApiMetrics;
 use crate::{shutdown, telemetry};
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8090";
-/// The course's variable: the port to listen on (all addresses).
-pub const LISTEN_PORT_ENV: &str = "LISTEN_PORT";
-pub const TOKEN_ENV: &str = "POOLPILOT_WEBHOOK_TOKEN";
 
 #[derive(Debug, Args)]
 pub struct AutoscalerArgs {
@@ -31,13 +28,13 @@ pub struct AutoscalerArgs {
     #[arg(long, value_name = "ID", env = config::env::POOL)]
     pub pool: Option<String>,
     /// Address for webhooks, decisions, metrics and health (the course's LISTEN_PORT sets the port).
-    #[arg(long, value_name = "ADDR", env = "POOLPILOT_AUTOSCALER_LISTEN")]
+    #[arg(long, value_name = "ADDR", env = config::env::AUTOSCALER_LISTEN)]
     pub listen: Option<SocketAddr>,
     /// The smallest size the autoscaler will set.
-    #[arg(long, value_name = "N", env = "POOLPILOT_MIN")]
+    #[arg(long, value_name = "N", env = config::env::MIN)]
     pub min: Option<u64>,
     /// The largest size the autoscaler will set.
-    #[arg(long, value_name = "N", env = "POOLPILOT_MAX")]
+    #[arg(long, value_name = "N", env = config::env::MAX)]
     pub max: Option<u64>,
     /// How often to decide (at most one change per interval).
     #[arg(long, value_name = "DURATION")]
@@ -47,8 +44,8 @@ pub struct AutoscalerArgs {
     pub settle_timeout: Option<Dur>,
     /// Require this token on webhooks (Bearer, or a basic-auth password). Prefer the
     /// environment variable: flags show in `ps`.
-    #[arg(long, value_name = "TOKEN", env = TOKEN_ENV, hide_env_values = true)]
-    pub webhook_token: Option<String>,
+    #[arg(long, value_name = "TOKEN", env = config::env::WEBHOOK_TOKEN, hide_env_values = true)]
+    pub webhook_token: Option<Secret>,
     /// Decide and log, but never call the API to change the pool.
     #[arg(long)]
     pub dry_run: bool,
@@ -56,17 +53,17 @@ pub struct AutoscalerArgs {
     /// default, course, target-tracking, hpa, office-hours) instead of the course's one-step rule; its
     /// min and max apply unless --min or --max (or their variables or config keys) are given: the
     /// deployment's bounds win over the policy's.
-    #[arg(long, value_name = "FILE|NAME", env = "POOLPILOT_POLICY")]
+    #[arg(long, value_name = "FILE|NAME", env = config::env::POLICY)]
     pub policy: Option<String>,
     /// Prometheus' address, for policies that read metrics (target-tracking, threshold).
-    #[arg(long, value_name = "URL", env = "POOLPILOT_PROMETHEUS_URL")]
+    #[arg(long, value_name = "URL", env = config::env::PROMETHEUS_URL)]
     pub prometheus: Option<url::Url>,
     /// Without Prometheus: scrape the discovery agent's targets in this file_sd file directly
     /// (`node` targets for CPU, `app` targets for requests in flight).
     #[arg(
         long,
         value_name = "FILE",
-        env = "POOLPILOT_SCRAPE_FILE_SD",
+        env = config::env::SCRAPE_FILE_SD,
         conflicts_with = "prometheus"
     )]
     pub scrape: Option<std::path::PathBuf>,
@@ -78,10 +75,10 @@ pub struct AutoscalerArgs {
     #[arg(
         long,
         value_name = "TOKEN",
-        env = "POOLPILOT_DRAIN_TOKEN",
+        env = config::env::DRAIN_TOKEN,
         hide_env_values = true
     )]
-    pub drain_token: Option<String>,
+    pub drain_token: Option<Secret>,
     /// The app's port on each member, for draining.
     #[arg(long, value_name = "PORT")]
     pub drain_port: Option<u16>,
@@ -185,12 +182,12 @@ pub struct Resolved {
 pub fn resolve(args: &AutoscalerArgs, file: &FileConfig) -> Result<Resolved, ConfigError> {
     let f = &file.autoscaler;
     let pool = config::parse_pool_id("pool", args.pool.clone().or(file.pool.clone()).as_deref())?;
-    let listen = match (args.listen, std::env::var(LISTEN_PORT_ENV).ok()) {
+    let listen = match (args.listen, std::env::var(config::env::LISTEN_PORT).ok()) {
         (Some(l), _) => l,
         (None, Some(port)) if !port.trim().is_empty() => {
             let port: u16 = port.trim().parse().ok().filter(|p| *p > 0).ok_or_else(|| {
                 ConfigError::invalid(
-                    LISTEN_PORT_ENV,
+                    config::env::LISTEN_PORT,
                     format!("must be a port number, got `{port}`"),
                 )
             })?;
@@ -224,7 +221,7 @@ pub fn resolve(args: &AutoscalerArgs, file: &FileConfig) -> Result<Resolved, Con
             "must be at most 24h",
         ));
     }
-    let token = match args.webhook_token.as_deref().map(str::trim) {
+    let token = match args.webhook_token.as_ref().map(|t| t.expose().trim()) {
         None | Some("") => None,
         Some(t) if t.len() < 16 => {
             return Err(ConfigError::invalid(
@@ -280,7 +277,7 @@ pub fn resolve(args: &AutoscalerArgs, file: &FileConfig) -> Result<Resolved, Con
             "must be between 1s and 1h",
         ));
     }
-    let drain = match args.drain_token.as_deref().map(str::trim) {
+    let drain = match args.drain_token.as_ref().map(|t| t.expose().trim()) {
         None | Some("") => None,
         Some(t) => {
             let port = args.drain_port.or(f.drain_port).unwrap_or(8080);

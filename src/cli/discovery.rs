@@ -20,8 +20,6 @@ use crate::exoscale::ApiMetrics;
 use crate::{shutdown, telemetry};
 
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9111";
-/// The course's variable for the scraped port.
-pub const TARGET_PORT_ENV: &str = "TARGET_PORT";
 
 #[derive(Debug, Args)]
 pub struct DiscoveryArgs {
@@ -29,16 +27,16 @@ pub struct DiscoveryArgs {
     #[arg(long, value_name = "ID", env = config::env::POOL, value_delimiter = ',')]
     pub pool: Vec<String>,
     /// A port to list every member on, `NAME=PORT` or `PORT`; repeatable (default: node=9100).
-    #[arg(long, value_name = "[NAME=]PORT", env = TARGET_PORT_ENV, value_delimiter = ',')]
+    #[arg(long, value_name = "[NAME=]PORT", env = config::env::TARGET_PORT, value_delimiter = ',')]
     pub target_port: Vec<TargetPort>,
     /// The file_sd file to write (its directory is created when missing).
-    #[arg(long, value_name = "PATH", env = "POOLPILOT_DISCOVERY_OUTPUT")]
+    #[arg(long, value_name = "PATH", env = config::env::DISCOVERY_OUTPUT)]
     pub output: Option<PathBuf>,
     /// How often to read the pools.
     #[arg(long, value_name = "DURATION")]
     pub interval: Option<Dur>,
     /// Where to serve /metrics and /healthz.
-    #[arg(long, value_name = "ADDR", env = "POOLPILOT_DISCOVERY_METRICS_LISTEN")]
+    #[arg(long, value_name = "ADDR", env = config::env::DISCOVERY_METRICS_LISTEN)]
     pub metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub api: ApiArgs,

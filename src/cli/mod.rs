@@ -30,11 +30,11 @@ use crate::telemetry::LogFormat;
 )]
 pub struct Cli {
     /// How to write logs (to stderr).
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto, env = "POOLPILOT_LOG_FORMAT")]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto, env = env::LOG_FORMAT)]
     pub log_format: LogFormat,
 
     /// A TOML configuration file; environment variables and flags override it.
-    #[arg(long, global = true, value_name = "FILE", env = "POOLPILOT_CONFIG")]
+    #[arg(long, global = true, value_name = "FILE", env = env::CONFIG)]
     pub config: Option<PathBuf>,
 
     #[command(subcommand)]

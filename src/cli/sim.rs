@@ -22,7 +22,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8079";
 #[derive(Debug, Args)]
 pub struct SimArgs {
     /// Address to serve the API on (`/v2`) and the admin API (`/admin`).
-    #[arg(long, value_name = "ADDR", env = "POOLPILOT_SIM_LISTEN")]
+    #[arg(long, value_name = "ADDR", env = env::SIM_LISTEN)]
     pub listen: Option<SocketAddr>,
     /// The simulated zone.
     #[arg(long, value_name = "ZONE", env = env::ZONE)]
@@ -39,7 +39,7 @@ pub struct SimArgs {
     pub boot_delay: Option<Dur>,
     /// The API key to accept (default: generated). The secret comes from
     /// POOLPILOT_SIM_API_SECRET or the file; it is generated when neither sets it.
-    #[arg(long, value_name = "KEY", env = "POOLPILOT_SIM_API_KEY")]
+    #[arg(long, value_name = "KEY", env = env::SIM_API_KEY)]
     pub api_key: Option<String>,
     /// Also write the client environment (endpoint, key, secret, zone, pool) to this file, mode 0600.
     #[arg(long, value_name = "FILE")]
@@ -103,10 +103,10 @@ pub async fn run(args: SimArgs, file: FileConfig) -> Result<(), CliError> {
         .clone()
         .or(s.api_key.clone())
         .unwrap_or_else(random_key);
-    let secret = std::env::var("POOLPILOT_SIM_API_SECRET")
+    let secret = std::env::var(env::SIM_API_SECRET)
         .ok()
         .filter(|v| !v.is_empty())
-        .or(s.api_secret.clone())
+        .or(s.api_secret.as_ref().map(|s| s.expose().to_owned()))
         .unwrap_or_else(random_secret);
     if key.trim().is_empty() {
         return Err(ConfigError::invalid("api-key", "must not be empty").into());

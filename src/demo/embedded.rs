@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::autoscaler::source::scrape::Scraper;
+use crate::config::Secret;
 
 /// One of the two alert rules.
 #[derive(Debug)]
@@ -20,10 +21,11 @@ struct Rule {
     last_sent: Option<Instant>,
 }
 
+#[derive(Debug)]
 pub struct Embedded {
     pub sampler: Scraper,
     pub webhook: String,
-    pub token: String,
+    pub token: Secret,
     pub eval_interval: Duration,
     pub pending: Duration,
     pub repeat: Duration,
@@ -90,7 +92,7 @@ impl Embedded {
                     });
                     let sent = http
                         .post(&self.webhook)
-                        .bearer_auth(&self.token)
+                        .bearer_auth(self.token.expose())
                         .json(&body)
                         .send()
                         .await;

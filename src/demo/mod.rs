@@ -28,12 +28,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tokio::task::JoinHandle;
 
+use crate::autoscaler::source::scrape::Scraper;
 use crate::config::{Zone, env, unit_args};
 use crate::exoscale::Credentials;
 use crate::local::backend::{APP_PORT, LocalBackend, LocalConfig, QuotaMode};
 use crate::local::nlb::{Nlb, NlbConfig};
 use crate::local::process::{self, Process};
-use crate::autoscaler::source::scrape::Scraper;
 use crate::sim::{RunningSim, Sim, State, Timing};
 pub use monitoring::{ALERTMANAGER, RULES, demo_alertmanager, demo_rules, prometheus_config};
 
@@ -309,7 +309,7 @@ impl Cloud {
             binary: cfg.binary.clone(),
             capacity: cfg.capacity,
             load_duration: t.load_seconds,
-            drain_token: secrets.drain.clone(),
+            drain_token: secrets.drain.clone().into(),
             log_dir: paths.logs.clone(),
             quota,
         }));
@@ -471,7 +471,7 @@ async fn children_and_story(
             embedded::Embedded {
                 sampler: Scraper::new(paths.sd_file.clone(), t.window),
                 webhook: webhook.clone(),
-                token: secrets.webhook.clone(),
+                token: secrets.webhook.clone().into(),
                 eval_interval: t.scrape,
                 pending: t.pending,
                 repeat: t.repeat,

@@ -11,9 +11,9 @@ use tokio::task::JoinHandle;
 
 use super::report::{self, Mark, Sample};
 use super::{DemoConfig, Outcome, Timings};
+use crate::autoscaler::source::scrape::Scraper;
 use crate::load::{self, LoadConfig, Mode, Profile, Summary};
 use crate::local::nlb::Nlb;
-use crate::autoscaler::source::scrape::Scraper;
 use crate::sim::Sim;
 
 /// A decision as `/v1/decisions` serves it (the fields the view and the report use).

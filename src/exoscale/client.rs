@@ -5,7 +5,6 @@
 //! anew, so a retry never carries an expired signature. Timeouts are retried only for requests
 //! that are safe to repeat (reads, and `:scale`, which sets an absolute size).
 
-use std::fmt;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -15,156 +14,12 @@ use tracing::{debug, warn};
 use url::Url;
 use uuid::Uuid;
 
+use super::credentials::Credentials;
 use super::error::{Error, Result, error_message};
 use super::models::*;
+use super::retry::{PollPolicy, RetryPolicy, retry_after};
 use super::sign;
-use crate::config::{ConfigError, Zone, env};
-
-/// An API secret. Its `Debug` and `Display` never show it.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-    /// The secret itself, for signing only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-/// An API key and its secret.
-#[derive(Clone, Debug)]
-pub struct Credentials {
-    pub key: String,
-    pub secret: Secret,
-}
-
-impl Credentials {
-    pub fn new(key: impl Into<String>, secret: impl Into<String>) -> Self {
-        Self {
-            key: key.into(),
-            secret: Secret::new(secret),
-        }
-    }
-
-    /// From `EXOSCALE_API_KEY`/`EXOSCALE_API_SECRET`, else the course's
-    /// `EXOSCALE_KEY`/`EXOSCALE_SECRET`.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    /// As [`Credentials::from_env`], reading variables through `get` (for tests).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |n: &str| get(n).filter(|v| !v.trim().is_empty());
-        let key = get(env::API_KEY).or_else(|| get(env::COURSE_KEY));
-        let secret = get(env::API_SECRET).or_else(|| get(env::COURSE_SECRET));
-        match (key, secret) {
-            (Some(k), Some(s)) => Ok(Self::new(k.trim(), s.trim())),
-            (None, _) => Err(ConfigError::invalid(
-                env::API_KEY,
-                format!("is required (or the course's {})", env::COURSE_KEY),
-            )),
-            (_, None) => Err(ConfigError::invalid(
-                env::API_SECRET,
-                format!("is required (or the course's {})", env::COURSE_SECRET),
-            )),
-        }
-    }
-}
-
-/// When and how often to retry a failed request.
-#[derive(Clone, Debug)]
-pub struct RetryPolicy {
-    pub max_retries: u32,
-    pub base: Duration,
-    pub max: Duration,
-}
-
-impl Default for RetryPolicy {
-    /// Exoscale's SDKs: at most 4 retries, backoff from 1 s doubling up to 30 s.
-    fn default() -> Self {
-        Self {
-            max_retries: 4,
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(30),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The pause before retry number `attempt` (0-based): `base * 2^attempt`, capped at `max`.
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempt.min(16));
-        self.base.saturating_mul(factor).min(self.max)
-    }
-}
-
-/// How an operation is polled until it ends.
-#[derive(Clone, Debug)]
-pub struct PollPolicy {
-    /// The interval during the first `fast_for`.
-    pub initial: Duration,
-    pub fast_for: Duration,
-    /// The interval grows linearly after `fast_for` up to this.
-    pub max: Duration,
-    /// Give up after this many failed polls in a row.
-    pub max_errors: u32,
-    /// Give up when the operation is still pending after this long.
-    pub timeout: Duration,
-}
-
-impl Default for PollPolicy {
-    /// The SDKs' schedule: every 3 s for the first 30 s, then slower, linearly up to 60 s;
-    /// 5 polling errors in a row end the wait.
-    fn default() -> Self {
-        Self {
-            initial: Duration::from_secs(3),
-            fast_for: Duration::from_secs(30),
-            max: Duration::from_secs(60),
-            max_errors: 5,
-            timeout: Duration::from_secs(15 * 60),
-        }
-    }
-}
-
-impl PollPolicy {
-    /// The pause before the next poll, `elapsed` after the wait began: `initial` until `fast_for`,
-    /// then growing in proportion to the time waited (continuous at `fast_for`), capped at `max`.
-    pub fn interval(&self, elapsed: Duration) -> Duration {
-        if elapsed < self.fast_for || self.fast_for.is_zero() {
-            return self.initial;
-        }
-        let scaled = self
-            .initial
-            .mul_f64(elapsed.as_secs_f64() / self.fast_for.as_secs_f64());
-        scaled.min(self.max).max(self.initial)
-    }
-
-    /// A schedule for tests and the local simulator, where operations end in milliseconds.
-    pub fn quick() -> Self {
-        Self {
-            initial: Duration::from_millis(50),
-            fast_for: Duration::from_secs(5),
-            max: Duration::from_millis(500),
-            max_errors: 5,
-            timeout: Duration::from_secs(60),
-        }
-    }
-}
+use crate::config::{ConfigError, Zone, env, unix_now};
 
 /// Everything a [`Client`] needs.
 #[derive(Clone, Debug)]
@@ -356,7 +211,7 @@ impl Client {
         body: Option<&[u8]>,
         request: &str,
     ) -> Result<RawResponse, Attempt> {
-        let expires = unix_now() + sign::VALIDITY_SECS;
+        let expires = unix_now().as_secs() + sign::VALIDITY_SECS;
         let auth = sign::authorization(
             &self.cfg.credentials.key,
             self.cfg.credentials.secret.expose(),
@@ -652,79 +507,9 @@ impl From<Attempt> for Error {
     }
 }
 
-/// `Retry-After` as seconds or an HTTP date; capped at 5 minutes so a broken header cannot stall us.
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let raw = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    let d = if let Ok(secs) = raw.parse::<u64>() {
-        Duration::from_secs(secs)
-    } else {
-        let at = httpdate::parse_http_date(raw).ok()?;
-        at.duration_since(std::time::SystemTime::now())
-            .unwrap_or(Duration::ZERO)
-    };
-    Some(d.min(Duration::from_secs(300)))
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
-
-    #[test]
-    fn secrets_never_show_in_debug() {
-        let c = Credentials::new("EXOkey", "topsecret");
-        let dbg = format!("{c:?}");
-        assert!(!dbg.contains("topsecret"), "{dbg}");
-        assert!(dbg.contains("redacted"));
-    }
-
-    #[test]
-    fn credentials_fall_back_to_the_course_names() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |n: &str| {
-                pairs
-                    .iter()
-                    .find(|(k, _)| *k == n)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
-        let c = Credentials::from_lookup(env(&[("EXOSCALE_KEY", "k"), ("EXOSCALE_SECRET", "s")]))
-            .unwrap();
-        assert_eq!((c.key.as_str(), c.secret.expose()), ("k", "s"));
-        let c = Credentials::from_lookup(env(&[
-            ("EXOSCALE_API_KEY", "a"),
-            ("EXOSCALE_API_SECRET", "b"),
-            ("EXOSCALE_KEY", "k"),
-            ("EXOSCALE_SECRET", "s"),
-        ]))
-        .unwrap();
-        assert_eq!((c.key.as_str(), c.secret.expose()), ("a", "b"));
-        let e = Credentials::from_lookup(env(&[("EXOSCALE_KEY", "k")])).unwrap_err();
-        assert!(e.to_string().contains("EXOSCALE_API_SECRET"), "{e}");
-    }
-
-    #[test]
-    fn poll_schedule_is_three_seconds_then_linear_to_a_minute() {
-        let p = PollPolicy::default();
-        assert_eq!(p.interval(Duration::ZERO), Duration::from_secs(3));
-        assert_eq!(p.interval(Duration::from_secs(29)), Duration::from_secs(3));
-        assert_eq!(p.interval(Duration::from_secs(60)), Duration::from_secs(6));
-        assert_eq!(
-            p.interval(Duration::from_secs(3600)),
-            Duration::from_secs(60)
-        );
-    }
 
     #[test]
     fn endpoints_must_be_base_urls() {
@@ -754,15 +539,5 @@ mod tests {
             c.url("/instance-pool/a:scale", &[]).path(),
             "/v2/instance-pool/a:scale"
         );
-    }
-
-    proptest! {
-        #[test]
-        fn backoff_grows_and_stays_within_bounds(attempt in 0u32..64) {
-            let p = RetryPolicy::default();
-            let d = p.backoff(attempt);
-            prop_assert!(d >= p.base && d <= p.max);
-            prop_assert!(p.backoff(attempt + 1) >= d);
-        }
     }
 }

@@ -12,6 +12,10 @@
 //!
 //! The processes die with the simulator (see [`super::process`]), and
 //! [`LocalBackend::shutdown`] stops the rest.
+#![allow(
+    unsafe_code,
+    reason = "libc: PR_SET_PDEATHSIG and SIGTERM for the instance processes"
+)]
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -23,7 +27,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::process::{self, Process};
-use crate::config::env;
+use crate::config::{Secret, env};
 use crate::sim::backend::{BackendError, InstanceBackend, LaunchSpec};
 
 pub const APP_PORT: u16 = 8080;
@@ -118,7 +122,7 @@ pub struct LocalConfig {
     pub capacity: f64,
     pub load_duration: Duration,
     /// Given to every app as `POOLPILOT_DRAIN_TOKEN`.
-    pub drain_token: String,
+    pub drain_token: Secret,
     /// Where each instance's log goes (`<name>.log`).
     pub log_dir: PathBuf,
     pub quota: QuotaMode,
@@ -258,7 +262,7 @@ impl InstanceBackend for LocalBackend {
             .arg(self.cfg.capacity.to_string())
             .arg("--load-seconds")
             .arg(humantime::format_duration(self.cfg.load_duration).to_string())
-            .env(env::DRAIN_TOKEN, &self.cfg.drain_token)
+            .env(env::DRAIN_TOKEN, self.cfg.drain_token.expose())
             .env(env::LOG_FORMAT, "text")
             .env_remove(env::NOTIFY_SOCKET)
             .env_remove(env::WATCHDOG_USEC)

@@ -24,9 +24,7 @@ pub fn cpu_times() -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let ticks = if ticks > 0.0 { ticks } else { 100.0 };
+    let ticks = crate::telemetry::metrics::clock_ticks();
     Some((
         f.get(11)?.parse::<f64>().ok()? / ticks,
         f.get(12)?.parse::<f64>().ok()? / ticks,

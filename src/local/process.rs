@@ -4,6 +4,11 @@
 //! Started with `PR_SET_PDEATHSIG` = SIGTERM, so the kernel stops it if we die without cleaning
 //! up; stopped with SIGTERM, then SIGKILL once [`GRACE`] has passed; killed if dropped unstopped.
 
+#![allow(
+    unsafe_code,
+    reason = "libc: PR_SET_PDEATHSIG for children, kill(2) to stop them"
+)]
+
 use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -99,10 +104,7 @@ mod tests {
         let pid = p.id() as libc::pid_t;
         drop(p);
         // SAFETY: signal 0 only checks that the pid exists; it was reaped by drop.
-        assert_eq!(
-            unsafe { libc::kill(pid, 0) },
-            -1,
-            "reaped, so the pid is gone"
-        );
+        let alive = unsafe { libc::kill(pid, 0) };
+        assert_eq!(alive, -1, "reaped, so the pid is gone");
     }
 }

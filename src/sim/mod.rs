@@ -404,10 +404,7 @@ async fn authenticate(Ax(sim): Ax<Arc<Sim>>, req: Request, next: Next) -> Respon
     let Some(secret) = sim.secret_for(&auth.credential) else {
         return api_error(403, "invalid API key");
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = crate::config::unix_now().as_secs();
     if auth.expires < now {
         return api_error(403, "request expired");
     }

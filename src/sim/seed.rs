@@ -20,7 +20,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::state::{ApiError, State};
-use crate::config::{Dur, Zone};
+use crate::config::{Dur, Secret, Zone};
 use crate::exoscale::models::Healthcheck;
 
 #[derive(Debug, Default, Deserialize)]
@@ -28,7 +28,7 @@ use crate::exoscale::models::Healthcheck;
 pub struct Seed {
     pub zone: Option<Zone>,
     pub api_key: Option<String>,
-    pub api_secret: Option<String>,
+    pub api_secret: Option<Secret>,
     pub operation_delay: Option<Dur>,
     pub boot_delay: Option<Dur>,
     #[serde(default, rename = "pool")]

@@ -3,6 +3,10 @@
 //!
 //! Names follow Prometheus conventions: base units (seconds, bytes), counters end in `_total`,
 //! label values come from enums, never from free text.
+#![allow(
+    unsafe_code,
+    reason = "libc: sysconf and clock_gettime for the process metrics"
+)]
 
 use std::sync::Arc;
 
@@ -132,7 +136,8 @@ impl ProcessStats {
     }
 }
 
-fn clock_ticks() -> f64 {
+/// The kernel's clock ticks per second (`sysconf(_SC_CLK_TCK)`), the unit of `/proc` CPU times.
+pub fn clock_ticks() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if t > 0 { t as f64 } else { 100.0 }

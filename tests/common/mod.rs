@@ -107,3 +107,57 @@ pub fn promtool_accepts(text: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The real binary with none of poolpilot's variables (`config::env::ALL`) inherited from the
+/// environment that runs the tests, logging JSON.
+pub fn base_command() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_poolpilot"));
+    for v in poolpilot::config::env::ALL {
+        c.env_remove(v);
+    }
+    c.env(poolpilot::config::env::LOG_FORMAT, "json");
+    c
+}
+
+/// What a command wrote, stdout then stderr.
+pub fn all_output(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// What a command wrote to stderr.
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs every case and asserts that it exits 64 (a configuration error) and names its field in
+/// the part of the output `text` reads.
+pub fn each_exits_64_naming_the_field<'a, C: std::fmt::Debug>(
+    cases: impl IntoIterator<Item = (C, &'a str)>,
+    mut run: impl FnMut(&C) -> std::process::Output,
+    text: fn(&std::process::Output) -> String,
+) {
+    for (case, field) in cases {
+        let o = run(&case);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(64), "{case:?} should exit 64:\n{t}");
+        assert!(t.contains(field), "{case:?} should name {field}:\n{t}");
+    }
+}
+
+/// The app's `poolpilot_app_http_requests_total` for `route` with code 200, scraped from `base`.
+pub async fn served(base: &str, route: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = format!("poolpilot_app_http_requests_total{{route=\"{route}\",code=\"200\"}}");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series).map(|v| v.trim().parse().unwrap()))
+        .unwrap_or(0.0)
+}

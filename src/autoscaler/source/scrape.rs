@@ -66,6 +66,7 @@ pub struct Reading {
     pub value: f64,
 }
 
+#[derive(Debug)]
 pub struct Scraper {
     file: PathBuf,
     window: Duration,
