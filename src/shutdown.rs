@@ -1,7 +1,6 @@
 //! Graceful stop: SIGTERM or SIGINT resolves [`signal`]; servers then drain within
 //! [`GRACE`] and the process exits 0.
 
-use std::future::IntoFuture;
 use std::time::Duration;
 
 use tracing::info;
@@ -48,30 +47,86 @@ pub async fn serve(listener: tokio::net::TcpListener, router: axum::Router) -> s
     serve_until(listener, router, signal()).await
 }
 
+/// What one server lets its clients hold: a client that trickles its request headers is cut
+/// off after `header_timeout` (an idle keep-alive connection too), and past `max_connections`
+/// open connections new ones are closed at once, so slow clients cannot exhaust the process.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub header_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    /// 30 s for the headers (hyper's default, once a timer is set; longer than the 15 s scrape
+    /// interval, so Prometheus' keep-alive connections are reused, not raced); 1024 connections.
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+        }
+    }
+}
+
 /// As [`serve`], stopping when `stop` resolves.
 pub async fn serve_until(
     listener: tokio::net::TcpListener,
     router: axum::Router,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            stop.await;
-            let _ = tx.send(());
-        })
-        .into_future();
-    tokio::pin!(server);
+    serve_with(listener, router, stop, Limits::default()).await
+}
+
+/// As [`serve_until`], with the given [`Limits`]. HTTP/1.1, which is all our clients speak.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+    limits: Limits,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(stop);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max = limits.max_connections, "too many connections; closing a new one");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
     tokio::select! {
-        r = &mut server => r,
-        _ = async {
-            let _ = rx.await;
-            tokio::time::sleep(GRACE).await;
-        } => {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(GRACE) => {
             tracing::warn!(grace_ms = GRACE.as_millis() as u64, "in-flight requests cut short at shutdown");
-            Ok(())
         }
     }
+    Ok(())
 }
 
 /// Tells long-running work that the process is stopping (see [`serve_while_stopping`]).
@@ -120,18 +175,20 @@ impl Stopping {
 /// As [`serve_while`], for work that must not be dropped at any await: on SIGTERM/SIGINT it is
 /// told through `stop` and given [`GRACE`] to finish what it started (a control loop undoes a
 /// drain it began), while the server drains in the same grace; then it is dropped.
+/// The watchdog pings only while `liveness` holds.
 pub async fn serve_while_stopping(
     listener: tokio::net::TcpListener,
     router: axum::Router,
     work: impl std::future::Future<Output = ()>,
     stop: Stop,
+    liveness: crate::telemetry::Liveness,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve_until(listener, router, async move {
         let _ = stop_rx.await;
     }));
     crate::telemetry::notify_ready();
-    let _watchdog = crate::telemetry::spawn_watchdog();
+    let _watchdog = crate::telemetry::spawn_watchdog_while(Some(liveness));
     tokio::pin!(work);
     let finished = tokio::select! {
         _ = signal() => false,

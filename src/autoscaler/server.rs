@@ -10,8 +10,9 @@
 //!
 //! Answers: 200 with what was recorded (also at a bound, so that senders do not retry); 400 with
 //! the reason for a malformed body; 401 without the token when one is set (Bearer, or the
-//! password of basic auth); 405 for other methods; 413 over 1 MiB; 415 for a body whose
-//! `Content-Type` is not JSON.
+//! password of basic auth); 405 for other methods; 408 for a body not received within 10 s;
+//! 413 over 1 MiB; 415 for a body whose `Content-Type` is not JSON. Request headers must arrive
+//! within 30 s and at most 1024 connections are open at once ([`crate::shutdown::Limits`]).
 
 use std::sync::Arc;
 
@@ -35,6 +36,10 @@ use crate::telemetry;
 /// Larger bodies get 413 (Grafana's and Alertmanager's are a few KiB).
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
+/// A body not received whole within this gets 408: a sender that trickles bytes (a slow-loris)
+/// cannot hold a request open. Grafana's and Alertmanager's arrive in milliseconds.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(Clone)]
 pub struct ServerState {
     pub inbox: Arc<Inbox>,
@@ -42,6 +47,8 @@ pub struct ServerState {
     pub metrics: Metrics,
     pub registry: Arc<Registry>,
     pub token: Option<Secret>,
+    /// [`BODY_TIMEOUT`] (shorter in tests).
+    pub body_timeout: std::time::Duration,
 }
 
 pub fn router(state: ServerState) -> Router {
@@ -179,7 +186,17 @@ async fn hook(
             .insert(header::ALLOW, header::HeaderValue::from_static(allow));
         return r;
     }
-    let body = match read_limited(body).await {
+    let Ok(read) = tokio::time::timeout(s.body_timeout, read_limited(body)).await else {
+        s.metrics.webhook(name, "unknown", "timeout");
+        return refuse(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the body did not arrive within {} ms",
+                s.body_timeout.as_millis()
+            ),
+        );
+    };
+    let body = match read {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
             s.metrics.webhook(name, "unknown", "too_large");

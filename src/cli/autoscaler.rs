@@ -358,6 +358,18 @@ impl BoundsOverride {
     }
 }
 
+/// How long the control loop may go without a step before it counts as stuck (the watchdog
+/// then stops pinging): the interval between ticks plus the longest one step may take, which
+/// is waiting for an operation (the poll timeout) or a drain and its API calls, each call with
+/// its retries and backoff.
+fn stall_limit(c: &crate::exoscale::ClientConfig, cfg: &Resolved) -> Duration {
+    let retries = c.retry.max_retries;
+    let call = c.request_timeout * (retries + 1) + c.retry.max * retries;
+    let drain = cfg.drain.as_ref().map_or(Duration::ZERO, |d| d.wait);
+    let step = (c.poll.timeout + call).max(call * 4 + drain);
+    cfg.controller.interval + step + Duration::from_secs(60)
+}
+
 pub async fn run(args: AutoscalerArgs, file: FileConfig) -> Result<(), CliError> {
     let cfg = resolve(&args, &file)?;
     let mut registry = telemetry::metrics::registry("autoscaler");
@@ -368,6 +380,7 @@ pub async fn run(args: AutoscalerArgs, file: FileConfig) -> Result<(), CliError>
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let stall = stall_limit(client.config(), &cfg);
     let mut target = ExoscalePool::new(client, cfg.pool);
     if let Some(d) = cfg.drain.clone() {
         info!(
@@ -442,6 +455,7 @@ pub async fn run(args: AutoscalerArgs, file: FileConfig) -> Result<(), CliError>
     };
     let (stop, stopping) = crate::shutdown::stop_switch();
     let target = target.with_stop(stopping.clone());
+    let heartbeat = telemetry::Heartbeat::default();
     let controller = Controller::new(
         cfg.controller,
         source,
@@ -449,15 +463,18 @@ pub async fn run(args: AutoscalerArgs, file: FileConfig) -> Result<(), CliError>
         target,
         shared.clone(),
         metrics.clone(),
-    );
+    )
+    .with_heartbeat(heartbeat.clone());
     let router = server::router(ServerState {
         inbox,
         shared,
         metrics,
         registry: Arc::new(registry),
         token: cfg.token,
+        body_timeout: server::BODY_TIMEOUT,
     });
-    shutdown::serve_while_stopping(listener, router, controller.run(stopping), stop)
+    let liveness = telemetry::Liveness { heartbeat, stall };
+    shutdown::serve_while_stopping(listener, router, controller.run(stopping), stop, liveness)
         .await
         .context("server")?;
     Ok(())
