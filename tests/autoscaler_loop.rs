@@ -516,3 +516,87 @@ async fn a_change_held_by_the_busy_gate_spends_no_rate_budget() {
         "{more:?}"
     );
 }
+
+/// A pool whose reads never return (a hung API call with no timeout).
+#[derive(Clone)]
+struct HangingPool;
+
+impl Target for HangingPool {
+    fn describe(&self) -> String {
+        "hanging pool".into()
+    }
+    async fn observe(&self) -> Result<Observation, TargetError> {
+        std::future::pending().await
+    }
+    async fn set_size(&self, _: u64) -> Result<Actuation, TargetError> {
+        std::future::pending().await
+    }
+    async fn wait(&self, _: &Actuation) -> Result<(), TargetError> {
+        Ok(())
+    }
+}
+
+/// Runs a loop over `target` with a watchdog counting its pings; returns the counts at 25 s and
+/// at 35 s, 120 s and 200 s of virtual time (stall limit 30 s, pings every 5 s, ticks every 10 s).
+async fn pings_over_time<T: Target + 'static>(target: T) -> Vec<u64> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let bounds = Bounds { min: 1, max: 5 };
+    let heartbeat = poolpilot::telemetry::Heartbeat::default();
+    let c = Controller::new(
+        ControllerConfig {
+            bounds,
+            interval: Duration::from_secs(10),
+            dry_run: false,
+            settle_timeout: Duration::from_secs(300),
+        },
+        WebhookSource::new(Arc::new(Inbox::default())),
+        WebhookStep,
+        target,
+        Arc::new(Shared::new(bounds, false)),
+        Metrics::default(),
+    )
+    .with_heartbeat(heartbeat.clone());
+    let run = tokio::spawn(c.run(poolpilot::shutdown::Stopping::never()));
+    let pings = Arc::new(AtomicU64::new(0));
+    let p = pings.clone();
+    let dog = tokio::spawn(poolpilot::telemetry::watchdog_loop(
+        Duration::from_secs(5),
+        Some(poolpilot::telemetry::Liveness {
+            heartbeat,
+            stall: Duration::from_secs(30),
+        }),
+        move || {
+            p.fetch_add(1, Ordering::Relaxed);
+        },
+    ));
+    let mut out = Vec::new();
+    let mut now = 0;
+    for at in [25, 35, 120, 200] {
+        tokio::time::sleep(Duration::from_secs(at - now)).await;
+        now = at;
+        out.push(pings.load(Ordering::Relaxed));
+    }
+    run.abort();
+    dog.abort();
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_watchdog_stops_pinging_when_the_loop_stops_making_progress() {
+    // A healthy loop: pings all along.
+    let healthy = pings_over_time(MemoryPool::new(2)).await;
+    assert!(
+        healthy.windows(2).all(|w| w[1] > w[0]),
+        "a healthy loop is pinged for: {healthy:?}"
+    );
+    // A loop stuck in its first read: pinged until the stall limit, then never again.
+    let stuck = pings_over_time(HangingPool).await;
+    assert!(
+        stuck[0] >= 4,
+        "pinged while within the stall limit: {stuck:?}"
+    );
+    assert_eq!(
+        stuck[1], stuck[3],
+        "pinged after the stall limit: {stuck:?}"
+    );
+}

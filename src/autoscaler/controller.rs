@@ -58,6 +58,8 @@ pub struct Controller<S, G, T> {
     started: Instant,
     /// The size after our last tick (read or set), to notice changes made by others.
     expected_size: Option<u64>,
+    /// Stamped at every step of a tick (the watchdog pings only while it beats).
+    heartbeat: crate::telemetry::Heartbeat,
 }
 
 impl<S: MetricSource, G: Strategy, T: Target> Controller<S, G, T> {
@@ -81,7 +83,14 @@ impl<S: MetricSource, G: Strategy, T: Target> Controller<S, G, T> {
             tick: 0,
             started: Instant::now(),
             expected_size: None,
+            heartbeat: crate::telemetry::Heartbeat::default(),
         }
+    }
+
+    /// The heartbeat each step of a tick stamps.
+    pub fn with_heartbeat(mut self, heartbeat: crate::telemetry::Heartbeat) -> Self {
+        self.heartbeat = heartbeat;
+        self
     }
 
     pub fn target(&self) -> &T {
@@ -102,6 +111,7 @@ impl<S: MetricSource, G: Strategy, T: Target> Controller<S, G, T> {
                 _ = every.tick() => {}
             }
             self.tick().await;
+            self.heartbeat.beat();
             if stop.is_stopping() {
                 return;
             }
@@ -111,6 +121,7 @@ impl<S: MetricSource, G: Strategy, T: Target> Controller<S, G, T> {
     /// One tick; returns its decision when it made one worth recording.
     pub async fn tick(&mut self) -> Option<Decision> {
         self.tick += 1;
+        self.heartbeat.beat();
         let mut d = Decision {
             tick: self.tick,
             at: OffsetDateTime::now_utc(),
@@ -141,6 +152,7 @@ impl<S: MetricSource, G: Strategy, T: Target> Controller<S, G, T> {
             }
         };
         d.intents = signals.intents.clone();
+        self.heartbeat.beat();
 
         let obs = match self.target.observe().await {
             Ok(o) => o,
@@ -155,6 +167,7 @@ impl<S: MetricSource, G: Strategy, T: Target> Controller<S, G, T> {
                 return Some(self.record(d));
             }
         };
+        self.heartbeat.beat();
         let current = obs.size;
         d.current = Some(current);
         self.shared.ready.store(true, Ordering::Relaxed);
@@ -217,6 +230,7 @@ impl<S: MetricSource, G: Strategy, T: Target> Controller<S, G, T> {
         }
 
         let accepted = self.actuate(&mut d, desired).await;
+        self.heartbeat.beat();
         let d = self.record(d);
         // The decision is on record as soon as the change is accepted; then the tick waits for
         // it, so that the next tick reads a settled pool.

@@ -76,19 +76,93 @@ pub fn notify_status(status: &str) {
 
 /// Pings the watchdog at half its interval when systemd set `WATCHDOG_USEC` for us.
 pub fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {
+    spawn_watchdog_while(None)
+}
+
+/// As [`spawn_watchdog`], but only while `alive` says the work makes progress: a control loop
+/// stuck in a call that never returns then stops the pings, and systemd restarts the service,
+/// instead of a runtime that still runs making it look healthy.
+pub fn spawn_watchdog_while(alive: Option<Liveness>) -> Option<tokio::task::JoinHandle<()>> {
     let interval = sd_notify::watchdog_enabled()?;
     let every = (interval / 2).max(Duration::from_millis(100));
     info!(
         interval_ms = interval.as_millis() as u64,
         "systemd watchdog enabled"
     );
-    Some(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tick.tick().await;
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+    Some(tokio::spawn(watchdog_loop(every, alive, || {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+    })))
+}
+
+/// Calls `ping` every `every` while `alive` holds (always, without one); says once when it
+/// stops.
+pub async fn watchdog_loop(every: Duration, alive: Option<Liveness>, mut ping: impl FnMut()) {
+    let mut tick = tokio::time::interval(every);
+    let mut stalled = false;
+    loop {
+        tick.tick().await;
+        match &alive {
+            Some(l) if !l.alive() => {
+                if !stalled {
+                    tracing::error!(
+                        no_progress_s = l.heartbeat.age().as_secs(),
+                        stall_s = l.stall.as_secs(),
+                        "the control loop has made no progress; watchdog pings stop (systemd restarts the service)"
+                    );
+                }
+                stalled = true;
+            }
+            _ => {
+                stalled = false;
+                ping();
+            }
         }
-    }))
+    }
+}
+
+/// When the last piece of progress was made (a control loop stamps it at each step); on tokio's
+/// clock, so paused-time tests are exact.
+#[derive(Clone, Debug)]
+pub struct Heartbeat {
+    origin: tokio::time::Instant,
+    last_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Self {
+            origin: tokio::time::Instant::now(),
+            last_ms: Default::default(),
+        }
+    }
+}
+
+impl Heartbeat {
+    pub fn beat(&self) {
+        let ms = self.origin.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Time since the last beat (since creation before the first).
+    pub fn age(&self) -> Duration {
+        let last = self.last_ms.load(std::sync::atomic::Ordering::Relaxed);
+        self.origin
+            .elapsed()
+            .saturating_sub(Duration::from_millis(last))
+    }
+}
+
+/// A heartbeat and how long it may go without a beat before the work counts as stuck.
+#[derive(Clone, Debug)]
+pub struct Liveness {
+    pub heartbeat: Heartbeat,
+    pub stall: Duration,
+}
+
+impl Liveness {
+    pub fn alive(&self) -> bool {
+        self.heartbeat.age() <= self.stall
+    }
 }
 
 pub mod metrics;

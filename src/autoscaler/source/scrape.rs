@@ -58,6 +58,29 @@ pub fn gauge(text: &str, name: &str) -> Option<f64> {
     sum
 }
 
+/// The most a member's `/metrics` may send (node_exporter's are some 100 KiB): a member is
+/// outside our control, and a body past this is not read at all.
+pub const METRICS_LIMIT: usize = 4 * 1024 * 1024;
+
+/// The response's body as text, unless it is longer than [`METRICS_LIMIT`] (or not UTF-8, or
+/// the read fails): read chunk by chunk, so an endless body costs no more than the limit.
+pub async fn read_capped(mut resp: reqwest::Response) -> Option<String> {
+    if resp
+        .content_length()
+        .is_some_and(|n| n > METRICS_LIMIT as u64)
+    {
+        return None;
+    }
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await.ok()? {
+        if buf.len() + chunk.len() > METRICS_LIMIT {
+            return None;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    String::from_utf8(buf).ok()
+}
+
 /// One target's reading.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reading {
@@ -111,7 +134,7 @@ impl Scraper {
             set.spawn(async move {
                 (
                     i,
-                    async { http.get(&url).send().await.ok()?.text().await.ok() }.await,
+                    async { read_capped(http.get(&url).send().await.ok()?).await }.await,
                 )
             });
         }
@@ -259,6 +282,44 @@ mod tests {
                     node_cpu_seconds_total{cpu=\"0\",mode=\"system\"} 2\n";
         assert_eq!(parse_node_cpu(text), Some((10.0, 40.0)));
         assert_eq!(parse_node_cpu("up 1\n"), None);
+    }
+
+    #[tokio::test]
+    async fn a_metrics_body_past_the_limit_is_not_read() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A member that answers one small body, then an endless chunked one (no length): the
+        // cap must hold while reading. Bounded: at most twice the limit is ever written.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            for endless in [false, true] {
+                let (mut c, _) = l.accept().await.unwrap();
+                let mut req = [0u8; 1024];
+                let _ = c.read(&mut req).await;
+                if !endless {
+                    let _ = c
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\ng 1\n")
+                        .await;
+                    continue;
+                }
+                let _ = c
+                    .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                    .await;
+                let chunk = format!("10000\r\n{}\r\n", "#".repeat(0x10000));
+                for _ in 0..(2 * METRICS_LIMIT / 0x10000) {
+                    if c.write_all(chunk.as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let get = || http.get(format!("http://{addr}/metrics")).send();
+        assert_eq!(
+            read_capped(get().await.unwrap()).await.as_deref(),
+            Some("g 1\n")
+        );
+        assert_eq!(read_capped(get().await.unwrap()).await, None);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use uuid::Uuid;
 
 use super::victims::{self, Candidate, VictimOrder};
 use super::{Actuation, MemberInfo, Observation, Target, TargetError};
+use crate::autoscaler::source::scrape::read_capped;
 use crate::exoscale::{Client, HealthStatus, InstanceState, PoolState};
 
 /// Graceful scale-in: drain the member through the app's drain switch, give the load balancer
@@ -171,7 +172,7 @@ impl ExoscalePool {
     /// Requests in flight on the member's app (`poolpilot_app_load_in_flight`), if readable.
     async fn in_flight(&self, ip: std::net::Ipv4Addr, port: u16) -> Option<f64> {
         let url = format!("http://{ip}:{port}/metrics");
-        let text = self.http.get(&url).send().await.ok()?.text().await.ok()?;
+        let text = read_capped(self.http.get(&url).send().await.ok()?).await?;
         crate::autoscaler::source::scrape::gauge(&text, "poolpilot_app_load_in_flight")
     }
 
