@@ -124,7 +124,7 @@ impl Rig {
     }
 
     /// The autoscaler with a long drain wait, ticking every second, on a free port.
-    fn autoscaler(&self) -> (Child, String) {
+    fn autoscaler(&self) -> (Scaler, String) {
         let port = common::free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_poolpilot"))
             .args(["autoscaler", "--listen", &format!("127.0.0.1:{port}")])
@@ -143,7 +143,17 @@ impl Rig {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        (child, format!("http://127.0.0.1:{port}"))
+        (Scaler(child), format!("http://127.0.0.1:{port}"))
+    }
+}
+
+/// A child killed when dropped, so a failing assertion leaves no autoscaler behind.
+struct Scaler(Child);
+
+impl Drop for Scaler {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -180,16 +190,16 @@ async fn ask_down(base: &str) {
     unsafe_code,
     reason = "libc: kill(2) sends the signal without forking a kill(1)"
 )]
-fn signal(child: &Child, sig: i32) {
+fn signal(child: &Scaler, sig: i32) {
     // SAFETY: kill(2) on our own child's pid.
-    let sent = unsafe { libc::kill(child.id() as i32, sig) };
+    let sent = unsafe { libc::kill(child.0.id() as i32, sig) };
     assert_eq!(sent, 0);
 }
 
-fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
+fn wait_exit(child: &mut Scaler, limit: Duration) -> Option<i32> {
     let started = Instant::now();
     loop {
-        if let Some(st) = child.try_wait().unwrap() {
+        if let Some(st) = child.0.try_wait().unwrap() {
             return st.code();
         }
         assert!(started.elapsed() < limit, "still running after {limit:?}");
