@@ -56,7 +56,7 @@ pub struct AppConfig {
 }
 
 /// A source of the current time, injectable for tests.
-pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+pub type WallClock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
@@ -107,7 +107,7 @@ struct AppState {
     draining: AtomicBool,
     metrics: AppMetrics,
     registry: Arc<Registry>,
-    clock: Clock,
+    clock: WallClock,
     burner: burn::Burner,
 }
 
@@ -117,13 +117,13 @@ pub fn router(cfg: AppConfig) -> Router {
 }
 
 /// The app's router; tests pass a fixed clock.
-pub fn router_with_clock(cfg: AppConfig, clock: Clock) -> Router {
+pub fn router_with_clock(cfg: AppConfig, clock: WallClock) -> Router {
     let burner = burn::Burner::new(cfg.capacity);
     router_with_burner(cfg, clock, burner)
 }
 
 /// The app's router with its `/load` burner (the local mode's node stand-in reads it too).
-pub fn router_with_burner(cfg: AppConfig, clock: Clock, burner: burn::Burner) -> Router {
+pub fn router_with_burner(cfg: AppConfig, clock: WallClock, burner: burn::Burner) -> Router {
     let mut registry = metrics::registry("app");
     let m = AppMetrics {
         requests: Family::default(),

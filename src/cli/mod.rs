@@ -130,7 +130,7 @@ pub struct ApiArgs {
 }
 
 /// A validated target: the pool, the zone and a client for it.
-pub struct Target {
+pub struct PoolTarget {
     pub pool: uuid::Uuid,
     pub client: Client,
 }
@@ -163,11 +163,11 @@ impl ApiArgs {
 
 impl TargetArgs {
     /// Layers flags/env over the file, validates, and builds the API client.
-    pub fn resolve(&self, file: &FileConfig) -> Result<Target, ConfigError> {
+    pub fn resolve(&self, file: &FileConfig) -> Result<PoolTarget, ConfigError> {
         let pool =
             config::parse_pool_id("pool", self.pool.clone().or(file.pool.clone()).as_deref())?;
         let client = self.api.client(file)?;
-        Ok(Target { pool, client })
+        Ok(PoolTarget { pool, client })
     }
 }
 

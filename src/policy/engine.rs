@@ -50,7 +50,7 @@ pub struct TargetTracking {
 
 /// Why a strategy recommends what it does.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Recommendation {
+pub struct Proposal {
     pub desired: u64,
     pub reason: String,
 }
@@ -62,7 +62,7 @@ impl TargetTracking {
     ///   if it says down, members without a value count as using 100 % (so missing data never
     ///   speeds up a scale-in);
     /// - within the tolerance, or when the corrected estimate reverses direction, nothing changes.
-    pub fn recommend(&self, input: &Input) -> Recommendation {
+    pub fn recommend(&self, input: &Input) -> Proposal {
         let current = input.current;
         let warmed: Vec<f64> = input
             .members
@@ -71,14 +71,14 @@ impl TargetTracking {
             .filter_map(|m| m.value)
             .collect();
         if warmed.is_empty() {
-            return Recommendation {
+            return Proposal {
                 desired: current,
                 reason: "no warmed-up member with a value".into(),
             };
         }
         let ratio = warmed.iter().sum::<f64>() / warmed.len() as f64 / self.target;
         if (ratio - 1.0).abs() <= self.tolerance + 1e-9 {
-            return Recommendation {
+            return Proposal {
                 desired: current,
                 reason: format!(
                     "usage ratio {ratio:.3} within the tolerance {}",
@@ -91,7 +91,7 @@ impl TargetTracking {
             + (current as usize).saturating_sub(input.members.len());
         if left_out == 0 {
             let desired = ceil(warmed.len() as f64 * ratio);
-            return Recommendation {
+            return Proposal {
                 desired,
                 reason: format!("ratio {ratio:.3} over {} member(s)", warmed.len()),
             };
@@ -102,7 +102,7 @@ impl TargetTracking {
         let n = warmed.len() + left_out;
         let new_ratio = total / n as f64 / self.target;
         if (new_ratio - 1.0).abs() <= self.tolerance + 1e-9 || (new_ratio > 1.0) != (ratio > 1.0) {
-            return Recommendation {
+            return Proposal {
                 desired: current,
                 reason: format!(
                     "ratio {ratio:.3}, but {new_ratio:.3} counting {left_out} member(s) without a usable value: hold"
@@ -110,7 +110,7 @@ impl TargetTracking {
             };
         }
         let desired = ceil(n as f64 * new_ratio);
-        Recommendation {
+        Proposal {
             desired,
             reason: format!(
                 "ratio {new_ratio:.3} over {n} member(s) ({left_out} assumed at {:.0} %)",
@@ -148,10 +148,10 @@ impl Threshold {
     }
 
     /// The largest change among the bands whose condition has held long enough.
-    pub fn recommend(&mut self, current: u64, average: Option<f64>) -> Recommendation {
+    pub fn recommend(&mut self, current: u64, average: Option<f64>) -> Proposal {
         let Some(v) = average else {
             self.streaks.iter_mut().for_each(|s| *s = 0);
-            return Recommendation {
+            return Proposal {
                 desired: current,
                 reason: "no value".into(),
             };
@@ -170,14 +170,14 @@ impl Threshold {
             }
         }
         match best {
-            Some((change, i)) => Recommendation {
+            Some((change, i)) => Proposal {
                 desired: (current as i64 + change).max(0) as u64,
                 reason: format!(
                     "value {v:.3} in band {i} for {} evaluation(s): {change:+}",
                     self.streaks[i]
                 ),
             },
-            None => Recommendation {
+            None => Proposal {
                 desired: current,
                 reason: format!("value {v:.3} in no band long enough"),
             },
