@@ -454,22 +454,27 @@ async fn authenticate(Ax(sim): Ax<Arc<Sim>>, req: Request, next: Next) -> Respon
 mod tests {
     use std::net::Ipv4Addr;
     use std::sync::mpsc;
-    use std::time::Instant;
 
     use super::backend::{BackendError, LaunchSpec};
     use super::*;
     use crate::config::Zone;
 
-    /// A backend whose machine starts and probes take a second, and say when they begin.
+    /// A backend whose machine starts and probes block until the test lets them go, and say
+    /// when they begin.
     struct Slow {
         begun: Mutex<mpsc::Sender<&'static str>>,
+        release: Mutex<mpsc::Receiver<()>>,
         probed: std::sync::atomic::AtomicBool,
     }
 
     impl Slow {
         fn block(&self, what: &'static str) {
             let _ = self.begun.lock().unwrap().send(what);
-            std::thread::sleep(Duration::from_secs(1));
+            let _ = self
+                .release
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(30));
         }
     }
 
@@ -498,35 +503,37 @@ mod tests {
         fn terminate(&self, _id: uuid::Uuid, _addr: Ipv4Addr) {}
     }
 
-    /// Runs `slow` on a thread of its own and, once the backend has begun blocking in it, times
-    /// another caller's access to the zone.
+    /// Runs `slow` on a thread of its own and, while the backend is blocked in it, checks that
+    /// the zone lock is free (nothing else in this test takes it), then lets the backend go.
     fn another_request_while(
         sim: &Arc<Sim>,
         rx: &mpsc::Receiver<&'static str>,
+        release: &mpsc::Sender<()>,
         slow: impl FnOnce(&Sim) + Send + 'static,
     ) {
         let s = sim.clone();
         let t = std::thread::spawn(move || slow(&s));
-        let what = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        let started = Instant::now();
-        sim.with_state(|s| s.zone);
-        let waited = started.elapsed();
+        let what = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        let free = sim.state.try_lock().is_ok();
+        release.send(()).unwrap();
         t.join().unwrap();
         assert!(
-            waited < Duration::from_millis(500),
-            "a request waited {waited:?} for the zone while the backend's {what} blocked"
+            free,
+            "the zone lock was held while the backend's {what} blocked"
         );
     }
 
     #[test]
     fn the_backends_blocking_calls_do_not_hold_the_zone_lock() {
         let (tx, rx) = mpsc::channel();
+        let (release, released) = mpsc::channel();
         let timing = Timing {
             operation_delay: Duration::ZERO,
             boot_delay: Duration::ZERO,
         };
         let backend = Arc::new(Slow {
             begun: Mutex::new(tx),
+            release: Mutex::new(released),
             probed: Default::default(),
         });
         let mut state = State::new(Zone::DEFAULT, timing, backend);
@@ -542,11 +549,11 @@ mod tests {
             .unwrap();
         let sim = Sim::new(state, Vec::new());
         // The first member is due: the next request probes it.
-        another_request_while(&sim, &rx, |s| {
+        another_request_while(&sim, &rx, &release, |s| {
             s.with_state(|_| ());
         });
         // A scale starts a second member.
-        another_request_while(&sim, &rx, move |s| {
+        another_request_while(&sim, &rx, &release, move |s| {
             s.with_state(|st| st.scale(tokio::time::Instant::now(), pool, 2).unwrap());
         });
     }
