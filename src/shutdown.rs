@@ -131,7 +131,7 @@ pub async fn serve_with(
 
 /// Tells long-running work that the process is stopping (see [`serve_while_stopping`]).
 #[derive(Clone, Debug)]
-pub struct Stopping(tokio::sync::watch::Receiver<bool>);
+pub struct Stopping(Option<tokio::sync::watch::Receiver<bool>>);
 
 /// Sets [`Stopping`].
 #[derive(Debug)]
@@ -140,32 +140,38 @@ pub struct Stop(tokio::sync::watch::Sender<bool>);
 /// A stop switch and the receivers it sets.
 pub fn stop_switch() -> (Stop, Stopping) {
     let (tx, rx) = tokio::sync::watch::channel(false);
-    (Stop(tx), Stopping(rx))
+    (Stop(tx), Stopping(Some(rx)))
 }
 
 impl Stop {
     pub fn stop(&self) {
         let _ = self.0.send(true);
     }
+
+    /// One more receiver of this switch.
+    pub fn subscribe(&self) -> Stopping {
+        Stopping(Some(self.0.subscribe()))
+    }
 }
 
 impl Stopping {
     /// A receiver nothing will ever set (for work run outside a server, e.g. in tests).
     pub fn never() -> Self {
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        // The sender lives as long as the process: `wait` then never resolves.
-        std::mem::forget(tx);
-        Self(rx)
+        Self(None)
     }
 
     pub fn is_stopping(&self) -> bool {
-        *self.0.borrow()
+        self.0.as_ref().is_some_and(|rx| *rx.borrow())
     }
 
-    /// Resolves once the stop is set.
+    /// Resolves once the stop is set (never for [`Stopping::never`], or once the switch is gone
+    /// unset).
     pub async fn wait(&mut self) {
-        while !*self.0.borrow_and_update() {
-            if self.0.changed().await.is_err() {
+        let Some(rx) = &mut self.0 else {
+            return std::future::pending().await;
+        };
+        while !*rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
                 std::future::pending::<()>().await;
             }
         }
@@ -183,26 +189,7 @@ pub async fn serve_while_stopping(
     stop: Stop,
     liveness: crate::telemetry::Liveness,
 ) -> std::io::Result<()> {
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve_until(listener, router, async move {
-        let _ = stop_rx.await;
-    }));
-    crate::telemetry::notify_ready();
-    let _watchdog = crate::telemetry::spawn_watchdog_while(Some(liveness));
-    tokio::pin!(work);
-    let finished = tokio::select! {
-        _ = signal() => false,
-        _ = &mut work => true,
-    };
-    stop.stop();
-    let _ = stop_tx.send(());
-    if !finished && tokio::time::timeout(GRACE, work).await.is_err() {
-        tracing::warn!(
-            grace_ms = GRACE.as_millis() as u64,
-            "the control loop did not finish within the grace period; cut short"
-        );
-    }
-    server.await.map_err(std::io::Error::other)?
+    serve_around(listener, router, work, stop, Some(liveness), true).await
 }
 
 /// Serves `router` while `work` (a control loop) runs: announces readiness and pings the
@@ -213,16 +200,38 @@ pub async fn serve_while(
     router: axum::Router,
     work: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop, _) = stop_switch();
+    serve_around(listener, router, work, stop, None, false).await
+}
+
+/// The server in its own task, stopped by `stop` like the work; `finish`: the work gets the
+/// grace period to end by itself, else it is dropped at once.
+async fn serve_around(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    work: impl std::future::Future<Output = ()>,
+    stop: Stop,
+    liveness: Option<crate::telemetry::Liveness>,
+    finish: bool,
+) -> std::io::Result<()> {
+    let mut server_stop = stop.subscribe();
     let server = tokio::spawn(serve_until(listener, router, async move {
-        let _ = stop_rx.await;
+        server_stop.wait().await
     }));
     crate::telemetry::notify_ready();
-    let _watchdog = crate::telemetry::spawn_watchdog();
-    tokio::select! {
-        _ = signal() => {}
-        _ = work => {}
+    let _watchdog = crate::telemetry::spawn_watchdog_while(liveness);
+    let mut work = Box::pin(work);
+    let finished = tokio::select! {
+        _ = signal() => false,
+        _ = &mut work => true,
+    };
+    stop.stop();
+    if finish && !finished && tokio::time::timeout(GRACE, &mut work).await.is_err() {
+        tracing::warn!(
+            grace_ms = GRACE.as_millis() as u64,
+            "the control loop did not finish within the grace period; cut short"
+        );
     }
-    let _ = stop_tx.send(());
+    drop(work);
     server.await.map_err(std::io::Error::other)?
 }
