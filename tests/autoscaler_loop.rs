@@ -356,6 +356,34 @@ impl Target for AddressedPool {
     }
 }
 
+/// A policy deciding for `pool` (bounds 1..=10), every member reading `value`.
+fn policy_controller(
+    policy: poolpilot::policy::file::PolicyFile,
+    pool: &AddressedPool,
+    value: f64,
+    members: usize,
+    interval: Duration,
+) -> Controller<FixedSamples, poolpilot::policy::strategy::PolicyStrategy, AddressedPool> {
+    let bounds = Bounds { min: 1, max: 10 };
+    Controller::new(
+        ControllerConfig {
+            bounds,
+            interval,
+            dry_run: false,
+            settle_timeout: Duration::from_secs(300),
+        },
+        FixedSamples {
+            inbox: Arc::new(Inbox::default()),
+            value,
+            members,
+        },
+        poolpilot::policy::strategy::PolicyStrategy::new(policy),
+        pool.clone(),
+        Arc::new(Shared::new(bounds, false)),
+        Metrics::default(),
+    )
+}
+
 #[tokio::test]
 async fn target_tracking_reaches_the_needed_size_in_one_decision_where_the_course_rule_needs_four()
 {
@@ -373,25 +401,7 @@ async fn target_tracking_reaches_the_needed_size_in_one_decision_where_the_cours
     .unwrap();
     // One member at 250 % of its request (the HPA documentation's walkthrough): 5 are needed.
     let pool = AddressedPool(MemoryPool::new(1));
-    let inbox = Arc::new(Inbox::default());
-    let bounds = Bounds { min: 1, max: 10 };
-    let mut c = Controller::new(
-        ControllerConfig {
-            bounds,
-            interval: Duration::from_secs(60),
-            dry_run: false,
-            settle_timeout: Duration::from_secs(300),
-        },
-        FixedSamples {
-            inbox: inbox.clone(),
-            value: 2.5,
-            members: 1,
-        },
-        poolpilot::policy::strategy::PolicyStrategy::new(policy),
-        pool.clone(),
-        Arc::new(Shared::new(bounds, false)),
-        Metrics::default(),
-    );
+    let mut c = policy_controller(policy, &pool, 2.5, 1, Duration::from_secs(60));
     let d = c.tick().await.unwrap();
     assert_eq!(
         (d.current, d.desired, d.outcome),
@@ -429,26 +439,8 @@ async fn a_policy_never_scales_in_on_stale_or_missing_metrics() {
     )
     .unwrap();
     let pool = AddressedPool(MemoryPool::new(4));
-    let inbox = Arc::new(Inbox::default());
-    let bounds = Bounds { min: 1, max: 10 };
     // No member has a sample (as when Prometheus is down): hold.
-    let mut c = Controller::new(
-        ControllerConfig {
-            bounds,
-            interval: Duration::from_secs(60),
-            dry_run: false,
-            settle_timeout: Duration::from_secs(300),
-        },
-        FixedSamples {
-            inbox: inbox.clone(),
-            value: 0.0,
-            members: 0,
-        },
-        poolpilot::policy::strategy::PolicyStrategy::new(policy),
-        pool.clone(),
-        Arc::new(Shared::new(bounds, false)),
-        Metrics::default(),
-    );
+    let mut c = policy_controller(policy, &pool, 0.0, 0, Duration::from_secs(60));
     assert!(c.tick().await.is_none(), "no change, nothing to record");
     assert!(pool.0.calls().is_empty());
 }
@@ -476,25 +468,7 @@ async fn a_change_held_by_the_busy_gate_spends_no_rate_budget() {
     .unwrap();
     let pool = AddressedPool(MemoryPool::new(2));
     pool.0.inner.lock().unwrap().busy = true;
-    let inbox = Arc::new(Inbox::default());
-    let bounds = Bounds { min: 1, max: 10 };
-    let mut c = Controller::new(
-        ControllerConfig {
-            bounds,
-            interval: Duration::from_secs(15),
-            dry_run: false,
-            settle_timeout: Duration::from_secs(300),
-        },
-        FixedSamples {
-            inbox: inbox.clone(),
-            value: 1.0,
-            members: 2,
-        },
-        poolpilot::policy::strategy::PolicyStrategy::new(policy),
-        pool.clone(),
-        Arc::new(Shared::new(bounds, false)),
-        Metrics::default(),
-    );
+    let mut c = policy_controller(policy, &pool, 1.0, 2, Duration::from_secs(15));
     for _ in 0..2 {
         let d = c.tick().await.unwrap();
         assert_eq!((d.desired, d.outcome), (Some(4), Outcome::Busy), "{d:?}");

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use poolpilot::config::Zone;
 use poolpilot::exoscale::Credentials;
-use poolpilot::local::backend::{LocalBackend, LocalConfig, QuotaMode};
+use poolpilot::local::backend::LocalBackend;
 use poolpilot::sim::{Sim, State, Timing};
 
 const DRAIN: &str = "drain-token-for-the-shutdown-test";
@@ -26,14 +26,7 @@ struct Rig {
 
 async fn rig() -> Rig {
     let dir = tempfile::tempdir().unwrap();
-    let backend = Arc::new(LocalBackend::new(LocalConfig {
-        binary: env!("CARGO_BIN_EXE_poolpilot").into(),
-        capacity: 0.5,
-        load_duration: Duration::from_millis(500),
-        drain_token: DRAIN.into(),
-        log_dir: dir.path().to_path_buf(),
-        quota: QuotaMode::detect(),
-    }));
+    let backend = common::local_backend(dir.path(), Duration::from_millis(500), DRAIN);
     let mut state = State::new(
         Zone::DEFAULT,
         Timing {
@@ -121,6 +114,20 @@ impl Rig {
             assert!(started.elapsed() < limit, "{what} within {limit:?}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// An autoscaler asked for one member fewer, once it has drained the victim (it is then in
+    /// its 60 s drain wait).
+    async fn scale_in_to_the_drain_wait(&self) -> Scaler {
+        let (scaler, base) = self.autoscaler();
+        ask_down(&base).await;
+        self.until(
+            "a member drained for the scale-in",
+            Duration::from_secs(30),
+            || async { self.drained_members().await.len() == 1 },
+        )
+        .await;
+        scaler
     }
 
     /// The autoscaler with a long drain wait, ticking every second, on a free port.
@@ -212,14 +219,7 @@ async fn no_member_is_left_drained_by_a_stop_or_a_crash_mid_scale_in() {
     let r = rig().await;
 
     // SIGTERM during the drain wait: the victim is undrained, nothing is evicted, exit 0.
-    let (mut scaler, base) = r.autoscaler();
-    ask_down(&base).await;
-    r.until(
-        "a member drained for the scale-in",
-        Duration::from_secs(30),
-        || async { r.drained_members().await.len() == 1 },
-    )
-    .await;
+    let mut scaler = r.scale_in_to_the_drain_wait().await;
     signal(&scaler, libc::SIGTERM);
     assert_eq!(wait_exit(&mut scaler, Duration::from_secs(10)), Some(0));
     assert!(
@@ -230,14 +230,7 @@ async fn no_member_is_left_drained_by_a_stop_or_a_crash_mid_scale_in() {
 
     // SIGKILL during the drain wait leaves the victim drained; the next autoscaler to start
     // undrains it.
-    let (mut scaler, base) = r.autoscaler();
-    ask_down(&base).await;
-    r.until(
-        "a member drained for the scale-in",
-        Duration::from_secs(30),
-        || async { r.drained_members().await.len() == 1 },
-    )
-    .await;
+    let mut scaler = r.scale_in_to_the_drain_wait().await;
     signal(&scaler, libc::SIGKILL);
     wait_exit(&mut scaler, Duration::from_secs(10));
     assert_eq!(

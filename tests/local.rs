@@ -3,12 +3,11 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use poolpilot::config::Zone;
 use poolpilot::exoscale::{Credentials, HealthStatus, Healthcheck};
-use poolpilot::local::backend::{LocalBackend, LocalConfig, QuotaMode};
+
 use poolpilot::local::nlb::{Nlb, NlbConfig};
 use poolpilot::sim::{Sim, State, Timing};
 
@@ -30,14 +29,7 @@ async fn served(addr: std::net::Ipv4Addr, route: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_serve_behind_a_health_checked_round_robin_nlb_and_drain() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = Arc::new(LocalBackend::new(LocalConfig {
-        binary: env!("CARGO_BIN_EXE_poolpilot").into(),
-        capacity: 0.5,
-        load_duration: Duration::from_millis(1500),
-        drain_token: DRAIN.into(),
-        log_dir: dir.path().to_path_buf(),
-        quota: QuotaMode::detect(),
-    }));
+    let backend = common::local_backend(dir.path(), Duration::from_millis(1500), DRAIN);
     let mut state = State::new(
         Zone::DEFAULT,
         Timing {

@@ -161,3 +161,21 @@ pub async fn served(base: &str, route: &str) -> f64 {
         .find_map(|l| l.strip_prefix(&series).map(|v| v.trim().parse().unwrap()))
         .unwrap_or(0.0)
 }
+
+/// The local mode's backend: instances as real `poolpilot app` processes on 127.0.1.x, half a
+/// core each, `/load` lasting `load`, draining with `drain_token`, logs in `dir`.
+pub fn local_backend(
+    dir: &std::path::Path,
+    load: Duration,
+    drain_token: &str,
+) -> Arc<poolpilot::local::backend::LocalBackend> {
+    use poolpilot::local::backend::{LocalBackend, LocalConfig, QuotaMode};
+    Arc::new(LocalBackend::new(LocalConfig {
+        binary: env!("CARGO_BIN_EXE_poolpilot").into(),
+        capacity: 0.5,
+        load_duration: load,
+        drain_token: drain_token.into(),
+        log_dir: dir.to_path_buf(),
+        quota: QuotaMode::detect(),
+    }))
+}
