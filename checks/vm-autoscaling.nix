@@ -59,13 +59,23 @@ pkgs.testers.runNixOSTest {
         EXOSCALE_API_SECRET=${secret}
         EXOSCALE_ZONE=ch-gva-2
         EXOSCALE_INSTANCEPOOL_ID=${pool}
+      '';
+      # The autoscaler's own settings (the discovery agent does not read them).
+      environment.etc."poolpilot/autoscaler.env".text = ''
         POOLPILOT_WEBHOOK_TOKEN=${webhookToken}
+        POOLPILOT_PROMETHEUS_PASSWORD=vm-test-prometheus-pw
       '';
       environment.etc."poolpilot/webhook-token".text = webhookToken;
       # Grafana's credentials (LoadCredential in the monitor module): fixed test values, where
       # Terraform generates the secret key once per deployment.
       environment.etc."poolpilot/grafana-secret-key" = { text = "vm-test-grafana-secret-key-0123"; mode = "0600"; };
       environment.etc."poolpilot/grafana-admin-password" = { text = "vm-test-admin"; mode = "0600"; };
+      # Prometheus' password and its web config (bcrypt of it, cost 6, as Terraform writes it).
+      environment.etc."poolpilot/prometheus-password" = { text = "vm-test-prometheus-pw"; mode = "0600"; };
+      environment.etc."poolpilot/prometheus-web.yml" = {
+        text = "basic_auth_users:\n  prometheus: '$2a$06$tYLIwGkHemOiiC46bjCim.plRoxhxtQVJZzawBB0e2ff4SQXfCplu'\n";
+        mode = "0600";
+      };
       virtualisation.memorySize = 2048;
     };
 
@@ -103,9 +113,10 @@ pkgs.testers.runNixOSTest {
     monitor.wait_until_succeeds(f"grep -q '{n1}:9100' /srv/service-discovery/config.json", timeout=60)
     monitor.wait_until_succeeds(f"grep -q '{n2}:9100' /srv/service-discovery/config.json", timeout=60)
 
-    # Prometheus scrapes them.
+    # Prometheus asks for its password, and scrapes them.
+    monitor.succeed("test $(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:9090/api/v1/query?query=1) = 401")
     monitor.wait_until_succeeds(
-        "curl -sf 'http://127.0.0.1:9090/api/v1/query?query=count(up%7Bjob%3D%22node%22%7D%3D%3D1)'"
+        "curl -sf -u prometheus:vm-test-prometheus-pw 'http://127.0.0.1:9090/api/v1/query?query=count(up%7Bjob%3D%22node%22%7D%3D%3D1)'"
         " | grep -q '\"2\"'",
         timeout=120,
     )

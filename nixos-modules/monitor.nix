@@ -25,9 +25,19 @@ in
       type = types.str;
       example = "203.0.113.7/32";
       description = ''
-        Who may reach Grafana (3000) and Prometheus (9090), which has no authentication. No
-        default: choose it. The Exoscale image sets 0.0.0.0/0, because it is built before anyone's
-        address is known; there Terraform's security group (its required `admin_cidr`) is the gate.
+        Who may reach Grafana (3000) and Prometheus (9090), both behind a password. No default:
+        choose it. The Exoscale image sets 0.0.0.0/0, because it is built before anyone's address
+        is known; there Terraform's security group (its `admin_cidrs`) is the gate.
+      '';
+    };
+    prometheusWebConfig = mkOption {
+      type = types.str;
+      default = "/etc/poolpilot/prometheus-web.yml";
+      description = ''
+          Prometheus' web config (its `basic_auth_users`: user `prometheus` with a bcrypt hash),
+          handed to Prometheus as a credential; root-only, outside the store. On Exoscale,
+          cloud-init writes it from Terraform's user-data, beside
+          /etc/poolpilot/prometheus-password, the password Grafana and the autoscaler send.
       '';
     };
     alertmanager.enable = mkOption {
@@ -44,6 +54,8 @@ in
       # The project's default policy, on the metrics of this machine's Prometheus.
       policy = lib.mkDefault shared.monitor.autoscaler.policy;
       prometheus = lib.mkDefault shared.monitor.autoscaler.prometheus;
+      # Its tokens and Prometheus' password, which the discovery agent does not get.
+      environmentFile = lib.mkDefault "/etc/poolpilot/autoscaler.env";
     };
 
     environment.etc."poolpilot/prometheus/rules.yml".source = "${monitoring}/prometheus/rules.yml";
@@ -60,6 +72,9 @@ in
         + lib.optionalString cfg.alertmanager.enable alerting;
       checkConfig = "syntax-only";
       retentionTime = "15d";
+      # Basic auth on every endpoint (Grafana and the autoscaler send the password); the file
+      # is a credential of the unit (below).
+      webConfigFile = "/run/credentials/prometheus.service/web-config";
       alertmanager = mkIf cfg.alertmanager.enable {
         enable = true;
         listenAddress = "127.0.0.1";
@@ -72,12 +87,15 @@ in
     # Prometheus watches the discovery directory, which is the agent's RuntimeDirectory: start
     # after the agent so the directory exists and the watch sees the first file at once.
     systemd.services.prometheus = {
-      after = [ "poolpilot-discovery.service" ];
-      wants = [ "poolpilot-discovery.service" ];
+      after = [ "poolpilot-discovery.service" ] ++ lib.optional config.services.cloud-init.enable "cloud-init.service";
+      wants = [ "poolpilot-discovery.service" ] ++ lib.optional config.services.cloud-init.enable "cloud-init.service";
+      serviceConfig.LoadCredential = [ "web-config:${cfg.prometheusWebConfig}" ];
+      serviceConfig.IPAddressDeny = [ "169.254.169.254" ];
     };
     systemd.services.alertmanager = mkIf cfg.alertmanager.enable {
       # The webhook token, from the settings file, as a credential only this unit can read.
       serviceConfig.LoadCredential = [ "webhook-token:/etc/poolpilot/webhook-token" ];
+      serviceConfig.IPAddressDeny = [ "169.254.169.254" ];
       # On Exoscale, cloud-init writes the token file.
       after = lib.optional config.services.cloud-init.enable "cloud-init.service";
       wants = lib.optional config.services.cloud-init.enable "cloud-init.service";
@@ -122,7 +140,10 @@ in
       "webhook-token:/etc/poolpilot/webhook-token"
       "secret-key:/etc/poolpilot/grafana-secret-key"
       "admin-password:/etc/poolpilot/grafana-admin-password"
+      "prometheus-password:/etc/poolpilot/prometheus-password"
     ];
+    # The metadata server would hand Grafana the whole user-data; it never needs it.
+    systemd.services.grafana.serviceConfig.IPAddressDeny = [ "169.254.169.254" ];
 
     # SSH: services.openssh.openFirewall (default true) opens 22.
     networking.firewall = {

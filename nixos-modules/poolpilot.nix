@@ -61,7 +61,7 @@ let
 
   # environmentOptional: the unit starts without the environment file (the app: its only
   # secret, the drain token, is optional); the others need their credentials and fail at once.
-  unit = { name, description, settings, environmentOptional ? false, extraService ? { } }: {
+  unit = { name, description, settings, environmentOptional ? false, extraEnvironmentFiles ? [ ], extraService ? { } }: {
     inherit description;
     wantedBy = [ "multi-user.target" ];
     # With cloud-init (the Exoscale images), the environment file is written by it.
@@ -80,7 +80,11 @@ let
       RestartPreventExitStatus = "64";
       TimeoutStopSec = "10s";
       EnvironmentFile = lib.optional (cfg.environmentFile != null)
-        "${lib.optionalString environmentOptional "-"}${cfg.environmentFile}";
+        "${lib.optionalString environmentOptional "-"}${cfg.environmentFile}"
+      ++ extraEnvironmentFiles;
+      # The metadata server hands the user-data (every secret) to any local process that asks;
+      # no unit needs it (cloud-init has read it as root).
+      IPAddressDeny = [ "169.254.169.254" ];
       ExecStart = lib.escapeShellArgs ([
         (lib.getExe cfg.package)
         "--config"
@@ -140,10 +144,11 @@ in
       default = "/etc/poolpilot/env";
       example = "/run/secrets/poolpilot.env";
       description = ''
-        KEY=VALUE lines read by systemd as root: EXOSCALE_API_KEY, EXOSCALE_API_SECRET (or the
-        course's EXOSCALE_KEY, EXOSCALE_SECRET), EXOSCALE_ZONE, EXOSCALE_INSTANCEPOOL_ID,
-        POOLPILOT_WEBHOOK_TOKEN, POOLPILOT_DRAIN_TOKEN. On the images, cloud-init writes it from
-        the user-data. Never put it in the Nix store.
+        KEY=VALUE lines read by systemd as root, for every poolpilot unit: EXOSCALE_API_KEY,
+        EXOSCALE_API_SECRET (or the course's EXOSCALE_KEY, EXOSCALE_SECRET), EXOSCALE_ZONE,
+        EXOSCALE_INSTANCEPOOL_ID; on a pool member POOLPILOT_DRAIN_TOKEN. Secrets of the autoscaler
+        alone go to `autoscaler.environmentFile`. On the images, cloud-init writes both from the
+        user-data. Never put them in the Nix store.
       '';
     };
 
@@ -162,6 +167,16 @@ in
 
     autoscaler = {
       enable = mkEnableOption "the poolpilot autoscaler";
+      environmentFile = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        example = "/etc/poolpilot/autoscaler.env";
+        description = ''
+          A second environment file, for the autoscaler only (the discovery agent never reads
+          it): POOLPILOT_WEBHOOK_TOKEN, POOLPILOT_DRAIN_TOKEN, POOLPILOT_PROMETHEUS_PASSWORD,
+          POOLPILOT_MIN, POOLPILOT_MAX, POOLPILOT_DRAIN_WAIT. Never put it in the Nix store.
+        '';
+      };
       policy = mkOption {
         type = types.nullOr (types.either (types.enum shared.policies) types.path);
         default = defaults.autoscaler.policy;
@@ -272,6 +287,7 @@ in
         name = "autoscaler";
         description = "poolpilot autoscaler (alert webhooks or a policy -> bounded pool scaling)";
         settings = autoscalerSettings;
+        extraEnvironmentFiles = lib.optional (cfg.autoscaler.environmentFile != null) cfg.autoscaler.environmentFile;
       };
     })
 

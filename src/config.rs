@@ -56,8 +56,14 @@ pub mod env {
     pub const POLICY: &str = "POOLPILOT_POLICY";
     /// `autoscaler --prometheus`.
     pub const PROMETHEUS_URL: &str = "POOLPILOT_PROMETHEUS_URL";
+    /// `autoscaler --prometheus-user`.
+    pub const PROMETHEUS_USER: &str = "POOLPILOT_PROMETHEUS_USER";
+    /// `autoscaler --prometheus-password`: basic auth for Prometheus' web config.
+    pub const PROMETHEUS_PASSWORD: &str = "POOLPILOT_PROMETHEUS_PASSWORD";
     /// `autoscaler --scrape`.
     pub const SCRAPE_FILE_SD: &str = "POOLPILOT_SCRAPE_FILE_SD";
+    /// `autoscaler --drain-wait` (Terraform derives it from the NLB's health check).
+    pub const DRAIN_WAIT: &str = "POOLPILOT_DRAIN_WAIT";
     /// The app's drain token (never a flag there), and `autoscaler --drain-token`.
     pub const DRAIN_TOKEN: &str = "POOLPILOT_DRAIN_TOKEN";
 
@@ -102,7 +108,10 @@ pub mod env {
         WEBHOOK_TOKEN,
         POLICY,
         PROMETHEUS_URL,
+        PROMETHEUS_USER,
+        PROMETHEUS_PASSWORD,
         SCRAPE_FILE_SD,
+        DRAIN_WAIT,
         DRAIN_TOKEN,
         APP_LISTEN,
         LOAD_SECONDS,

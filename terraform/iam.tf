@@ -1,22 +1,49 @@
-# The autoscaler's own key: it may read the pool, its members, operations and the NLB, scale the
-# pool and evict members; nothing else. These are the operations poolpilot's client calls.
+# Two narrow API keys, so no machine holds the operator's key (create_iam_keys = false turns
+# them off for a key without IAM rights; see variables.tf).
+#
+# The autoscaler's key (on the monitor, for the discovery agent and the autoscaler): exactly the
+# operations poolpilot's client calls (checks/terraform_test.py compares this list with
+# src/exoscale/metrics.rs), in this deployment's zone only. Not `get-instance`: nothing calls it,
+# and its answer carries any instance's user-data.
+#
+# The template key (Terraform's own `poolpilot template push` and `template delete`, templates.tf):
+# register, read and delete templates in the zone, and object storage on the image bucket only.
+#
+# The policy language (Exoscale IAM, CEL) binds `operation` and `zone` for every call and
+# `parameters.bucket` for object storage; a rule on a pool's id would need a binding for path
+# parameters that Exoscale does not document, so the autoscaler's key is scoped to the zone, not
+# to the pool.
 locals {
   autoscaler_operations = [
     "get-instance-pool",
     "scale-instance-pool",
     "evict-instance-pool-members",
     "list-instances",
-    "get-instance",
     "get-operation",
     "get-load-balancer",
     "list-load-balancers",
   ]
+  template_operations = [
+    "list-templates",
+    "get-template",
+    "register-template",
+    "delete-template",
+    "get-operation",
+  ]
+  quoted_autoscaler_operations = join(", ", [for op in local.autoscaler_operations : "'${op}'"])
+  quoted_template_operations   = join(", ", [for op in local.template_operations : "'${op}'"])
+
+  # The keys each consumer uses: its own, or the operator's without IAM rights.
+  autoscaler_key    = var.create_iam_keys ? exoscale_iam_api_key.autoscaler[0].key : var.exoscale_key
+  autoscaler_secret = var.create_iam_keys ? exoscale_iam_api_key.autoscaler[0].secret : var.exoscale_secret
+  template_key      = var.create_iam_keys ? exoscale_iam_api_key.templates[0].key : var.exoscale_key
+  template_secret   = var.create_iam_keys ? exoscale_iam_api_key.templates[0].secret : var.exoscale_secret
 }
 
 resource "exoscale_iam_role" "autoscaler" {
-  name        = "poolpilot-autoscaler"
-  description = "poolpilot discovery and autoscaler: read the pool and NLB, scale and evict"
-  editable    = false
+  count       = var.create_iam_keys ? 1 : 0
+  name        = "${var.name_prefix}-autoscaler"
+  description = "poolpilot discovery and autoscaler: read the pool and NLB, scale and evict, in ${var.zone}"
 
   policy = {
     default_service_strategy = "deny"
@@ -26,7 +53,7 @@ resource "exoscale_iam_role" "autoscaler" {
         rules = [
           {
             action     = "allow"
-            expression = "operation in [${join(", ", [for op in local.autoscaler_operations : "'${op}'"])}]"
+            expression = "zone == '${var.zone}' && operation in [${local.quoted_autoscaler_operations}]"
           },
           {
             action     = "deny"
@@ -39,6 +66,51 @@ resource "exoscale_iam_role" "autoscaler" {
 }
 
 resource "exoscale_iam_api_key" "autoscaler" {
-  name    = "poolpilot-autoscaler"
-  role_id = exoscale_iam_role.autoscaler.id
+  count   = var.create_iam_keys ? 1 : 0
+  name    = "${var.name_prefix}-autoscaler"
+  role_id = exoscale_iam_role.autoscaler[0].id
+}
+
+resource "exoscale_iam_role" "templates" {
+  count       = var.create_iam_keys ? 1 : 0
+  name        = "${var.name_prefix}-templates"
+  description = "poolpilot template push/delete: templates in ${var.zone}, objects in ${local.template_bucket}"
+
+  policy = {
+    default_service_strategy = "deny"
+    services = {
+      compute = {
+        type = "rules"
+        rules = [
+          {
+            action     = "allow"
+            expression = "zone == '${var.zone}' && operation in [${local.quoted_template_operations}]"
+          },
+          {
+            action     = "deny"
+            expression = "true"
+          },
+        ]
+      }
+      sos = {
+        type = "rules"
+        rules = [
+          {
+            action     = "allow"
+            expression = "parameters.bucket == '${local.template_bucket}'"
+          },
+          {
+            action     = "deny"
+            expression = "true"
+          },
+        ]
+      }
+    }
+  }
+}
+
+resource "exoscale_iam_api_key" "templates" {
+  count   = var.create_iam_keys ? 1 : 0
+  name    = "${var.name_prefix}-templates"
+  role_id = exoscale_iam_role.templates[0].id
 }

@@ -1,14 +1,27 @@
-# Pool members: the app port from anywhere (the NLB keeps the client's address, and its health
-# checks come from outside too), node_exporter and the app's metrics only from the monitor.
-# The monitor: Grafana, Prometheus and SSH only from the admin CIDR. Nothing else is open.
+# Pool members: the app port from anywhere (the NLB keeps the client's address and its health
+# checks come from outside too, so Exoscale requires it open). That port also serves the app's
+# /metrics (public information) and /admin/drain (which needs the drain token). node_exporter
+# only from the monitor.
+# The monitor: Grafana (password), Prometheus (password unless prometheus_auth = false) and SSH
+# (keys only) from admin_cidrs. The autoscaler (8090), the discovery agent (9111) and
+# Alertmanager (9093) listen on 127.0.0.1 and are not opened. Nothing else is open.
+
+locals {
+  admin_rules = merge(
+    { for c in var.admin_cidrs : "pool-ssh-${c}" => { group = "pool", port = 22, cidr = c, what = "SSH" } },
+    { for c in var.admin_cidrs : "monitor-ssh-${c}" => { group = "monitor", port = 22, cidr = c, what = "SSH" } },
+    { for c in var.admin_cidrs : "monitor-grafana-${c}" => { group = "monitor", port = 3000, cidr = c, what = "Grafana" } },
+    { for c in var.admin_cidrs : "monitor-prometheus-${c}" => { group = "monitor", port = 9090, cidr = c, what = "Prometheus" } },
+  )
+}
 
 resource "exoscale_security_group" "pool" {
-  name        = "poolpilot-pool"
+  name        = "${var.name_prefix}-pool"
   description = "poolpilot pool members"
 }
 
 resource "exoscale_security_group" "monitor" {
-  name        = "poolpilot-monitor"
+  name        = "${var.name_prefix}-monitor"
   description = "poolpilot monitor"
 }
 
@@ -32,42 +45,14 @@ resource "exoscale_security_group_rule" "pool_node_exporter" {
   end_port               = 9100
 }
 
-resource "exoscale_security_group_rule" "pool_ssh" {
-  security_group_id = exoscale_security_group.pool.id
-  description       = "SSH, from the admin only"
-  type              = "INGRESS"
-  protocol          = "TCP"
-  cidr              = var.admin_cidr
-  start_port        = 22
-  end_port          = 22
-}
+resource "exoscale_security_group_rule" "admin" {
+  for_each = local.admin_rules
 
-resource "exoscale_security_group_rule" "monitor_grafana" {
-  security_group_id = exoscale_security_group.monitor.id
-  description       = "Grafana, from the admin only"
+  security_group_id = each.value.group == "pool" ? exoscale_security_group.pool.id : exoscale_security_group.monitor.id
+  description       = "${each.value.what}, from admin_cidrs"
   type              = "INGRESS"
   protocol          = "TCP"
-  cidr              = var.admin_cidr
-  start_port        = 3000
-  end_port          = 3000
-}
-
-resource "exoscale_security_group_rule" "monitor_prometheus" {
-  security_group_id = exoscale_security_group.monitor.id
-  description       = "Prometheus, from the admin only"
-  type              = "INGRESS"
-  protocol          = "TCP"
-  cidr              = var.admin_cidr
-  start_port        = 9090
-  end_port          = 9090
-}
-
-resource "exoscale_security_group_rule" "monitor_ssh" {
-  security_group_id = exoscale_security_group.monitor.id
-  description       = "SSH, from the admin only"
-  type              = "INGRESS"
-  protocol          = "TCP"
-  cidr              = var.admin_cidr
-  start_port        = 22
-  end_port          = 22
+  cidr              = each.value.cidr
+  start_port        = each.value.port
+  end_port          = each.value.port
 }

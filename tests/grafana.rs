@@ -784,7 +784,7 @@ fn grafanas_unit_gets_its_own_credentials_and_no_exoscale_secret() {
     }
     assert_eq!(v["settings"]["plugins"]["preinstall_disabled"], true);
     // Every credential Grafana reads is loaded, from a file cloud-init writes root-only.
-    let used = format!("{all}{}", text(CONTACT_POINTS));
+    let used = format!("{all}{}{}", text(CONTACT_POINTS), text(DATASOURCES));
     let prefix = "$__file{/run/credentials/grafana.service/";
     let names: BTreeSet<&str> = used
         .match_indices(prefix)
@@ -793,7 +793,15 @@ fn grafanas_unit_gets_its_own_credentials_and_no_exoscale_secret() {
             &rest[..rest.find('}').unwrap()]
         })
         .collect();
-    assert_eq!(names.len(), 3, "{names:?}");
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            "admin-password",
+            "prometheus-password",
+            "secret-key",
+            "webhook-token"
+        ])
+    );
     let userdata = text("terraform/userdata/monitor.yaml.tftpl");
     let vm_test = text("checks/vm-autoscaling.nix");
     for name in names {
@@ -813,11 +821,16 @@ fn grafanas_unit_gets_its_own_credentials_and_no_exoscale_secret() {
             "the VM test does not provide {file}"
         );
     }
-    // The Exoscale secret stays in the env file, which Grafana no longer reads.
+    // The Exoscale secret stays in the env file (the module's `api` values), which Grafana
+    // does not read.
     let env = userdata.split("  - path: ").nth(1).unwrap();
-    assert!(env.starts_with("/etc/poolpilot/env") && env.contains("EXOSCALE_API_SECRET"));
+    assert!(env.starts_with("/etc/poolpilot/env") && env.contains("jsonencode(api_env)"));
+    let module = text("terraform/userdata/main.tf");
+    let api = &module[module.find("    api = {").unwrap()..];
+    let api = &api[..api.find('}').unwrap()];
+    assert!(api.contains("EXOSCALE_API_SECRET"), "{api}");
     assert!(
-        !env.contains("GRAFANA"),
+        !api.contains("GRAFANA"),
         "Grafana's secrets have their own files"
     );
 }

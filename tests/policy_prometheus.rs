@@ -112,3 +112,83 @@ async fn member_cpu_comes_with_fresh_timestamps_and_errors_are_told() {
         Err(QueryError::Transport { .. })
     ));
 }
+
+/// The monitor's Prometheus asks for a password (the web config Terraform writes: user
+/// `prometheus`, a bcrypt hash): the source says so when it has none or the wrong one, and
+/// queries with the right one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prometheus_behind_basic_auth_is_queried_with_the_password() {
+    // bcrypt("poolpilot-test-prometheus", 6), as Terraform's bcrypt() computed it.
+    const HASH: &str = "$2a$06$v4UDIllSIubsAfkFfa7VauV9XZYQ.3PxPKlIMTEPuvVCbKfBrCZDO";
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(&cfg, "global:\n  scrape_interval: 15s\n").unwrap();
+    let web = dir.path().join("web.yml");
+    std::fs::write(&web, format!("basic_auth_users:\n  prometheus: '{HASH}'\n")).unwrap();
+    let port = common::free_port();
+    let _prom = KillOnDrop(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!("--web.config.file={}", web.display()))
+            .arg("--log.level=error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian's prometheus package) must be installed"),
+    );
+    let base: url::Url = format!("http://127.0.0.1:{port}").parse().unwrap();
+    let with = |password: Option<&str>| {
+        let p = Prometheus::new(base.clone(), Duration::from_secs(2));
+        match password {
+            None => p,
+            Some(pw) => p.with_basic_auth("prometheus".into(), poolpilot::config::Secret::new(pw)),
+        }
+    };
+    // Wait for the listener (a refused connection is a transport error; anything else means up).
+    let started = Instant::now();
+    let first = loop {
+        match with(None).instant("1").await {
+            Err(QueryError::Transport { .. }) => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "Prometheus did not start"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => break other,
+        }
+    };
+    match first {
+        Err(QueryError::Api {
+            status: 401,
+            message,
+        }) => {
+            assert!(
+                message.contains("POOLPILOT_PROMETHEUS_PASSWORD"),
+                "{message}"
+            )
+        }
+        other => panic!("expected a 401 without the password, got {other:?}"),
+    }
+    match with(Some("not-the-password")).instant("1").await {
+        Err(QueryError::Api {
+            status: 401,
+            message,
+        }) => {
+            assert!(message.contains("refused"), "{message}")
+        }
+        other => panic!("expected a 401 with the wrong password, got {other:?}"),
+    }
+    let ok = with(Some("poolpilot-test-prometheus"))
+        .instant("vector(1)")
+        .await
+        .expect("the right password is accepted");
+    assert_eq!(ok.len(), 1);
+    assert_eq!(ok[0].value, 1.0);
+}

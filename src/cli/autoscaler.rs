@@ -58,6 +58,17 @@ pub struct AutoscalerArgs {
     /// Prometheus' address, for policies that read metrics (target-tracking, threshold).
     #[arg(long, value_name = "URL", env = config::env::PROMETHEUS_URL)]
     pub prometheus: Option<url::Url>,
+    /// Basic auth for --prometheus (its web config's `basic_auth_users`): the password...
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = config::env::PROMETHEUS_PASSWORD,
+        hide_env_values = true
+    )]
+    pub prometheus_password: Option<Secret>,
+    /// ...and the user (default: prometheus).
+    #[arg(long, value_name = "USER", env = config::env::PROMETHEUS_USER)]
+    pub prometheus_user: Option<String>,
     /// Without Prometheus: scrape the discovery agent's targets in this file_sd file directly
     /// (`node` targets for CPU, `app` targets for requests in flight).
     #[arg(
@@ -84,7 +95,7 @@ pub struct AutoscalerArgs {
     pub drain_port: Option<u16>,
     /// How long a drained member keeps running before eviction: the NLB's check interval x
     /// retries, plus the longest request.
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", env = config::env::DRAIN_WAIT)]
     pub drain_wait: Option<Dur>,
     #[command(flatten)]
     pub api: ApiArgs,
@@ -176,6 +187,8 @@ pub struct Resolved {
     pub policy_source: Option<crate::policy::builtin::Source>,
     /// Where the policy reads its metrics (None: webhooks only).
     pub metrics: Option<MetricsFrom>,
+    /// Basic auth for Prometheus (user, password), when it asks for one.
+    pub prometheus_auth: Option<(String, Secret)>,
     pub scrape_window: Duration,
 }
 
@@ -232,6 +245,23 @@ pub fn resolve(args: &AutoscalerArgs, file: &FileConfig) -> Result<Resolved, Con
         Some(t) => Some(Secret::new(t)),
     };
     let metrics = metrics_from(args, f)?;
+    let prometheus_auth = match args.prometheus_password.as_ref().map(|p| p.expose()) {
+        None | Some("") => None,
+        Some(p) => {
+            let user = args
+                .prometheus_user
+                .as_deref()
+                .unwrap_or("prometheus")
+                .trim();
+            if user.is_empty() || user.contains(':') {
+                return Err(ConfigError::invalid(
+                    "prometheus-user",
+                    "must be a non-empty name without `:`",
+                ));
+            }
+            Some((user.to_owned(), Secret::new(p)))
+        }
+    };
     let source = match args.policy.as_ref().or(f.policy.as_ref()) {
         None => {
             if let Some(m) = &metrics {
@@ -313,6 +343,7 @@ pub fn resolve(args: &AutoscalerArgs, file: &FileConfig) -> Result<Resolved, Con
         bounds_override: overrides,
         policy_source: source,
         metrics,
+        prometheus_auth,
         scrape_window,
         drain,
         pool,
@@ -433,7 +464,10 @@ pub async fn run(args: AutoscalerArgs, file: FileConfig) -> Result<(), CliError>
             let source = match &cfg.metrics {
                 Some(MetricsFrom::Prometheus(url)) => {
                     info!(policy = %src.label, prometheus = %url, "deciding with a policy; metrics from Prometheus");
-                    let prom = Prometheus::new(url.clone(), Duration::from_secs(5));
+                    let mut prom = Prometheus::new(url.clone(), Duration::from_secs(5));
+                    if let Some((user, password)) = &cfg.prometheus_auth {
+                        prom = prom.with_basic_auth(user.clone(), password.clone());
+                    }
                     AnySource::Prometheus(PrometheusSource::new(inbox.clone(), prom, in_flight))
                 }
                 Some(MetricsFrom::Scrape(file)) => {

@@ -7,6 +7,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+use crate::config::Secret;
+
 use super::webhook::Inbox;
 use super::{MetricSource, Sample, Signals, SourceError};
 
@@ -61,6 +63,8 @@ struct Series {
 pub struct Prometheus {
     base: Url,
     http: reqwest::Client,
+    /// Basic auth (user, password), for a Prometheus behind its web config's `basic_auth_users`.
+    auth: Option<(String, Secret)>,
 }
 
 impl Prometheus {
@@ -73,7 +77,14 @@ impl Prometheus {
                 .timeout(timeout)
                 .build()
                 .expect("an HTTP client"),
+            auth: None,
         }
+    }
+
+    /// Sends this user and password with every query.
+    pub fn with_basic_auth(mut self, user: String, password: Secret) -> Self {
+        self.auth = Some((user, password));
+        self
     }
 
     async fn get(&self, path: &str, params: &[(&str, String)]) -> Result<Data, QueryError> {
@@ -83,20 +94,28 @@ impl Prometheus {
             .map_err(|e| QueryError::Decode(e.to_string()))?;
         url.query_pairs_mut()
             .extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())));
-        let resp = self
-            .http
-            .get(url.clone())
-            .send()
-            .await
-            .map_err(|e| QueryError::Transport {
-                url: self.base.to_string(),
-                message: e.to_string(),
-            })?;
+        let mut req = self.http.get(url.clone());
+        if let Some((user, password)) = &self.auth {
+            req = req.basic_auth(user, Some(password.expose()));
+        }
+        let resp = req.send().await.map_err(|e| QueryError::Transport {
+            url: self.base.to_string(),
+            message: e.to_string(),
+        })?;
         let status = resp.status().as_u16();
         let body = resp.bytes().await.map_err(|e| QueryError::Transport {
             url: self.base.to_string(),
             message: e.to_string(),
         })?;
+        if status == 401 {
+            return Err(QueryError::Api {
+                status,
+                message: match self.auth {
+                    None => "Prometheus asks for a password: set POOLPILOT_PROMETHEUS_PASSWORD (--prometheus-password)".into(),
+                    Some((ref user, _)) => format!("Prometheus refused the password of user `{user}`"),
+                },
+            });
+        }
         let env: Envelope =
             serde_json::from_slice(&body).map_err(|e| QueryError::Decode(e.to_string()))?;
         if env.status != "success" {

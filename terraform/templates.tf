@@ -1,0 +1,139 @@
+# The two appliance images become private templates here, from `terraform apply` itself: the
+# provider has no template resource, so a terraform_data runs `poolpilot template push` (upload
+# to object storage, pre-signed URL, register-template, wait) and, on destroy, `poolpilot
+# template delete` (the template and the uploaded object: template storage is billed until
+# deleted).
+#
+# Each template's name ends with a digest of its image: the image's MD5 (files, urls) or, for
+# `nix`, of the sources Nix builds it from (the build is only run at apply time). An unchanged
+# image keeps its name, so nothing is re-registered; a changed one is pushed under a new name,
+# the machines move to it (the monitor is replaced, the pool's new members use it) and the old
+# template is deleted.
+
+resource "random_id" "bucket" {
+  byte_length = 4
+}
+
+locals {
+  repo            = abspath("${path.module}/..")
+  template_bucket = coalesce(var.template_bucket, "${var.name_prefix}-templates-${random_id.bucket.hex}")
+  poolpilot = coalesce(var.poolpilot_command,
+  var.image_source == "nix" ? "nix run ${local.repo}#poolpilot --" : "poolpilot")
+
+  # What the nix build reads: the flake, the Rust sources, the modules and the files they ship.
+  nix_inputs = sort(distinct(flatten([
+    for pattern in ["flake.nix", "flake.lock", "Cargo.toml", "Cargo.lock", "src/**", "nixos-modules/**", "images/**", "monitoring/**", "examples/**", "reference/**"] :
+    tolist(fileset(local.repo, pattern))
+  ])))
+  nix_digest = var.image_source == "nix" ? sha256(join("\n", [for f in local.nix_inputs : "${f} ${filesha256("${local.repo}/${f}")}"])) : ""
+
+  images = {
+    pool = {
+      attr   = "pool-node-image"
+      digest = var.image_source == "nix" ? local.nix_digest : var.image_source == "files" ? filemd5(var.image_files.pool) : var.image_urls.pool.md5
+      file   = var.image_source == "files" ? abspath(var.image_files.pool) : ""
+      url    = var.image_source == "urls" ? var.image_urls.pool.url : ""
+    }
+    monitor = {
+      attr   = "monitor-image"
+      digest = var.image_source == "nix" ? local.nix_digest : var.image_source == "files" ? filemd5(var.image_files.monitor) : var.image_urls.monitor.md5
+      file   = var.image_source == "files" ? abspath(var.image_files.monitor) : ""
+      url    = var.image_source == "urls" ? var.image_urls.monitor.url : ""
+    }
+  }
+  template_names = { for role, i in local.images : role => "${var.name_prefix}-${role}-${substr(i.digest, 0, 12)}" }
+}
+
+resource "terraform_data" "template" {
+  for_each = local.images
+
+  # Everything the destroy-time command needs must be here: it may only read `self`. The key is
+  # the template key (iam.tf), or yours with create_iam_keys = false; the state holds it either way.
+  input = {
+    zone      = var.zone
+    name      = local.template_names[each.key]
+    bucket    = var.image_source == "urls" ? "" : local.template_bucket
+    poolpilot = local.poolpilot
+    key       = local.template_key
+    secret    = local.template_secret
+  }
+  triggers_replace = [local.template_names[each.key], var.zone, local.template_bucket]
+
+  lifecycle {
+    # A changed image is pushed under its new name before the old template is deleted, so the
+    # machines never point at a deleted template.
+    create_before_destroy = true
+
+    precondition {
+      condition     = var.image_source != "files" || var.image_files != null
+      error_message = "image_source = \"files\" needs image_files = { pool = \"...qcow2\", monitor = \"...qcow2\" }."
+    }
+    precondition {
+      condition     = var.image_source != "urls" || var.image_urls != null
+      error_message = "image_source = \"urls\" needs image_urls = { pool = { url, md5 }, monitor = { url, md5 } }."
+    }
+  }
+
+  provisioner "local-exec" {
+    interpreter = ["/bin/sh", "-c"]
+    command     = <<-EOT
+      set -eu
+      case "$IMAGE_SOURCE" in
+        nix)
+          nix build "$REPO#$ATTR" --out-link "$REPO/terraform/.images/$ROLE"
+          file=$(find -L "$REPO/terraform/.images/$ROLE" -maxdepth 1 -name '*.qcow2' | head -n 1)
+          [ -n "$file" ] || { echo "no qcow2 in the $ATTR build" >&2; exit 1; }
+          $POOLPILOT template push --zone "$ZONE" --bucket "$BUCKET" --name "$NAME" --file "$file" --json ;;
+        files)
+          $POOLPILOT template push --zone "$ZONE" --bucket "$BUCKET" --name "$NAME" --file "$FILE" --json ;;
+        urls)
+          $POOLPILOT template register --zone "$ZONE" --name "$NAME" --url "$URL" --checksum "$DIGEST" ;;
+      esac
+    EOT
+    environment = {
+      IMAGE_SOURCE        = var.image_source
+      REPO                = local.repo
+      ROLE                = each.key
+      ATTR                = each.value.attr
+      FILE                = each.value.file
+      URL                 = each.value.url
+      DIGEST              = each.value.digest
+      ZONE                = self.input.zone
+      NAME                = self.input.name
+      BUCKET              = self.input.bucket
+      POOLPILOT           = self.input.poolpilot
+      EXOSCALE_API_KEY    = self.input.key
+      EXOSCALE_API_SECRET = self.input.secret
+    }
+  }
+
+  provisioner "local-exec" {
+    when        = destroy
+    interpreter = ["/bin/sh", "-c"]
+    command     = "$POOLPILOT template delete --zone \"$ZONE\" --name \"$NAME\" $${BUCKET:+--bucket \"$BUCKET\"}"
+    environment = {
+      ZONE                = self.input.zone
+      NAME                = self.input.name
+      BUCKET              = self.input.bucket
+      POOLPILOT           = self.input.poolpilot
+      EXOSCALE_API_KEY    = self.input.key
+      EXOSCALE_API_SECRET = self.input.secret
+    }
+  }
+}
+
+# The registered templates, read once the push has run (depends_on defers the read to apply
+# time whenever the push changes).
+data "exoscale_template" "pool" {
+  zone       = var.zone
+  name       = local.template_names["pool"]
+  visibility = "private"
+  depends_on = [terraform_data.template]
+}
+
+data "exoscale_template" "monitor" {
+  zone       = var.zone
+  name       = local.template_names["monitor"]
+  visibility = "private"
+  depends_on = [terraform_data.template]
+}
