@@ -49,6 +49,8 @@ resource "terraform_data" "template" {
 
   # Everything the destroy-time command needs must be here: it may only read `self`. The key is
   # the template key (iam.tf), or yours with create_iam_keys = false; the state holds it either way.
+  # Since the commands' environment carries it, Terraform prints their output only when one
+  # fails (it hides output that could hold a sensitive value).
   input = {
     zone      = var.zone
     name      = local.template_names[each.key]
