@@ -69,6 +69,10 @@ pub mod env {
 
     /// `app --listen`.
     pub const APP_LISTEN: &str = "POOLPILOT_APP_LISTEN";
+    /// `front --listen`.
+    pub const FRONT_LISTEN: &str = "POOLPILOT_FRONT_LISTEN";
+    /// `front --admin-listen`.
+    pub const FRONT_ADMIN_LISTEN: &str = "POOLPILOT_FRONT_ADMIN_LISTEN";
     /// `app --load-seconds`.
     pub const LOAD_SECONDS: &str = "POOLPILOT_LOAD_SECONDS";
 
@@ -114,6 +118,8 @@ pub mod env {
         DRAIN_WAIT,
         DRAIN_TOKEN,
         APP_LISTEN,
+        FRONT_LISTEN,
+        FRONT_ADMIN_LISTEN,
         LOAD_SECONDS,
         TARGET_PORT,
         DISCOVERY_OUTPUT,

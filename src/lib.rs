@@ -9,6 +9,7 @@ pub mod config;
 pub mod demo;
 pub mod discovery;
 pub mod exoscale;
+pub mod front;
 pub mod load;
 pub mod local;
 pub mod policy;

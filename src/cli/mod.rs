@@ -5,6 +5,7 @@ pub mod app;
 pub mod autoscaler;
 pub mod demo;
 pub mod discovery;
+pub mod front;
 mod load;
 mod policy;
 mod pool;
@@ -56,6 +57,9 @@ pub enum Command {
     Template(template::TemplateCommand),
     /// Serve the deliberately slow app (the course's http-load-generator, with an exporter).
     App(app::AppArgs),
+    /// One entry point over several backends (pools in several zones): ejects failing ones,
+    /// retries on another, so every request gets a successful answer.
+    Front(Box<front::FrontArgs>),
     /// Write the pools' members to a Prometheus file_sd file, every interval.
     Discovery(discovery::DiscoveryArgs),
     /// Run the whole autoscaling loop on this machine: no cloud account needed.
@@ -102,6 +106,8 @@ pub struct FileConfig {
     pub sim: crate::sim::seed::Seed,
     #[serde(default)]
     pub app: app::AppFile,
+    #[serde(default)]
+    pub front: front::FrontFile,
 }
 
 /// Which pool, in which zone: the same names in every subcommand, each with its environment
@@ -179,6 +185,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         cli.command,
         Command::Sim(_)
             | Command::App(_)
+            | Command::Front(_)
             | Command::Discovery(_)
             | Command::Autoscaler(_)
             | Command::Demo(_)
@@ -190,6 +197,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Sim(args) => sim::run(args, file).await,
         Command::Pool(cmd) => pool::run(cmd, file).await,
         Command::App(args) => app::run(args, file).await,
+        Command::Front(args) => front::run(*args, file).await,
         Command::Load(args) => load::run(args).await,
         Command::Discovery(args) => discovery::run(args, file).await,
         Command::Autoscaler(args) => autoscaler::run(*args, file).await,
