@@ -37,6 +37,7 @@ fn the_local_backends_drain_token_is_redacted() {
         drain_token: TOKEN.into(),
         log_dir: "logs".into(),
         quota: QuotaMode::DutyCycleOnly("test".into()),
+        subnet: 1,
     };
     assert_redacted("LocalConfig", format!("{cfg:?}"));
 }

@@ -48,6 +48,11 @@ pub struct DemoArgs {
     /// examples/policies/demo-in-flight.toml).
     #[arg(long, value_name = "FILE|NAME")]
     pub policy: Option<String>,
+    /// 2 (or 3): that many zones behind `poolpilot front`; mid-run the last zone is lost (its
+    /// members killed, its NLB answering 503) and comes back. Each zone scales on its own load
+    /// with --policy (default: target-tracking on requests in flight).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub zones: u8,
 }
 
 pub async fn run(args: DemoArgs) -> Result<(), CliError> {
@@ -62,6 +67,9 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     };
     if !(2..=20).contains(&args.max) {
         return Err(ConfigError::invalid("max", "must be between 2 and 20").into());
+    }
+    if !(1..=3).contains(&args.zones) {
+        return Err(ConfigError::invalid("zones", "must be 1, 2 or 3").into());
     }
     if !(1..=50).contains(&args.clients) {
         return Err(ConfigError::invalid("clients", "must be between 1 and 50").into());
@@ -86,6 +94,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         },
         binary,
         policy,
+        zones: args.zones,
     })
     .await?;
     if outcome.success() {

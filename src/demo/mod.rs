@@ -18,6 +18,7 @@ pub mod embedded;
 pub mod monitoring;
 pub mod report;
 mod view;
+mod zones;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -139,6 +140,8 @@ pub struct DemoConfig {
     pub binary: PathBuf,
     /// Decide with this policy instead of the course's rule (resolved by [`resolve_policy`]).
     pub policy: Option<crate::policy::builtin::Source>,
+    /// 1: the story of one pool; 2: two zones behind `poolpilot front`, one lost mid-run.
+    pub zones: u8,
 }
 
 /// A `--policy` for the demo: a file, or a built-in name. `target-tracking` is the demo's
@@ -233,7 +236,7 @@ pub(super) struct Paths {
 
 impl Paths {
     /// Creates the output directory and clears what a previous run left behind.
-    fn prepare(out: &Path) -> anyhow::Result<Self> {
+    pub(super) fn prepare(out: &Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
         let out = std::fs::canonicalize(out)?;
         let logs = out.join("logs");
@@ -260,7 +263,7 @@ pub(super) struct Ports {
 }
 
 /// The API key and the tokens of this run only.
-struct Secrets {
+pub(super) struct Secrets {
     key: String,
     secret: String,
     webhook: String,
@@ -268,7 +271,7 @@ struct Secrets {
 }
 
 impl Secrets {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             key: format!("EXO{}", uuid::Uuid::new_v4().simple()),
             secret: uuid::Uuid::new_v4().simple().to_string(),
@@ -279,7 +282,10 @@ impl Secrets {
 }
 
 /// The simulated cloud: the API simulator with `poolpilot app` instances, and its NLB.
-struct Cloud {
+pub(super) struct Cloud {
+    zone: Zone,
+    /// Where its NLB listens.
+    nlb_addr: SocketAddr,
     backend: Arc<LocalBackend>,
     sim: Arc<Sim>,
     running: RunningSim,
@@ -298,10 +304,12 @@ impl Cloud {
         paths: &Paths,
         secrets: &Secrets,
         nlb_listener: tokio::net::TcpListener,
+        (zone, subnet): (Zone, u8),
     ) -> anyhow::Result<Self> {
         let quota = QuotaMode::detect();
         println!(
-            "instances: `poolpilot app` processes on 127.0.1.x, {} core(s) each, capacity enforced by {}",
+            "{}: instances are `poolpilot app` processes on 127.0.{subnet}.x, {} core(s) each, capacity enforced by {}",
+            zone.name(),
             cfg.capacity,
             quota.describe()
         );
@@ -312,9 +320,10 @@ impl Cloud {
             drain_token: secrets.drain.clone().into(),
             log_dir: paths.logs.clone(),
             quota,
+            subnet,
         }));
         let mut state = State::new(
-            Zone::DEFAULT,
+            zone,
             Timing {
                 operation_delay: t.operation,
                 boot_delay: t.boot,
@@ -333,7 +342,8 @@ impl Cloud {
             timeout: t.nlb_timeout.as_secs().max(1),
             retries: u64::from(t.nlb_retries),
         };
-        let nlb_port = nlb_listener.local_addr()?.port();
+        let nlb_addr = nlb_listener.local_addr()?;
+        let nlb_port = nlb_addr.port();
         let nlb_ip = match cfg.nlb_listen.ip() {
             std::net::IpAddr::V4(v4) => v4,
             std::net::IpAddr::V6(_) => std::net::Ipv4Addr::LOCALHOST,
@@ -356,6 +366,8 @@ impl Cloud {
         let router = nlb.router();
         let server = tokio::spawn(async move { axum::serve(nlb_listener, router).await });
         Ok(Self {
+            zone,
+            nlb_addr,
             backend,
             sim,
             running,
@@ -367,19 +379,23 @@ impl Cloud {
     }
 
     /// What the discovery agent and the autoscaler are told about the API, as on Exoscale.
-    fn api_env(&self, secrets: &Secrets) -> Vec<(String, String)> {
+    pub(super) fn api_env(&self, secrets: &Secrets) -> Vec<(String, String)> {
         vec![
             (env::API_ENDPOINT.to_owned(), self.running.endpoint()),
             (env::API_KEY.to_owned(), secrets.key.clone()),
             (env::API_SECRET.to_owned(), secrets.secret.clone()),
-            (env::ZONE.to_owned(), Zone::DEFAULT.name().to_owned()),
+            (env::ZONE.to_owned(), self.zone.name().to_owned()),
             (env::POOL.to_owned(), self.pool.to_string()),
             (env::LOG_FORMAT.to_owned(), "text".to_owned()),
         ]
     }
 
     /// Waits until the first member has booted and passes its health check.
-    async fn first_member_healthy(&self, t: &Timings, logs: &Path) -> anyhow::Result<()> {
+    pub(super) async fn first_member_healthy(
+        &self,
+        t: &Timings,
+        logs: &Path,
+    ) -> anyhow::Result<()> {
         let booted = Instant::now();
         while !self.nlb.members().iter().any(|m| m.healthy) {
             if booted.elapsed() > t.boot + Duration::from_secs(60) {
@@ -394,7 +410,7 @@ impl Cloud {
     }
 
     /// Stops the NLB, every instance and the simulator.
-    async fn stop(self) -> anyhow::Result<()> {
+    pub(super) async fn stop(self) -> anyhow::Result<()> {
         self.checks.abort();
         self.server.abort();
         let b = self.backend.clone();
@@ -406,6 +422,9 @@ impl Cloud {
 
 /// Runs the story; `Ok` carries what happened (its `success()` gives the exit code).
 pub async fn run(cfg: DemoConfig) -> anyhow::Result<Outcome> {
+    if cfg.zones > 1 {
+        return zones::run(cfg).await;
+    }
     let t = if cfg.fast {
         Timings::fast()
     } else {
@@ -424,7 +443,7 @@ pub async fn run(cfg: DemoConfig) -> anyhow::Result<Outcome> {
     println!("{}\n{}\n{}", "=".repeat(78), tools.banner(), "=".repeat(78));
     let secrets = Secrets::new();
     std::fs::write(&paths.token_file, &secrets.webhook)?;
-    let cloud = Cloud::start(&cfg, &t, &paths, &secrets, nlb_listener).await?;
+    let cloud = Cloud::start(&cfg, &t, &paths, &secrets, nlb_listener, (Zone::DEFAULT, 1)).await?;
 
     let mut procs = Vec::new();
     let result = children_and_story(&cfg, &t, &paths, &secrets, &tools, &cloud, &mut procs).await;
@@ -504,7 +523,7 @@ async fn children_and_story(
 }
 
 /// The discovery agent, with its unit's flags, writing the file_sd targets.
-fn start_discovery(
+pub(super) fn start_discovery(
     cfg: &DemoConfig,
     t: &Timings,
     paths: &Paths,
@@ -531,7 +550,7 @@ fn start_discovery(
 
 /// The autoscaler, with its unit's flags: the course's webhook rule, or `--policy` reading
 /// Prometheus (real monitoring) or scraping the discovery targets itself (embedded).
-fn start_autoscaler(
+pub(super) fn start_autoscaler(
     cfg: &DemoConfig,
     t: &Timings,
     paths: &Paths,

@@ -126,10 +126,15 @@ pub struct LocalConfig {
     /// Where each instance's log goes (`<name>.log`).
     pub log_dir: PathBuf,
     pub quota: QuotaMode,
+    /// The third octet of the instances' addresses: 127.0.<subnet>.1-250 (one per zone when a
+    /// demo runs several).
+    pub subnet: u8,
 }
 
-/// An instance with an address; its process once [`InstanceBackend::start`] has run.
+/// An instance with an address; its process once [`InstanceBackend::start`] has run (and
+/// none after [`LocalBackend::kill_all`], until [`LocalBackend::revive_all`]).
 struct Running {
+    name: String,
     child: Option<Process>,
     addr: Ipv4Addr,
     cgroup: Option<PathBuf>,
@@ -188,6 +193,86 @@ impl LocalBackend {
         }
     }
 
+    /// A zone outage: every instance's process is killed at once (SIGKILL), while the
+    /// simulator still lists the instances as running. [`Self::revive_all`] undoes it.
+    pub fn kill_all(&self) {
+        let mut running = self.running.lock().expect("running lock");
+        for r in running.values_mut() {
+            // Dropping an unstopped process kills it (SIGKILL) and reaps it.
+            drop(r.child.take());
+            if let Some(g) = r.cgroup.take() {
+                let _ = std::fs::remove_dir(g);
+            }
+        }
+    }
+
+    /// Starts again, on the same addresses, every instance whose process was killed.
+    pub fn revive_all(&self) -> Result<(), BackendError> {
+        let dead: Vec<(Uuid, String, Ipv4Addr)> = self
+            .running
+            .lock()
+            .expect("running lock")
+            .iter()
+            .filter(|(_, r)| r.child.is_none())
+            .map(|(id, r)| (*id, r.name.clone(), r.addr))
+            .collect();
+        for (id, name, addr) in dead {
+            self.spawn_app(id, &name, addr)?;
+        }
+        Ok(())
+    }
+
+    /// Starts the app process of instance `id` on `addr`.
+    fn spawn_app(&self, id: Uuid, name: &str, addr: Ipv4Addr) -> Result<(), BackendError> {
+        let log = std::fs::File::create(self.cfg.log_dir.join(format!("{}.log", name)))
+            .map_err(|e| BackendError::Start(format!("log file: {e}")))?;
+        let mut cmd = Command::new(&self.cfg.binary);
+        let shared =
+            crate::config::unit_args("app").map_err(|e| BackendError::Start(format!("{e:#}")))?;
+        cmd.args(shared)
+            .arg("--listen")
+            .arg(SocketAddr::from((addr, APP_PORT)).to_string())
+            .arg("--node-listen")
+            .arg(SocketAddr::from((addr, NODE_PORT)).to_string())
+            .arg("--cpu-capacity")
+            .arg(self.cfg.capacity.to_string())
+            .arg("--load-seconds")
+            .arg(humantime::format_duration(self.cfg.load_duration).to_string())
+            .env(env::DRAIN_TOKEN, self.cfg.drain_token.expose())
+            .env(env::LOG_FORMAT, "text")
+            .env_remove(env::NOTIFY_SOCKET)
+            .env_remove(env::WATCHDOG_USEC)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let child = process::spawn(name.to_owned(), &mut cmd)
+            .map_err(|e| BackendError::Start(format!("{}: {e}", self.cfg.binary.display())))?;
+        let cgroup = match self.cfg.quota.apply(name, child.id(), self.cfg.capacity) {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(instance = %name, error = %e, "no cgroup quota for this instance; the duty cycle alone keeps its capacity");
+                None
+            }
+        };
+        tracing::debug!(instance = %name, %addr, pid = child.id(), "local instance started");
+        let started = Running {
+            name: name.to_owned(),
+            child: Some(child),
+            addr,
+            cgroup,
+        };
+        let mut running = self.running.lock().expect("running lock");
+        match running.get_mut(&id) {
+            Some(r) => *r = started,
+            None => {
+                // Terminated while it was starting.
+                drop(running);
+                self.reap(started);
+            }
+        }
+        Ok(())
+    }
+
     fn stop(&self, id: Uuid) {
         if let Some(r) = self.running.lock().expect("running lock").remove(&id) {
             self.reap(r);
@@ -201,6 +286,7 @@ impl LocalBackend {
             child,
             addr,
             cgroup,
+            ..
         } = r;
         let handle = std::thread::spawn(move || {
             if let Some(child) = child {
@@ -226,11 +312,14 @@ impl InstanceBackend for LocalBackend {
             .lock()
             .expect("address set lock")
             .pop_first()
-            .ok_or_else(|| BackendError::Exhausted("127.0.1.1-250 are all in use".into()))?;
-        let addr = Ipv4Addr::new(127, 0, 1, host);
+            .ok_or_else(|| {
+                BackendError::Exhausted(format!("127.0.{}.1-250 are all in use", self.cfg.subnet))
+            })?;
+        let addr = Ipv4Addr::new(127, 0, self.cfg.subnet, host);
         self.running.lock().expect("running lock").insert(
             spec.id,
             Running {
+                name: spec.name.clone(),
                 child: None,
                 addr,
                 cgroup: None,
@@ -248,56 +337,7 @@ impl InstanceBackend for LocalBackend {
         {
             return Ok(()); // terminated before it started
         }
-        let log = std::fs::File::create(self.cfg.log_dir.join(format!("{}.log", spec.name)))
-            .map_err(|e| BackendError::Start(format!("log file: {e}")))?;
-        let mut cmd = Command::new(&self.cfg.binary);
-        let shared =
-            crate::config::unit_args("app").map_err(|e| BackendError::Start(format!("{e:#}")))?;
-        cmd.args(shared)
-            .arg("--listen")
-            .arg(SocketAddr::from((addr, APP_PORT)).to_string())
-            .arg("--node-listen")
-            .arg(SocketAddr::from((addr, NODE_PORT)).to_string())
-            .arg("--cpu-capacity")
-            .arg(self.cfg.capacity.to_string())
-            .arg("--load-seconds")
-            .arg(humantime::format_duration(self.cfg.load_duration).to_string())
-            .env(env::DRAIN_TOKEN, self.cfg.drain_token.expose())
-            .env(env::LOG_FORMAT, "text")
-            .env_remove(env::NOTIFY_SOCKET)
-            .env_remove(env::WATCHDOG_USEC)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        let child = process::spawn(spec.name.clone(), &mut cmd)
-            .map_err(|e| BackendError::Start(format!("{}: {e}", self.cfg.binary.display())))?;
-        let cgroup = match self
-            .cfg
-            .quota
-            .apply(&spec.name, child.id(), self.cfg.capacity)
-        {
-            Ok(g) => g,
-            Err(e) => {
-                tracing::warn!(instance = %spec.name, error = %e, "no cgroup quota for this instance; the duty cycle alone keeps its capacity");
-                None
-            }
-        };
-        tracing::debug!(instance = %spec.name, %addr, pid = child.id(), "local instance started");
-        let started = Running {
-            child: Some(child),
-            addr,
-            cgroup,
-        };
-        let mut running = self.running.lock().expect("running lock");
-        match running.get_mut(&spec.id) {
-            Some(r) => *r = started,
-            None => {
-                // Terminated while it was starting.
-                drop(running);
-                self.reap(started);
-            }
-        }
-        Ok(())
+        self.spawn_app(spec.id, &spec.name, addr)
     }
 
     fn probes_readiness(&self) -> bool {
@@ -320,7 +360,7 @@ impl InstanceBackend for LocalBackend {
     fn terminate(&self, id: Uuid, addr: Ipv4Addr) {
         self.stop(id);
         let [a, b, c, host] = addr.octets();
-        if [a, b, c] == [127, 0, 1] {
+        if [a, b, c] == [127, 0, self.cfg.subnet] {
             self.free.lock().expect("address set lock").insert(host);
         }
     }

@@ -69,6 +69,8 @@ struct Inner {
     next: AtomicUsize,
     client: Client<HttpConnector, Body>,
     stats: NlbStats,
+    /// A zone outage: every request is answered 503.
+    down: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone)]
@@ -93,6 +95,7 @@ impl Nlb {
                 next: AtomicUsize::new(0),
                 client,
                 stats: NlbStats::default(),
+                down: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -103,6 +106,12 @@ impl Nlb {
 
     pub fn stats(&self) -> &NlbStats {
         &self.inner.stats
+    }
+
+    /// Takes the load balancer down (every request answered 503, as a zone outage looks from
+    /// outside) or back up.
+    pub fn set_down(&self, down: bool) {
+        self.inner.down.store(down, Ordering::SeqCst);
     }
 
     /// Probes every `interval`, forever.
@@ -229,6 +238,10 @@ impl Drop for InFlight {
 }
 
 async fn forward(State(nlb): State<Nlb>, mut req: Request) -> Response {
+    if nlb.inner.down.load(Ordering::SeqCst) {
+        nlb.inner.stats.failed.fetch_add(1, Ordering::Relaxed);
+        return (StatusCode::SERVICE_UNAVAILABLE, "zone down\n").into_response();
+    }
     let Some(slot) = nlb.pick() else {
         nlb.inner.stats.failed.fetch_add(1, Ordering::Relaxed);
         return (StatusCode::SERVICE_UNAVAILABLE, "no healthy member\n").into_response();

@@ -177,5 +177,6 @@ pub fn local_backend(
         drain_token: drain_token.into(),
         log_dir: dir.to_path_buf(),
         quota: QuotaMode::detect(),
+        subnet: 1,
     }))
 }
