@@ -30,15 +30,15 @@ locals {
   images = {
     pool = {
       attr   = "pool-node-image"
-      digest = var.image_source == "nix" ? local.nix_digest : var.image_source == "files" ? filemd5(var.image_files.pool) : var.image_urls.pool.md5
-      file   = var.image_source == "files" ? abspath(var.image_files.pool) : ""
-      url    = var.image_source == "urls" ? var.image_urls.pool.url : ""
+      digest = var.image_source == "nix" ? local.nix_digest : var.image_source == "files" ? try(filemd5(var.image_files.pool), "") : try(var.image_urls.pool.md5, "")
+      file   = var.image_source == "files" ? try(abspath(var.image_files.pool), "") : ""
+      url    = var.image_source == "urls" ? try(var.image_urls.pool.url, "") : ""
     }
     monitor = {
       attr   = "monitor-image"
-      digest = var.image_source == "nix" ? local.nix_digest : var.image_source == "files" ? filemd5(var.image_files.monitor) : var.image_urls.monitor.md5
-      file   = var.image_source == "files" ? abspath(var.image_files.monitor) : ""
-      url    = var.image_source == "urls" ? var.image_urls.monitor.url : ""
+      digest = var.image_source == "nix" ? local.nix_digest : var.image_source == "files" ? try(filemd5(var.image_files.monitor), "") : try(var.image_urls.monitor.md5, "")
+      file   = var.image_source == "files" ? try(abspath(var.image_files.monitor), "") : ""
+      url    = var.image_source == "urls" ? try(var.image_urls.monitor.url, "") : ""
     }
   }
   template_names = { for role, i in local.images : role => "${var.name_prefix}-${role}-${substr(i.digest, 0, 12)}" }
@@ -67,11 +67,11 @@ resource "terraform_data" "template" {
     create_before_destroy = true
 
     precondition {
-      condition     = var.image_source != "files" || var.image_files != null
-      error_message = "image_source = \"files\" needs image_files = { pool = \"...qcow2\", monitor = \"...qcow2\" }."
+      condition     = var.image_source != "files" || each.value.digest != ""
+      error_message = "image_source = \"files\" needs image_files = { pool = \"...qcow2\", monitor = \"...qcow2\" }, both readable (the ${each.key} image is missing or unreadable)."
     }
     precondition {
-      condition     = var.image_source != "urls" || var.image_urls != null
+      condition     = var.image_source != "urls" || each.value.digest != ""
       error_message = "image_source = \"urls\" needs image_urls = { pool = { url, md5 }, monitor = { url, md5 } }."
     }
   }
