@@ -113,6 +113,15 @@ let
       scrape-window = scrapeWindow;
     };
   };
+  frontSettings = with cfg.front.settings; {
+    front = {
+      inherit listen backends cooldown;
+      admin-listen = adminListen;
+      eject-after = ejectAfter;
+      eject-mode = ejectMode;
+      try-timeout = tryTimeout;
+    };
+  };
   appSettings = {
     app = {
       inherit (cfg.app.settings) listen;
@@ -222,6 +231,24 @@ in
       };
     };
 
+    front = {
+      enable = mkEnableOption "the poolpilot front (one entry point over several zones' NLBs)";
+      settings = {
+        listen = mkOption { type = types.str; default = defaults.front.listen; description = "Where clients connect (the service's port 80)."; };
+        adminListen = mkOption { type = types.str; default = defaults.front."admin-listen"; description = "The status page (/v1/backends), /metrics and /healthz."; };
+        backends = mkOption {
+          type = types.listOf types.str;
+          default = [ ];
+          example = [ "ch-gva-2=http://198.51.100.10" "de-fra-1=http://198.51.100.20" ];
+          description = "`[NAME=]http://HOST:PORT`: each zone's NLB.";
+        };
+        ejectAfter = mkOption { type = types.ints.positive; default = defaults.front."eject-after"; description = "A backend is ejected after more than this many failures."; };
+        ejectMode = mkOption { type = types.enum [ "total" "consecutive" ]; default = defaults.front."eject-mode"; description = "Failures since admission (total) or in a row (consecutive)."; };
+        cooldown = mkOption { type = types.str; default = defaults.front.cooldown; description = "Out of rotation this long after the first ejection, n times it after the n-th."; };
+        tryTimeout = mkOption { type = types.str; default = defaults.front."try-timeout"; description = "How long one attempt may take to start answering (longer than the app's /load)."; };
+      };
+    };
+
     app = {
       enable = mkEnableOption "the deliberately slow app";
       settings = {
@@ -289,6 +316,28 @@ in
         settings = autoscalerSettings;
         extraEnvironmentFiles = lib.optional (cfg.autoscaler.environmentFile != null) cfg.autoscaler.environmentFile;
       };
+    })
+
+    (mkIf cfg.front.enable {
+      assertions = [
+        {
+          assertion = cfg.front.settings.backends != [ ];
+          message = "services.poolpilot.front.settings.backends: give at least one backend (each zone's NLB)";
+        }
+        (keysKnown "front" frontSettings)
+      ];
+      systemd.services.poolpilot-front = unit {
+        name = "front";
+        description = "poolpilot front (one entry point over several zones)";
+        settings = frontSettings;
+        environmentOptional = true;
+        # Port 80 without root: the one capability it needs.
+        extraService = {
+          AmbientCapabilities = [ "CAP_NET_BIND_SERVICE" ];
+          CapabilityBoundingSet = [ "CAP_NET_BIND_SERVICE" ];
+        };
+      };
+      networking.firewall.allowedTCPPorts = [ (lib.toInt (lib.last (lib.splitString ":" cfg.front.settings.listen))) ];
     })
 
     (mkIf cfg.app.enable {

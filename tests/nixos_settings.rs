@@ -58,7 +58,8 @@ fn as_toml(settings: &Value) -> FileConfig {
         .unwrap_or_else(|e| panic!("poolpilot refuses the module's TOML: {e}\n{text}"))
 }
 
-/// The unit's command line: `poolpilot <units.json args> --pool POOL`.
+/// The unit's command line: `poolpilot <units.json args> --pool POOL` (no pool for the app and
+/// the front).
 fn command(unit: &str) -> Command {
     let units = json("units.json");
     let mut argv = vec!["poolpilot".to_owned()];
@@ -69,7 +70,7 @@ fn command(unit: &str) -> Command {
             .iter()
             .map(|a| a.as_str().expect("string arguments").to_owned()),
     );
-    if unit != "app" {
+    if unit != "app" && unit != "front" {
         argv.extend(["--pool".to_owned(), POOL.to_owned()]);
     }
     Cli::try_parse_from(argv)
@@ -202,4 +203,29 @@ fn the_metric_source_keys_are_read_and_refused_like_the_flags() {
         let e = resolve(&with(over.clone())).expect_err(&over.to_string());
         assert!(e.to_string().contains(field), "{over}: {e}");
     }
+}
+
+#[test]
+fn the_front_units_settings_with_backends_are_a_valid_configuration() {
+    let s = json("settings.json");
+    let Command::Front(args) = command("front") else {
+        panic!("units.json `front` is not the front command")
+    };
+    // The defaults alone name no backend: the module asserts one is given, as the binary does.
+    let bare = as_toml(&s["defaults"]);
+    let err = poolpilot::cli::front::resolve(&args, &bare.front).unwrap_err();
+    assert!(err.to_string().contains("backend"), "{err}");
+
+    let file = as_toml(&overlay(
+        &s["defaults"],
+        &serde_json::json!({"front": {"backends": ["ch-gva-2=http://198.51.100.10", "de-fra-1=http://198.51.100.20"]}}),
+    ));
+    let f =
+        poolpilot::cli::front::resolve(&args, &file.front).expect("the front accepts the settings");
+    assert_eq!(f.listen.to_string(), "0.0.0.0:80");
+    assert_eq!(f.admin_listen.to_string(), "127.0.0.1:9180");
+    assert_eq!(f.backends.len(), 2);
+    assert_eq!(f.ejection.after, 10);
+    assert_eq!(f.ejection.cooldown, Duration::from_secs(30));
+    assert_eq!(f.try_timeout, Duration::from_secs(15));
 }
