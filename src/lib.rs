@@ -15,3 +15,4 @@ pub mod policy;
 pub mod shutdown;
 pub mod sim;
 pub mod telemetry;
+pub mod template;

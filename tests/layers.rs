@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["policy"],
     &["autoscaler"],
     &["local"],
-    &["sim", "discovery", "app"],
+    &["sim", "discovery", "app", "template"],
     &["exoscale", "load", "shutdown"],
     &["telemetry"],
     &["config"],
