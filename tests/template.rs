@@ -208,8 +208,8 @@ fn image_bytes(len: usize, seed: u64) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_uploads_registers_reuses_and_delete_removes_template_and_object() {
     let w = World::start().await;
-    // Larger than one part (32 MiB): the upload is multipart.
-    let bytes = image_bytes(40 * 1024 * 1024 + 123, 7);
+    // Past two parts: the upload is multipart, its last part short.
+    let bytes = image_bytes(2 * poolpilot::template::sos::PART_SIZE + 123, 7);
     let md5 = md5_hex(&bytes);
     let file = w.image("pool.qcow2", &bytes);
 

@@ -409,3 +409,44 @@ pub async fn delete(
         deleted_object,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn md5_of_a_file_is_the_rfc_1321_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("abc");
+        std::fs::write(&p, b"abc").unwrap();
+        assert_eq!(
+            md5_file(&p).await.unwrap(),
+            "900150983cd24fb0d6963f7d28e17f72"
+        );
+    }
+
+    #[test]
+    fn an_expected_checksum_must_match_whatever_its_case() {
+        let spec = |expected: Option<&str>| PushSpec {
+            name: "n".into(),
+            file: "f".into(),
+            key: "n.qcow2".into(),
+            boot_mode: "legacy".into(),
+            default_user: "root".into(),
+            description: None,
+            expected_md5: expected.map(str::to_owned),
+            expires: Duration::from_secs(3600),
+            keep_old: false,
+        };
+        let md5 = "900150983cd24fb0d6963f7d28e17f72";
+        assert!(check_expected(&spec(None), "f", md5).is_ok());
+        assert!(check_expected(&spec(Some("900150983CD24FB0D6963F7D28E17F72")), "f", md5).is_ok());
+        let e = check_expected(&spec(Some("0123456789abcdef0123456789abcdef")), "f", md5)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(md5) && e.contains("0123456789abcdef0123456789abcdef"),
+            "{e}"
+        );
+    }
+}

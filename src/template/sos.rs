@@ -21,10 +21,10 @@ use url::Url;
 use crate::config::Zone;
 use crate::exoscale::{Credentials, RetryPolicy};
 
-/// Parts of a multipart upload (S3 allows 10 000 parts: 32 MiB parts reach 312 GiB).
-pub const PART_SIZE: usize = 32 * 1024 * 1024;
-/// Parts uploaded at once (memory held: about this many parts).
-const CONCURRENCY: usize = 4;
+/// Parts of a multipart upload (S3 allows 10 000 parts: 16 MiB parts reach 156 GiB).
+pub const PART_SIZE: usize = 16 * 1024 * 1024;
+/// Parts uploaded at once (memory held: about this many parts, 128 MiB).
+const CONCURRENCY: usize = 8;
 /// How much is read from the file at a time.
 const READ_SIZE: usize = 1024 * 1024;
 

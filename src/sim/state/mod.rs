@@ -102,7 +102,7 @@ pub(crate) struct SimInstance {
 
 #[derive(Debug, Clone)]
 enum Effect {
-    RegisterTemplate(Template),
+    RegisterTemplate(Box<Template>),
     DeleteTemplate(Uuid),
 }
 
@@ -203,7 +203,7 @@ impl State {
         for e in effects {
             match e {
                 Effect::RegisterTemplate(t) => {
-                    self.templates.insert(t.id, t);
+                    self.templates.insert(t.id, *t);
                 }
                 Effect::DeleteTemplate(id) => {
                     self.templates.remove(&id);
@@ -394,7 +394,7 @@ impl State {
             now,
             "register-template",
             Some((id, format!("/v2/template/{id}"))),
-            Some(Effect::RegisterTemplate(t)),
+            Some(Effect::RegisterTemplate(Box::new(t))),
         );
         if let Some(sop) = self.operations.get_mut(&op.id) {
             sop.downloading = true;
