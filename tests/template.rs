@@ -477,6 +477,7 @@ fn bad_input_exits_64_naming_the_field_before_any_network_call() {
         (with(&image, &["--checksum", "abc"]), "--checksum"),
         (with(&image, &["--expires", "10s"]), "--expires"),
         (with(&image, &["--expires", "8d"]), "--expires"),
+        (with(&image, &["--wait-timeout", "0s"]), "--wait-timeout"),
         (
             with(&image, &["--sos-endpoint", "not a url"]),
             "--sos-endpoint",

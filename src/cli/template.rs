@@ -68,6 +68,9 @@ pub struct PushArgs {
     /// Keep older private templates of the same name (by default a new image replaces them).
     #[arg(long)]
     pub keep_old: bool,
+    /// How long to wait for Exoscale to download and register the image.
+    #[arg(long, value_name = "DURATION", default_value = "30m")]
+    pub wait_timeout: Dur,
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -271,8 +274,16 @@ fn validate_push(a: &PushArgs, file: &FileConfig) -> Result<Push, ConfigError> {
             "must be between 1m and 7d (S3 pre-signed URLs last at most 7 days)",
         ));
     }
+    if a.wait_timeout.get() < Duration::from_secs(1) {
+        return Err(ConfigError::invalid(
+            "--wait-timeout",
+            "must be at least 1s",
+        ));
+    }
     let endpoint = sos_endpoint(&a.sos, &a.api, file)?;
-    let client = a.api.client(file)?;
+    let mut cfg = a.api.client(file)?.config().clone();
+    cfg.poll.timeout = a.wait_timeout.get();
+    let client = Client::new(cfg).map_err(|e| ConfigError::invalid("api client", e.to_string()))?;
     let sos = sos(&client, &endpoint, &a.bucket)?;
     Ok(Push {
         client,
