@@ -19,6 +19,7 @@
           "monitoring" # promtool and amtool check the shipped Prometheus and Alertmanager files
           "grafana" # promtool parses the rules' PromQL; nix-instantiate evaluates monitor.nix
           "policy_prometheus" # the Prometheus source against a real Prometheus
+          "template" # moto's S3 server (python3 -m moto.server, from PyPI)
         ];
         # Single tests of otherwise self-contained targets (exact names, see checkFlags).
         tests = [

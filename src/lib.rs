@@ -16,3 +16,4 @@ pub mod policy;
 pub mod shutdown;
 pub mod sim;
 pub mod telemetry;
+pub mod template;

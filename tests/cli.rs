@@ -20,6 +20,7 @@ fn run(c: &mut Command) -> Output {
 }
 
 use common::all_output as text;
+use common::{md5_hex, serve_bytes};
 
 /// A `poolpilot sim` child on an ephemeral port, with the client environment it wrote.
 struct SimProcess {
@@ -441,15 +442,18 @@ fn the_simulator_is_seeded_from_the_configuration_file() {
 #[test]
 fn template_register_waits_for_the_template_and_refuses_bad_input() {
     let sim = SimProcess::start(&[], None);
+    let image = b"a stand-in for the pool node's image".to_vec();
+    let checksum = md5_hex(&image);
+    let url = serve_bytes(image);
     let o = run(&mut sim.client(&[
         "template",
         "register",
         "--name",
         "poolpilot-pool-node",
         "--url",
-        "https://sos-ch-gva-2.exo.io/images/pool-node.qcow2",
+        &url,
         "--checksum",
-        "0123456789abcdef0123456789abcdef",
+        &checksum,
     ]));
     let t = text(&o);
     assert!(o.status.success(), "{t}");

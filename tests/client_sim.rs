@@ -93,11 +93,14 @@ async fn every_operation_works_against_the_simulator() {
     assert!(types.iter().any(|t| t.name() == "standard.micro"));
 
     assert!(c.list_templates("private").await.unwrap().is_empty());
+    let image = b"QFI\xfb a small stand-in for a qcow2 image".to_vec();
+    let checksum = md5_hex(&image);
+    let url = serve_bytes(image.clone());
     let op = c
         .register_template(&RegisterTemplate {
             name: "poolpilot-pool".into(),
-            url: "https://sos-ch-gva-2.exo.io/images/pool.qcow2".into(),
-            checksum: "0123456789abcdef0123456789abcdef".into(),
+            url,
+            checksum: checksum.clone(),
             ssh_key_enabled: true,
             password_enabled: false,
             boot_mode: Some("legacy".into()),
@@ -110,7 +113,76 @@ async fn every_operation_works_against_the_simulator() {
     let id = done.reference.unwrap().id.unwrap();
     let tpl = c.get_template(id).await.unwrap();
     assert_eq!(tpl.name, "poolpilot-pool");
+    assert_eq!(tpl.checksum.as_deref(), Some(checksum.as_str()));
+    assert_eq!(tpl.size, Some(image.len() as u64));
     assert_eq!(c.list_templates("private").await.unwrap().len(), 1);
+
+    let op = c.delete_template(id).await.unwrap();
+    c.wait_operation(&op).await.unwrap();
+    assert!(c.list_templates("private").await.unwrap().is_empty());
+    let e = c.get_template(id).await.unwrap_err();
+    assert_eq!(e.status(), Some(404), "{e}");
+}
+
+#[tokio::test]
+async fn a_registration_whose_image_does_not_match_its_checksum_fails_and_leaves_no_template() {
+    let t = start(1, quick()).await;
+    let c = t.client();
+    let url = serve_bytes(b"the image as it really is".to_vec());
+    let register = |url: String, checksum: String| RegisterTemplate {
+        name: "poolpilot-pool".into(),
+        url,
+        checksum,
+        ssh_key_enabled: true,
+        password_enabled: false,
+        boot_mode: None,
+        default_user: None,
+        description: None,
+    };
+    let wrong = md5_hex(b"another image");
+    let op = c
+        .register_template(&register(url, wrong.clone()))
+        .await
+        .unwrap();
+    let e = c.wait_operation(&op).await.unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("failure") && msg.contains("checksum mismatch"),
+        "{msg}"
+    );
+    assert!(msg.contains(&wrong), "{msg}");
+    let done = c.get_operation(op.id).await.unwrap();
+    assert_eq!(done.reason.as_deref(), Some("incorrect"));
+    assert!(c.list_templates("private").await.unwrap().is_empty());
+    let id = op.reference.unwrap().id.unwrap();
+    assert_eq!(c.get_template(id).await.unwrap_err().status(), Some(404));
+
+    // An image nowhere on this machine: the simulator does not reach out, it refuses.
+    let op = c
+        .register_template(&register(
+            "https://sos-ch-gva-2.exo.io/images/pool.qcow2".into(),
+            wrong,
+        ))
+        .await
+        .unwrap();
+    let msg = c.wait_operation(&op).await.unwrap_err().to_string();
+    assert!(msg.contains("loopback"), "{msg}");
+    assert!(c.list_templates("private").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn public_templates_cannot_be_deleted_and_unknown_ones_are_not_found() {
+    let t = start(1, quick()).await;
+    let c = t.client();
+    let public = c.list_templates("public").await.unwrap();
+    let e = c.delete_template(public[0].id).await.unwrap_err();
+    assert_eq!(e.status(), Some(403), "{e}");
+    let e = c.delete_template(uuid::Uuid::new_v4()).await.unwrap_err();
+    assert_eq!(e.status(), Some(404), "{e}");
+    assert_eq!(
+        c.list_templates("public").await.unwrap().len(),
+        public.len()
+    );
 }
 
 #[tokio::test]

@@ -109,6 +109,15 @@ async fn raw(
         .body
 }
 
+/// Waits for the operation to end (whatever its state) and returns its raw body.
+async fn wait_done(c: &Client, id: &str) -> Vec<u8> {
+    let id: uuid::Uuid = id.parse().unwrap();
+    if let Ok(op) = c.get_operation(id).await {
+        let _ = c.wait_operation(&op).await;
+    }
+    raw(c, Method::GET, &format!("/operation/{id}"), &[], None).await
+}
+
 #[test]
 fn the_contract_check_can_fail() {
     let c = Contract::new();
@@ -257,21 +266,24 @@ async fn every_simulator_response_follows_the_spec() {
         )
         .await,
     );
+    let image = b"a stand-in for a qcow2 image".to_vec();
     let reg = raw(
         &c,
         Method::POST,
         "/template",
         &[],
         Some(
-            json!({"name": "poolpilot-monitor", "url": "https://example.org/m.qcow2",
-                    "checksum": "0123456789abcdef0123456789abcdef", "ssh-key-enabled": true,
+            json!({"name": "poolpilot-monitor", "url": serve_bytes(image.clone()),
+                    "checksum": md5_hex(&image), "ssh-key-enabled": true,
                     "password-enabled": false, "boot-mode": "legacy"}),
         ),
     )
     .await;
     check("/template", "post", &reg);
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let reg: Value = serde_json::from_slice(&reg).unwrap();
+    let op = reg["id"].as_str().unwrap();
+    let done = wait_done(&c, op).await;
+    check("/operation/{id}", "get", &done);
     let tid = reg["reference"]["id"].as_str().unwrap();
     check(
         "/template/{id}",
@@ -289,5 +301,35 @@ async fn every_simulator_response_follows_the_spec() {
             None,
         )
         .await,
+    );
+    let del = raw(&c, Method::DELETE, &format!("/template/{tid}"), &[], None).await;
+    check("/template/{id}", "delete", &del);
+    let del: Value = serde_json::from_slice(&del).unwrap();
+    assert_eq!(del["reference"]["id"], tid);
+    let done: Value =
+        serde_json::from_slice(&wait_done(&c, del["id"].as_str().unwrap()).await).unwrap();
+    assert_eq!(done["state"], "success", "{done}");
+
+    // A registration refused for its checksum: the failed operation's shape.
+    let reg = raw(
+        &c,
+        Method::POST,
+        "/template",
+        &[],
+        Some(
+            json!({"name": "poolpilot-monitor", "url": serve_bytes(image.clone()),
+                    "checksum": md5_hex(b"not the image"), "ssh-key-enabled": true,
+                    "password-enabled": false}),
+        ),
+    )
+    .await;
+    let reg: Value = serde_json::from_slice(&reg).unwrap();
+    let failed = wait_done(&c, reg["id"].as_str().unwrap()).await;
+    check("/operation/{id}", "get", &failed);
+    let failed: Value = serde_json::from_slice(&failed).unwrap();
+    assert_eq!(
+        (failed["state"].as_str(), failed["reason"].as_str()),
+        (Some("failure"), Some("incorrect")),
+        "{failed}"
     );
 }

@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["policy"],
     &["autoscaler"],
     &["local"],
-    &["sim", "discovery", "app", "front"],
+    &["sim", "discovery", "app", "front", "template"],
     &["exoscale", "load", "shutdown"],
     &["telemetry"],
     &["config"],

@@ -488,6 +488,19 @@ impl Client {
         .await
     }
 
+    /// Deletes a template (the instances made from it keep their disks). A retry after a lost
+    /// answer may find it gone: callers treat 404 as deleted.
+    pub async fn delete_template(&self, id: Uuid) -> Result<Operation> {
+        self.call(
+            Method::DELETE,
+            &format!("/template/{id}"),
+            &[],
+            None::<&()>,
+            Idempotency::Safe,
+        )
+        .await
+    }
+
     pub async fn list_zones(&self) -> Result<Vec<ZoneInfo>> {
         Ok(self.get::<ZoneList>("/zone", &[]).await?.zones)
     }

@@ -84,6 +84,7 @@ pub fn operation_id(method: &str, path: &str) -> &'static str {
         ("GET", "template", 1, _) => "list-templates",
         ("POST", "template", 1, _) => "register-template",
         ("GET", "template", 2, None) => "get-template",
+        ("DELETE", "template", 2, None) => "delete-template",
         _ => "other",
     }
 }
@@ -115,6 +116,10 @@ mod tests {
         assert_eq!(
             operation_id("DELETE", &format!("/v2/instance/{id}")),
             "other"
+        );
+        assert_eq!(
+            operation_id("DELETE", &format!("/v2/template/{id}")),
+            "delete-template"
         );
     }
 }

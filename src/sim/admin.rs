@@ -23,6 +23,7 @@ pub(super) fn routes() -> Router<Arc<Sim>> {
         .route("/instance/{id}/health", put(set_health))
         .route("/faults", post(add_faults).delete(clear_faults))
         .route("/requests", get(requests).delete(clear_requests))
+        .route("/template-downloads", put(hold_downloads))
 }
 
 fn uuid(raw: &str) -> Result<Uuid, ApiError> {
@@ -153,4 +154,20 @@ async fn requests(Ax(sim): Ax<Arc<Sim>>) -> Response {
 async fn clear_requests(Ax(sim): Ax<Arc<Sim>>) -> Response {
     sim.requests.lock().expect("request log lock").clear();
     axum::Json(json!({"cleared": true})).into_response()
+}
+
+#[derive(Deserialize)]
+struct HoldBody {
+    hold: bool,
+}
+
+/// `PUT /admin/template-downloads {"hold": true}` makes template downloads wait (registrations
+/// stay pending) until `{"hold": false}`: a test can change an image after its registration.
+async fn hold_downloads(
+    Ax(sim): Ax<Arc<Sim>>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let b: HoldBody = parse(&body)?;
+    sim.downloads_held.send_replace(b.hold);
+    Ok(axum::Json(json!({"hold": b.hold})).into_response())
 }

@@ -29,7 +29,7 @@ pub(super) fn routes() -> Router<Arc<Sim>> {
         .route("/load-balancer/{id}", get(get_load_balancer))
         .route("/instance-type", get(list_instance_types))
         .route("/template", get(list_templates).post(register_template))
-        .route("/template/{id}", get(get_template))
+        .route("/template/{id}", get(get_template).delete(delete_template))
         .fallback(|| async { api_error(404, "no such API operation in the simulator") })
 }
 
@@ -243,9 +243,32 @@ async fn list_templates(
     }))
 }
 
+/// Registers the template and, in the background, downloads its image and checks its MD5, as
+/// Exoscale does; the operation ends when the download does.
 async fn register_template(Ax(sim): Ax<Arc<Sim>>, bytes: Bytes) -> Result<Response, ApiError> {
     let req: RegisterTemplate = body(&bytes)?;
-    now_state(&sim, |s, now| s.register_template(now, req).map(json))
+    let (op, pending) = now_state(&sim, |s, now| s.register_template(now, req))?;
+    let sim = sim.clone();
+    tokio::spawn(async move {
+        let mut held = sim.downloads_held.subscribe();
+        let _ = held.wait_for(|h| !*h).await;
+        let fetched = super::download::fetch(&pending.url, sim.download_limits).await;
+        if let Err(e) = &fetched {
+            tracing::info!(operation = %pending.operation, error = %e, "template registration failed");
+        }
+        now_state(&sim, |s, now| {
+            s.finish_download(now, pending.operation, fetched)
+        });
+    });
+    Ok(json(op))
+}
+
+async fn delete_template(
+    Ax(sim): Ax<Arc<Sim>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = uuid(&id, "id")?;
+    now_state(&sim, |s, now| s.delete_template(now, id).map(json))
 }
 
 async fn get_template(Ax(sim): Ax<Arc<Sim>>, Path(id): Path<String>) -> Result<Response, ApiError> {

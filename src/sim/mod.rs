@@ -12,6 +12,7 @@
 
 pub mod backend;
 pub mod catalog;
+pub mod download;
 pub mod seed;
 pub mod state;
 
@@ -110,6 +111,10 @@ pub struct Sim {
     credentials: Vec<Credentials>,
     pub(crate) faults: Mutex<Faults>,
     pub(crate) requests: Mutex<RequestLog>,
+    /// While true, template downloads wait before they start (the admin API's test hook, to
+    /// change an image between its registration and its download).
+    pub(crate) downloads_held: tokio::sync::watch::Sender<bool>,
+    pub(crate) download_limits: download::Limits,
 }
 
 impl Sim {
@@ -123,6 +128,8 @@ impl Sim {
             credentials,
             faults: Mutex::new(Faults::default()),
             requests: Mutex::new(RequestLog::default()),
+            downloads_held: tokio::sync::watch::Sender::new(false),
+            download_limits: download::Limits::default(),
         });
         sim.start_machines(seeded);
         sim

@@ -3,7 +3,9 @@
 //! Time moves lazily: every request first calls [`State::advance`], which settles what has come
 //! due (operations succeed after `operation_delay`, instances boot after `boot_delay`, removed
 //! instances disappear when their operation ends). Nothing runs in the background, so tests on
-//! tokio's paused clock see exactly the transitions they step through.
+//! tokio's paused clock see exactly the transitions they step through; the one exception is the
+//! image download of a template registration, whose operation stays pending until the download
+//! ends ([`State::finish_download`]).
 //!
 //! [`pools`] holds the pool lifecycle (create, reconcile, scale, evict, kill); [`views`] the
 //! answers in the shapes of Exoscale's spec, which `tests/contract.rs` checks.
@@ -100,7 +102,8 @@ pub(crate) struct SimInstance {
 
 #[derive(Debug, Clone)]
 enum Effect {
-    RegisterTemplate(Template),
+    RegisterTemplate(Box<Template>),
+    DeleteTemplate(Uuid),
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +111,15 @@ struct SimOperation {
     op: Operation,
     done_at: Instant,
     effect: Option<Effect>,
+    /// Waiting for the image download of a registration: not due until it ends.
+    downloading: bool,
+}
+
+/// A registration whose image the simulator must download and check before it can succeed.
+#[derive(Clone, Debug)]
+pub struct PendingDownload {
+    pub operation: Uuid,
+    pub url: String,
 }
 
 #[derive(Debug, Clone)]
@@ -181,7 +193,7 @@ impl State {
     pub fn advance(&mut self, now: Instant) {
         let mut effects = Vec::new();
         for sop in self.operations.values_mut() {
-            if sop.op.state == OperationState::Pending && sop.done_at <= now {
+            if sop.op.state == OperationState::Pending && !sop.downloading && sop.done_at <= now {
                 sop.op.state = OperationState::Success;
                 if let Some(e) = sop.effect.take() {
                     effects.push(e);
@@ -191,7 +203,10 @@ impl State {
         for e in effects {
             match e {
                 Effect::RegisterTemplate(t) => {
-                    self.templates.insert(t.id, t);
+                    self.templates.insert(t.id, *t);
+                }
+                Effect::DeleteTemplate(id) => {
+                    self.templates.remove(&id);
                 }
             }
         }
@@ -292,6 +307,7 @@ impl State {
                 op: op.clone(),
                 done_at: now + self.timing.operation_delay,
                 effect,
+                downloading: false,
             },
         );
         op
@@ -328,12 +344,13 @@ impl State {
         id
     }
 
-    /// `POST /v2/template`.
+    /// `POST /v2/template`: the operation stays pending until the image is downloaded and its
+    /// MD5 checked ([`State::finish_download`]); the template exists only once it succeeds.
     pub fn register_template(
         &mut self,
         now: Instant,
         req: RegisterTemplate,
-    ) -> Result<Operation, ApiError> {
+    ) -> Result<(Operation, PendingDownload), ApiError> {
         if req.name.is_empty() || req.name.len() > 255 {
             return Err(ApiError::bad_request("name: must be 1 to 255 characters"));
         }
@@ -349,6 +366,7 @@ impl State {
         if boot_mode != "legacy" && boot_mode != "uefi" {
             return Err(ApiError::bad_request("boot-mode: must be legacy or uefi"));
         }
+        let req_url = req.url.clone();
         let t = Template {
             id: Uuid::new_v4(),
             name: req.name,
@@ -357,11 +375,12 @@ impl State {
             visibility: Some("private".into()),
             boot_mode: Some(boot_mode),
             checksum: Some(req.checksum.to_lowercase()),
-            url: Some(req.url),
+            url: Some(req.url.clone()),
             default_user: req.default_user,
             ssh_key_enabled: Some(req.ssh_key_enabled),
             password_enabled: Some(req.password_enabled),
-            size: Some(10 * 1024 * 1024 * 1024),
+            // The size of the image downloaded, once it is.
+            size: None,
             created_at: Some(
                 OffsetDateTime::now_utc()
                     .replace_nanosecond(0)
@@ -370,11 +389,76 @@ impl State {
             zones: vec![self.zone.name().to_owned()],
         };
         let id = t.id;
-        Ok(self.new_operation(
+        let url = req_url;
+        let op = self.new_operation(
             now,
             "register-template",
             Some((id, format!("/v2/template/{id}"))),
-            Some(Effect::RegisterTemplate(t)),
+            Some(Effect::RegisterTemplate(Box::new(t))),
+        );
+        if let Some(sop) = self.operations.get_mut(&op.id) {
+            sop.downloading = true;
+        }
+        let pending = PendingDownload {
+            operation: op.id,
+            url,
+        };
+        Ok((op, pending))
+    }
+
+    /// The download of a registration ended: with the image's size and MD5, the operation
+    /// succeeds after the usual delay when the MD5 is the one registered; otherwise (a checksum
+    /// mismatch, a failed download) it fails and no template remains.
+    pub fn finish_download(
+        &mut self,
+        now: Instant,
+        operation: Uuid,
+        fetched: Result<super::download::Fetched, String>,
+    ) {
+        let delay = self.timing.operation_delay;
+        let Some(sop) = self.operations.get_mut(&operation) else {
+            return;
+        };
+        sop.downloading = false;
+        let Some(Effect::RegisterTemplate(t)) = &mut sop.effect else {
+            return;
+        };
+        let expected = t.checksum.clone().unwrap_or_default();
+        let failure = match fetched {
+            Ok(f) if f.md5.eq_ignore_ascii_case(&expected) => {
+                t.size = Some(f.size);
+                sop.done_at = now + delay;
+                return;
+            }
+            Ok(f) => format!(
+                "checksum mismatch: the image downloaded has MD5 {}, the registration said {expected}",
+                f.md5
+            ),
+            Err(e) => e,
+        };
+        sop.effect = None;
+        sop.op.state = OperationState::Failure;
+        sop.op.reason = Some("incorrect".into());
+        sop.op.message = Some(failure);
+    }
+
+    /// `DELETE /v2/template/{id}`: private templates only; gone when the operation succeeds.
+    pub fn delete_template(&mut self, now: Instant, id: Uuid) -> Result<Operation, ApiError> {
+        let t = self
+            .templates
+            .get(&id)
+            .ok_or_else(|| ApiError::not_found("template", id))?;
+        if t.visibility.as_deref() != Some("private") {
+            return Err(ApiError::new(
+                403,
+                format!("template {id} is public: it cannot be deleted"),
+            ));
+        }
+        Ok(self.new_operation(
+            now,
+            "delete-template",
+            Some((id, format!("/v2/template/{id}"))),
+            Some(Effect::DeleteTemplate(id)),
         ))
     }
 }
