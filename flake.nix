@@ -27,6 +27,7 @@
           "bad_requests_are_refused_and_scale_nothing" # autoscaler: promtool check metrics
           "metrics_pass_promtool_and_healthz_answers" # discovery: promtool check metrics
           "prometheus_discovers_the_members_and_follows_a_scale_from_1_to_4" # discovery: Prometheus
+          "a_backend_answering_500_gets_exactly_eleven_requests_and_every_client_gets_200" # front: promtool check metrics
         ];
       };
       testTargets = map (lib.removeSuffix ".rs") (lib.attrNames (lib.filterAttrs
