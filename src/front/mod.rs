@@ -82,7 +82,7 @@ struct AttemptLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CodeLabel {
-    code: String,
+    code: u16,
 }
 
 /// The front's metrics.
@@ -90,6 +90,9 @@ struct CodeLabel {
 pub struct Metrics {
     responses: Family<CodeLabel, Counter>,
     attempts: Family<AttemptLabels, Counter>,
+    /// Each backend's attempt counters by outcome (ok, non200, timeout, error), resolved once:
+    /// the hot path increments without building labels.
+    attempt_counters: Vec<[Counter; 4]>,
     ejections: Family<BackendLabel, Counter>,
     ejected: Family<BackendLabel, Gauge>,
     all_failing: Gauge,
@@ -99,10 +102,31 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    fn new(registry: &mut Registry) -> Self {
+    fn new(registry: &mut Registry, backends: &[(String, String)]) -> Self {
+        let attempts: Family<AttemptLabels, Counter> = Family::default();
+        let attempt_counters = backends
+            .iter()
+            .map(|(name, _)| {
+                [
+                    Outcome::Ok,
+                    Outcome::Non200,
+                    Outcome::Timeout,
+                    Outcome::Error,
+                ]
+                .map(|o| {
+                    attempts
+                        .get_or_create(&AttemptLabels {
+                            backend: name.clone(),
+                            outcome: o.label().to_owned(),
+                        })
+                        .clone()
+                })
+            })
+            .collect();
         let m = Self {
             responses: Family::default(),
-            attempts: Family::default(),
+            attempts,
+            attempt_counters,
             ejections: Family::default(),
             ejected: Family::default(),
             all_failing: Gauge::default(),
@@ -159,18 +183,19 @@ impl Metrics {
     fn client_response(&self, status: StatusCode) {
         self.responses
             .get_or_create(&CodeLabel {
-                code: status.as_u16().to_string(),
+                code: status.as_u16(),
             })
             .inc();
     }
 
-    fn attempt(&self, backend: &str, outcome: Outcome) {
-        self.attempts
-            .get_or_create(&AttemptLabels {
-                backend: backend.to_owned(),
-                outcome: outcome.label().to_owned(),
-            })
-            .inc();
+    fn attempt(&self, backend: usize, outcome: Outcome) {
+        let k = match outcome {
+            Outcome::Ok => 0,
+            Outcome::Non200 => 1,
+            Outcome::Timeout => 2,
+            Outcome::Error => 3,
+        };
+        self.attempt_counters[backend][k].inc();
     }
 
     fn ejections(&self, backend: &str) {
@@ -203,7 +228,7 @@ pub struct Front {
 impl Front {
     pub fn new(cfg: FrontConfig, registry: &mut Registry) -> Self {
         let backends = Backends::new(cfg.backends.clone(), cfg.ejection);
-        let metrics = Metrics::new(registry);
+        let metrics = Metrics::new(registry, &cfg.backends);
         metrics.refresh(&backends);
         Self {
             budget: RetryBudget::new(cfg.retry_ratio, cfg.retry_min),

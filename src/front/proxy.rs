@@ -124,7 +124,11 @@ pub async fn forward(
         .insert("x-forwarded-proto", HeaderValue::from_static("http"));
 
     let may_retry = front.cfg.retry_non_idempotent || idempotent(&parts.method);
-    let mut payload = if may_retry {
+    use axum::body::HttpBody as _;
+    let mut payload = if may_retry && body.is_end_stream() {
+        // No body (most GETs): nothing to read or keep.
+        Payload::Kept(Bytes::new())
+    } else if may_retry {
         match http_body_util::Limited::new(body, front.cfg.retry_body_limit)
             .collect()
             .await
@@ -207,18 +211,19 @@ pub async fn forward(
             Ok(Err(_)) => Outcome::Error,
             Err(_) => Outcome::Timeout,
         };
-        front.metrics.attempt(&backend.name, outcome);
+        front.metrics.attempt(i, outcome);
         match front.backends.record(i, outcome, Instant::now()) {
             Change::None => {}
             Change::Ejected(cooldown) => {
                 front.metrics.ejections(&backend.name);
+                front.metrics.refresh(&front.backends);
                 warn!(backend = %backend.name, cooldown_ms = cooldown.as_millis() as u64, "backend ejected");
             }
             Change::KeptAsLast => {
+                front.metrics.refresh(&front.backends);
                 warn!(backend = %backend.name, "backend past its failure limit but the last in rotation: it keeps the traffic");
             }
         }
-        front.metrics.refresh(&front.backends);
         match attempt {
             Ok(Ok(resp)) if outcome == Outcome::Ok => {
                 let (mut rp, body) = resp.into_parts();
