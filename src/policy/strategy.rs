@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 use super::engine::{History, Input, Member, Threshold};
+use super::forecast;
 use super::file::{Check, Metric, PolicyFile};
 use crate::autoscaler::source::Signals;
 use crate::autoscaler::source::prometheus::newest_age;
@@ -57,6 +58,8 @@ pub struct PolicyStrategy {
     name: &'static str,
     history: History,
     thresholds: Vec<Threshold>,
+    /// One state per forecast check, in order.
+    forecasts: Vec<forecast::State>,
     started: Instant,
     reload: ReloadSlot,
 }
@@ -64,11 +67,13 @@ pub struct PolicyStrategy {
 impl PolicyStrategy {
     pub fn new(file: PolicyFile) -> Self {
         let thresholds = file.bands().into_iter().map(Threshold::new).collect();
+        let forecasts = vec![forecast::State::default(); file.forecasts().len()];
         Self {
             name: Box::leak(format!("policy {}", file.policy.name).into_boxed_str()),
             file,
             history: History::default(),
             thresholds,
+            forecasts,
             started: Instant::now(),
             reload: ReloadSlot::default(),
         }
@@ -97,6 +102,10 @@ impl PolicyStrategy {
         }
         tracing::info!(policy = %new.policy.name, "policy reloaded");
         self.thresholds = new.bands().into_iter().map(Threshold::new).collect();
+        // A forecast keeps what it learnt when the reload keeps the same number of them.
+        if new.forecasts().len() != self.forecasts.len() {
+            self.forecasts = vec![forecast::State::default(); new.forecasts().len()];
+        }
         if new.policy.name != self.file.policy.name {
             self.name = Box::leak(format!("policy {}", new.policy.name).into_boxed_str());
         }
@@ -225,6 +234,8 @@ impl PolicyStrategy {
         let mut inputs = Vec::new();
         let mut t = 0;
         let mut tt = self.file.target_tracking().into_iter();
+        let mut fc = self.file.forecasts().into_iter();
+        let mut f_index = 0;
         for (i, c) in self.file.checks.iter().enumerate() {
             let (desired, reason, record) = match c {
                 Check::WebhookStep => {
@@ -267,6 +278,23 @@ impl PolicyStrategy {
                         recommended: r.desired,
                     };
                     (r.desired, r.reason, rec)
+                }
+                Check::Forecast { .. } => {
+                    let f = fc.next().expect("one per check");
+                    let state = &mut self.forecasts[f_index];
+                    f_index += 1;
+                    let (d, r, total, n) =
+                        forecast_check(&f, state, &flight_input, clock.elapsed);
+                    let rec = InputRecord {
+                        check: i,
+                        strategy: "forecast",
+                        metric: "load-in-flight",
+                        value: total,
+                        members_with_value: n,
+                        sample_at: at(&flight_input),
+                        recommended: d,
+                    };
+                    (d, r, rec)
                 }
                 Check::Threshold { .. } => {
                     let r = self.thresholds[t].recommend(current, average);
@@ -314,6 +342,47 @@ impl PolicyStrategy {
             }),
         }
     }
+}
+
+/// One forecast check: the pool's total demand from the members' values, into the forecast,
+/// and the size it asks for. Returns (desired, reason, total demand seen, members with a value).
+///
+/// The total is the sum of the members' values: each is the member's share averaged over the
+/// rate window, so the sum is the pool's demand averaged over that window, whoever joined or
+/// left in it. With no value at all (or stale data, which the caller blanks) the forecast
+/// learns nothing and the check holds the current size.
+fn forecast_check(
+    f: &forecast::Forecast,
+    state: &mut forecast::State,
+    input: &Input,
+    now: Duration,
+) -> (u64, String, Option<f64>, usize) {
+    let values: Vec<f64> = input.members.iter().filter_map(|m| m.value).collect();
+    if values.is_empty() {
+        return (
+            input.current,
+            "no member with a fresh value: hold".into(),
+            None,
+            0,
+        );
+    }
+    let total: f64 = values.iter().sum();
+    f.observe(state, now, total);
+    let o = f.outlook(state, total, input.current);
+    let reason = format!(
+        "demand {:.2} (level {:.2}, trend {:+.4}/s), forecast {:.2} in {}s, error {} over {} residual(s), headroom {:.2} -> sized for {:.2} / {} per member",
+        o.observed,
+        o.level,
+        o.trend,
+        o.forecast,
+        f.horizon.as_secs(),
+        o.error.map_or("unknown".to_owned(), |e| format!("{e:.2}")),
+        o.residuals,
+        o.headroom,
+        o.sized_for,
+        f.target,
+    );
+    (o.desired, reason, Some(total), values.len())
 }
 
 #[cfg(test)]
