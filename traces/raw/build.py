@@ -25,10 +25,26 @@ def lines(name):
 # www.cs.wisc.edu, analog hourly report: 48 whole hours, 28/Nov/00 01:00 to 30/Nov/00 01:00.
 hours = [int(l.rsplit(":", 1)[1]) for l in lines("wisc-hourly.txt")]
 assert len(hours) == 48
-rows = [(i * 3600, n / 3600) for i, n in enumerate(hours)] + [(48 * 3600, hours[-1] / 3600)]
+# An hourly count says how many requests came in that hour, not that the rate jumped on the
+# hour: each hour's mean rate is placed at the hour's middle and the rate between two middles
+# is a straight line (one row a minute); before the first and after the last middle it holds.
+mids = [((i + 0.5) * 3600, n / 3600) for i, n in enumerate(hours)]
+
+
+def rate_at(t):
+    if t <= mids[0][0]:
+        return mids[0][1]
+    for (t0, r0), (t1, r1) in zip(mids, mids[1:]):
+        if t <= t1:
+            return r0 + (r1 - r0) * (t - t0) / (t1 - t0)
+    return mids[-1][1]
+
+
+rows = [(m * 60, rate_at(m * 60)) for m in range(48 * 60 + 1)]
 write("wisc-diurnal.csv", [
     "www.cs.wisc.edu, all requests per hour (analog), 2000-11-28 01:00 to 2000-11-30 01:00",
-    "local server time; one row per hour, rate = the hour's requests / 3600; see README.md",
+    "local server time; each hour's rate (requests / 3600) at the hour's middle, linear between",
+    "middles, one row a minute; see README.md",
 ], rows)
 
 # WorldCup98, requests per minute, 1998-06-10 13:00 to 17:25 (timestamps as in the source).

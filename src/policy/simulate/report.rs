@@ -20,7 +20,25 @@ pub struct Line<'a> {
     pub instance_hours_over_oracle: Option<f64>,
     /// The oracle's SLO-violation minutes on the same trace, beside this policy's.
     pub oracle_slo_violation_minutes: Option<f64>,
+    /// [from, to) seconds of each stretch with fewer members in the NLB than the demand needed.
+    pub slo_violations: Vec<(f64, f64)>,
     pub changes: &'a [super::Change],
+}
+
+/// The stretches of `run` when fewer members served than the demand needed.
+pub fn violations(run: &Run) -> Vec<(f64, f64)> {
+    let mut out: Vec<(f64, f64)> = Vec::new();
+    for (i, (d, r)) in run.demand.iter().zip(&run.ready).enumerate() {
+        if r >= d {
+            continue;
+        }
+        let t = i as f64 * run.sample_s;
+        match out.last_mut() {
+            Some((_, to)) if *to == t => *to = t + run.sample_s,
+            _ => out.push((t, t + run.sample_s)),
+        }
+    }
+    out
 }
 
 pub fn lines<'a>(
@@ -40,6 +58,7 @@ pub fn lines<'a>(
                 .filter(|o| o.scores.instance_seconds > 0.0)
                 .map(|o| r.scores.instance_seconds / o.scores.instance_seconds),
             oracle_slo_violation_minutes: oracle.map(|o| o.scores.slo_violation_minutes),
+            slo_violations: violations(r),
             changes: &r.changes,
         })
         .collect()
