@@ -431,4 +431,108 @@ mod tests {
             "taken either way"
         );
     }
+
+    fn builtin(name: &str) -> PolicyFile {
+        PolicyFile::parse(crate::policy::builtin::get(name).unwrap()).unwrap()
+    }
+
+    /// A pool of `size` members with the given in-flight values, sampled `age` seconds before
+    /// `unix`.
+    fn reading(size: u64, values: &[f64], unix: f64, age: f64) -> (Observation, Signals) {
+        let ip = |i: usize| std::net::Ipv4Addr::new(198, 51, 100, i as u8 + 1);
+        let obs = Observation {
+            size,
+            state: "running".into(),
+            members: size,
+            running: size,
+            busy: None,
+            member_list: (0..size as usize)
+                .map(|i| crate::autoscaler::target::MemberInfo {
+                    ip: Some(ip(i)),
+                    age: Some(Duration::from_secs(3600)),
+                    running: true,
+                })
+                .collect(),
+        };
+        let signals = Signals {
+            in_flight: values
+                .iter()
+                .take(size as usize)
+                .enumerate()
+                .map(|(i, v)| crate::autoscaler::source::Sample {
+                    instance: format!("{}:9100", ip(i)),
+                    value: *v,
+                    at: unix - age,
+                })
+                .collect(),
+            ..Signals::default()
+        };
+        (obs, signals)
+    }
+
+    /// The default policy through its decision record: the forecast, its error and the
+    /// headroom are in the reason; the total demand is the input's value.
+    #[test]
+    fn the_default_policy_explains_its_forecast() {
+        let mut s = PolicyStrategy::new(builtin("default"));
+        let mut last = None;
+        for tick in 0..20u64 {
+            let unix = 1_767_600_000.0 + 15.0 * tick as f64;
+            let (obs, signals) = reading(3, &[0.7, 0.7, 0.7], unix, 5.0);
+            let clock = Clock {
+                elapsed: Duration::from_secs(15 * tick),
+                unix,
+                utc: chrono::DateTime::from_timestamp(unix as i64, 0).unwrap(),
+            };
+            last = Some(s.recommend_at(&obs, &signals, clock));
+        }
+        let r = last.unwrap();
+        // 2.1 requests in flight, steady: error 0, headroom 0 -> ceil(2.1 / 1.0) = 3.
+        assert_eq!(r.desired, 3, "{}", r.reason);
+        for word in ["forecast", "error 0.00", "headroom 0.00", "sized for 2.10"] {
+            assert!(r.reason.contains(word), "{word}: {}", r.reason);
+        }
+        let input = &r.detail.unwrap().inputs[0];
+        assert_eq!((input.strategy, input.metric), ("forecast", "load-in-flight"));
+        assert!((input.value.unwrap() - 2.1).abs() < 1e-9);
+    }
+
+    proptest::proptest! {
+        /// On random readings (random demand per member, random sample ages, some stale,
+        /// some missing), the default policy never leaves its bounds and never scales in on
+        /// stale or missing data.
+        #[test]
+        fn the_default_policy_stays_in_bounds_and_never_scales_in_on_stale_data(
+            steps in proptest::collection::vec(
+                (proptest::collection::vec(0.0f64..4.0, 10), 0u64..120, proptest::bool::weighted(0.1)),
+                1..80,
+            ),
+        ) {
+            let pf = builtin("default");
+            let (min, max) = (pf.policy.min, pf.policy.max);
+            let max_age = pf.behaviour().max_sample_age.as_secs_f64();
+            let mut s = PolicyStrategy::new(pf);
+            let mut size = 2u64;
+            for (tick, (values, age, missing)) in steps.into_iter().enumerate() {
+                let unix = 1_767_600_000.0 + 15.0 * tick as f64;
+                let values = if missing { vec![] } else { values };
+                let (obs, signals) = reading(size, &values, unix, age as f64);
+                let clock = Clock {
+                    elapsed: Duration::from_secs(15 * tick as u64),
+                    unix,
+                    utc: chrono::DateTime::from_timestamp(unix as i64, 0).unwrap(),
+                };
+                let r = s.recommend_at(&obs, &signals, clock);
+                proptest::prop_assert!((min..=max).contains(&r.desired), "{} outside {min}..={max}", r.desired);
+                let stale = missing || age as f64 > max_age;
+                if stale {
+                    proptest::prop_assert!(r.desired >= size, "scaled in from {size} to {} on stale data: {}", r.desired, r.reason);
+                }
+                if r.desired != size {
+                    s.applied_at(clock.elapsed, size, r.desired);
+                    size = r.desired;
+                }
+            }
+        }
+    }
 }
