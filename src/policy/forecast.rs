@@ -148,7 +148,7 @@ impl Forecast {
         let forecast = self.ahead(state);
         let error = self.error(state);
         let headroom = self.k * error.unwrap_or(0.0);
-        let sized_for = observed.max(level).max(forecast) + headroom;
+        let sized_for = (level.max(forecast) + headroom).max(observed);
         Outlook {
             observed,
             level,
