@@ -156,10 +156,16 @@ fn every_result_stands_beside_the_oracle() {
     let oracle = line(&v, "oracle");
     assert_eq!(oracle["instance_hours_over_oracle"], 1.0);
     let oracle_slo = oracle["scores"]["slo_violation_minutes"].as_f64().unwrap();
-    assert_eq!(v["oracle"]["slo_violation_minutes"].as_f64(), Some(oracle_slo));
+    assert_eq!(
+        v["oracle"]["slo_violation_minutes"].as_f64(),
+        Some(oracle_slo)
+    );
     for p in v["policies"].as_array().unwrap() {
         assert_eq!(p["oracle_slo_violation_minutes"].as_f64(), Some(oracle_slo));
-        assert!(p["instance_hours_over_oracle"].as_f64().unwrap() > 0.0, "{p}");
+        assert!(
+            p["instance_hours_over_oracle"].as_f64().unwrap() > 0.0,
+            "{p}"
+        );
         // The violation stretches add up to the SLO minutes.
         let stretches: f64 = p["slo_violations"]
             .as_array()
@@ -174,11 +180,17 @@ fn every_result_stands_beside_the_oracle() {
     // when the step comes (and pays for them only from one lead time before).
     assert_eq!(oracle_slo, 0.0);
     let up = &oracle["changes"][0];
-    assert_eq!((up["t"].as_f64(), up["to"].as_u64()), (Some(600.0 - 80.0), Some(6)));
+    assert_eq!(
+        (up["t"].as_f64(), up["to"].as_u64()),
+        (Some(600.0 - 80.0), Some(6))
+    );
     // The table shows the columns too.
     let o = simulate(&["--trace", "step", "--svg", svg.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(text.contains("h/oracle") && text.contains("oracle-SLO"), "{text}");
+    assert!(
+        text.contains("h/oracle") && text.contains("oracle-SLO"),
+        "{text}"
+    );
 }
 
 /// The real traces map onto a pool of 1 to 20 members at their scale; every policy stays in
@@ -219,13 +231,19 @@ fn the_real_traces_run_at_their_scale() {
                 assert!((1..=20).contains(&c["to"].as_u64().unwrap()), "{name}: {p}");
             }
             // Nobody beats the oracle's cost by more than the boot jitter could explain.
-            assert!(p["instance_hours_over_oracle"].as_f64().unwrap() > 0.9, "{name}: {p}");
+            assert!(
+                p["instance_hours_over_oracle"].as_f64().unwrap() > 0.9,
+                "{name}: {p}"
+            );
         }
     }
 }
 
 #[test]
 fn a_bad_scale_exits_64() {
-    let cases = [(vec!["--scale", "0"], "scale"), (vec!["--scale=-2"], "scale")];
+    let cases = [
+        (vec!["--scale", "0"], "scale"),
+        (vec!["--scale=-2"], "scale"),
+    ];
     common::each_exits_64_naming_the_field(cases, |args| simulate(args), common::stderr);
 }

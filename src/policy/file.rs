@@ -341,7 +341,10 @@ impl PolicyFile {
                     if error_window.get() < horizon.get()
                         || error_window.get() > Duration::from_secs(86400)
                     {
-                        bad(f("error-window"), "must be at least the horizon and at most 24h");
+                        bad(
+                            f("error-window"),
+                            "must be at least the horizon and at most 24h",
+                        );
                     }
                 }
                 Check::Threshold { bands } => {
@@ -519,12 +522,12 @@ impl PolicyFile {
                     error_quantile,
                     error_window,
                 } => Some(crate::policy::forecast::Forecast {
-                        alpha: *alpha,
-                        beta: *beta,
-                        horizon: horizon.get(),
-                        target: *target,
-                        k: *k,
-                        quantile: *error_quantile,
+                    alpha: *alpha,
+                    beta: *beta,
+                    horizon: horizon.get(),
+                    target: *target,
+                    k: *k,
+                    quantile: *error_quantile,
                     error_window: error_window.get(),
                 }),
                 _ => None,

@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 use super::engine::{History, Input, Member, Threshold};
-use super::forecast;
 use super::file::{Check, Metric, PolicyFile};
+use super::forecast;
 use crate::autoscaler::source::Signals;
 use crate::autoscaler::source::prometheus::newest_age;
 use crate::autoscaler::strategy::{Detail, InputRecord, Recommendation, Strategy};
@@ -283,8 +283,7 @@ impl PolicyStrategy {
                     let f = fc.next().expect("one per check");
                     let state = &mut self.forecasts[f_index];
                     f_index += 1;
-                    let (d, r, total, n) =
-                        forecast_check(&f, state, &flight_input, clock.elapsed);
+                    let (d, r, total, n) = forecast_check(&f, state, &flight_input, clock.elapsed);
                     let rec = InputRecord {
                         check: i,
                         strategy: "forecast",
@@ -493,7 +492,10 @@ mod tests {
             assert!(r.reason.contains(word), "{word}: {}", r.reason);
         }
         let input = &r.detail.unwrap().inputs[0];
-        assert_eq!((input.strategy, input.metric), ("forecast", "load-in-flight"));
+        assert_eq!(
+            (input.strategy, input.metric),
+            ("forecast", "load-in-flight")
+        );
         assert!((input.value.unwrap() - 2.1).abs() < 1e-9);
     }
 
