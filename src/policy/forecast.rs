@@ -66,7 +66,7 @@ pub struct Outlook {
     pub error: Option<f64>,
     pub residuals: usize,
     pub headroom: f64,
-    /// What the pool must serve: max(observed, level, forecast) + headroom.
+    /// What the pool must serve: max(level, forecast) + headroom, and never less than observed.
     pub sized_for: f64,
     pub desired: u64,
 }
@@ -138,9 +138,9 @@ impl Forecast {
         quantile(&abs, self.quantile)
     }
 
-    /// The size for the last observation `observed`: enough members for the highest of what
-    /// is served now, the smoothed level and the forecast, plus the headroom. Never below what
-    /// the observation needs: a forecast that lags a step does not undo the step. Before its
+    /// The size for the last observation `observed`: enough members for the higher of the
+    /// smoothed level and the forecast, plus the headroom. Never below what the observation
+    /// needs: a forecast that lags a step does not undo the step. Before its
     /// first residual the forecast's error is unknown: it never asks for fewer than `current`
     /// members then.
     pub fn outlook(&self, state: &State, observed: f64, current: u64) -> Outlook {
