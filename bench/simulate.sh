@@ -1,32 +1,65 @@
 #!/usr/bin/env bash
-# Issue: the elasticity benchmark and policy simulator.
-# For each built-in trace, the elastic speedup of our default policy over `course` (the
-# course's webhook rule) and over `hpa` (Kubernetes' defaults): the geometric mean of the
-# ratios of θU, θO, τU, τO (SPEC RG elasticity metrics), all three run side by side in one
-# `poolpilot simulate` per trace, the same model, seed and ceiling (--max 10). Also printed:
-# SLO-violation minutes and cost, because a speedup can be bought with money.
+# Issue 16: the default policy against Kubernetes' HPA and the oracle, on every trace.
+#
+# For each synthetic trace (noisy with 5 seeds) and each real trace of traces/ (at the scale
+# traces/README.md gives it), one `poolpilot simulate` runs course, hpa, default and the oracle
+# side by side (same model, same seed, --max 20). Printed for each policy: the elastic speedup
+# over hpa and over course (SPEC RG: geometric mean of the θU, θO, τU, τO ratios, > 1 is
+# better), instance-hours as a ratio of the oracle's, and SLO-violation minutes. The last
+# columns check the acceptance target of issue 16 for `default`: speedup over hpa >= 1.3, SLO
+# minutes <= hpa's, instance-hours <= 1.15 x the oracle's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -q
 BIN=target/release/poolpilot
-SEEDS=${SEEDS:-1}
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
-printf '%-7s %5s %12s %10s %14s %14s %14s\n' trace seed "x course" "x hpa" "SLO-min c/h/d" "EUR c/h/d" "changes c/h/d"
-for trace in step ramp sine spike noisy; do
-  for seed in $(seq 1 "$SEEDS"); do
-    $BIN simulate --trace "$trace" --seed "$seed" --max 10 \
-      --policy course --policy hpa --policy default --json --svg "$OUT/$trace.svg" > "$OUT/$trace.json"
-    python3 - "$OUT/$trace.json" "$trace" "$seed" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-p = {x["policy"]: x for x in r["policies"]}
-d = p["default"]
-f = lambda k, fmt: "/".join(fmt % p[n]["scores"][k] for n in ("course", "hpa", "default"))
-print("%-7s %5s %12.2f %10.2f %14s %14s %14s" % (
-    sys.argv[2], sys.argv[3], d["speedup_over_course"], d["speedup_over_hpa"],
-    f("slo_violation_minutes", "%.0f"), f("cost_eur", "%.3f"), f("scale_changes", "%d")))
-PY
-  done
+
+runs=()
+for trace in step ramp sine spike; do runs+=("$trace 1 1"); done
+for seed in 1 2 3 4 5; do runs+=("noisy 1 $seed"); done
+runs+=("traces/wisc-diurnal.csv 30 1" "traces/wc98-flash.csv 0.085 1" "traces/wc98-night.csv 0.5 1")
+
+i=0
+for r in "${runs[@]}"; do
+  read -r trace scale seed <<<"$r"
+  $BIN simulate --trace "$trace" --scale "$scale" --seed "$seed" --max 20 \
+    --policy course --policy hpa --policy default --policy oracle \
+    --json --svg "$OUT/$i.svg" > "$OUT/$i.json"
+  i=$((i + 1))
 done
-echo "x course, x hpa: elastic speedup of 'default' (> 1: better); c/h/d = course/hpa/default"
+
+python3 - "$OUT" "$i" <<'PY'
+import json, os, sys
+out, n = sys.argv[1], int(sys.argv[2])
+hdr = "%-18s %4s %-8s %7s %8s %8s %8s" % ("trace", "seed", "policy", "x hpa", "x course", "h/oracle", "SLO-min")
+print(hdr)
+print("-" * len(hdr))
+summary = []
+for i in range(n):
+    r = json.load(open(os.path.join(out, "%d.json" % i)))
+    p = {x["policy"]: x for x in r["policies"]}
+    name = os.path.basename(r["trace"]).replace(".csv", "")
+    for pol in ("course", "hpa", "default", "oracle"):
+        x = p[pol]
+        print("%-18s %4s %-8s %7.2f %8.2f %8.2f %8.1f" % (
+            name, r["seed"], pol, x["speedup_over_hpa"], x["speedup_over_course"],
+            x["instance_hours_over_oracle"], x["scores"]["slo_violation_minutes"]))
+    d, h = p["default"], p["hpa"]
+    checks = (
+        d["speedup_over_hpa"] >= 1.3,
+        d["scores"]["slo_violation_minutes"] <= h["scores"]["slo_violation_minutes"] + 1e-9,
+        d["instance_hours_over_oracle"] <= 1.15,
+    )
+    summary.append((name, r["seed"], d, h, checks))
+    print()
+print("acceptance for default (issue 16): speedup over hpa >= 1.3 | SLO-min <= hpa's | h/oracle <= 1.15")
+ok = 0
+for name, seed, d, h, (a, b, c) in summary:
+    mark = lambda v: "yes" if v else "NO "
+    print("%-18s %4s  x hpa %5.2f %s | SLO %5.1f vs %5.1f %s | h/oracle %4.2f %s" % (
+        name, seed, d["speedup_over_hpa"], mark(a), d["scores"]["slo_violation_minutes"],
+        h["scores"]["slo_violation_minutes"], mark(b), d["instance_hours_over_oracle"], mark(c)))
+    ok += a + b + c
+print("%d of %d checks hold" % (ok, 3 * len(summary)))
+PY

@@ -33,6 +33,7 @@ pub async fn run(cmd: PolicyCommand) -> Result<(), CliError> {
                             Check::WebhookStep => "webhook-step",
                             Check::Threshold { .. } => "threshold",
                             Check::TargetTracking { .. } => "target-tracking",
+                            Check::Forecast { .. } => "forecast",
                         })
                         .collect();
                     let b = p.behaviour();

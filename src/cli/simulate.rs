@@ -17,8 +17,9 @@ pub struct SimulateArgs {
     /// The workload: step, ramp, sine, spike, noisy, or a CSV file (`time_s,requests_per_s`).
     #[arg(long, value_name = "NAME|FILE", default_value = "step")]
     pub trace: String,
-    /// A policy to run (repeat to compare): a file or a built-in (default, course, hpa,
-    /// target-tracking, office-hours). Default: course, hpa and default.
+    /// A policy to run (repeat to compare): a file, a built-in (default, course, hpa,
+    /// target-tracking, office-hours), or `oracle` (the best possible, computed from the whole
+    /// trace). Default: course, hpa, default and oracle.
     #[arg(long = "policy", value_name = "FILE|NAME")]
     pub policies: Vec<String>,
     /// Seed of the boot delays and the noisy trace.
@@ -27,6 +28,10 @@ pub struct SimulateArgs {
     /// Requests per second one instance serves within the SLO.
     #[arg(long, value_name = "RPS", default_value_t = 10.0)]
     pub capacity: f64,
+    /// Multiply the trace's rates by this (maps a recorded site onto a pool of a few members;
+    /// traces/README.md gives each trace's factor).
+    #[arg(long, value_name = "FACTOR", default_value_t = 1.0)]
+    pub scale: f64,
     /// Members at the start (within each policy's bounds).
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub initial: u64,
@@ -79,6 +84,9 @@ pub async fn run(args: SimulateArgs) -> Result<(), CliError> {
     if args.tick.get() < std::time::Duration::from_secs(1) {
         return Err(ConfigError::invalid("tick", "must be at least 1s").into());
     }
+    if !(args.scale.is_finite() && args.scale > 0.0 && args.scale <= 1e6) {
+        return Err(ConfigError::invalid("scale", "must be in (0, 1000000]").into());
+    }
     if !(args.price.is_finite() && args.price >= 0.0) {
         return Err(ConfigError::invalid("price", "must be >= 0").into());
     }
@@ -103,15 +111,29 @@ pub async fn run(args: SimulateArgs) -> Result<(), CliError> {
             .into());
         }
     };
+    let trace = trace.scaled(args.scale);
     let names: Vec<String> = if args.policies.is_empty() {
-        vec!["course".into(), "hpa".into(), "default".into()]
+        vec![
+            "course".into(),
+            "hpa".into(),
+            "default".into(),
+            "oracle".into(),
+        ]
     } else {
         args.policies.clone()
     };
+    // `oracle` is not a policy file: it is computed, with the default policy's bounds.
     let policies = names
         .iter()
-        .map(|n| load_policy(n, args.max))
+        .map(|n| {
+            if n == "oracle" {
+                Ok(None)
+            } else {
+                load_policy(n, args.max).map(Some)
+            }
+        })
         .collect::<Result<Vec<_>, _>>()?;
+    let default_bounds = load_policy("default", args.max)?.policy;
     let model = Model {
         capacity: args.capacity,
         boot: args.boot.get(),
@@ -122,9 +144,13 @@ pub async fn run(args: SimulateArgs) -> Result<(), CliError> {
         seed: args.seed,
         ..Model::default()
     };
+    let oracle = simulate::oracle::run(&model, &trace, default_bounds.min, default_bounds.max);
     let runs: Vec<simulate::Run> = policies
         .iter()
-        .map(|p| simulate::run(&model, p, &trace))
+        .map(|p| match p {
+            Some(p) => simulate::run(&model, p, &trace),
+            None => oracle.clone(),
+        })
         .collect();
     // The references, run the same way when they were not asked for.
     let reference = |name: &str| -> Result<simulate::Run, ConfigError> {
@@ -135,7 +161,7 @@ pub async fn run(args: SimulateArgs) -> Result<(), CliError> {
     };
     let course = reference("course")?;
     let hpa = reference("hpa")?;
-    let lines = report::lines(&runs, Some(&course), Some(&hpa));
+    let lines = report::lines(&runs, Some(&course), Some(&hpa), Some(&oracle));
 
     if let Some(dir) = args.svg.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -146,7 +172,12 @@ pub async fn run(args: SimulateArgs) -> Result<(), CliError> {
         let out = serde_json::json!({
             "trace": trace.name,
             "seed": args.seed,
+            "scale": args.scale,
             "model": model,
+            "oracle": {
+                "instance_seconds": oracle.scores.instance_seconds,
+                "slo_violation_minutes": oracle.scores.slo_violation_minutes,
+            },
             "policies": lines,
             "svg": args.svg,
         });
@@ -154,7 +185,7 @@ pub async fn run(args: SimulateArgs) -> Result<(), CliError> {
     } else {
         print!("{}", report::table(&trace.name, &lines));
         println!(
-            "\nx course / x hpa: elastic speedup (geometric mean of the four ratios, +1 point each; > 1 is better)\nchart: {}",
+            "\nx course / x hpa: elastic speedup (geometric mean of the four ratios, +1 point each; > 1 is better)\nh/oracle: instance-hours over the oracle's; oracle-SLO: the oracle's SLO-violation minutes\nchart: {}",
             args.svg.display()
         );
     }

@@ -145,7 +145,8 @@ pub struct DemoConfig {
 }
 
 /// A `--policy` for the demo: a file, or a built-in name. `target-tracking` is the demo's
-/// target tracking (examples/policies/demo-in-flight.toml): the three-minute story needs
+/// target tracking (examples/policies/demo-in-flight.toml), `default` the default policy's
+/// forecast at the demo's lead time (examples/policies/demo-default.toml): the three-minute story needs
 /// short windows, and it tracks requests in flight, which, unlike CPU, does not saturate, so
 /// one decision finds the size the load needs.
 pub fn resolve_policy(arg: &str) -> Result<crate::policy::builtin::Source, String> {
@@ -153,6 +154,13 @@ pub fn resolve_policy(arg: &str) -> Result<crate::policy::builtin::Source, Strin
         let mut s = crate::policy::builtin::load("demo-in-flight")?;
         s.label = "built-in `target-tracking` at the demo's time scale (demo-in-flight)".into();
         return Ok(s);
+    }
+    if arg == "default" {
+        return Ok(crate::policy::builtin::Source {
+            label: "built-in `default` at the demo's time scale (demo-default)".into(),
+            text: include_str!("../../examples/policies/demo-default.toml").to_owned(),
+            path: None,
+        });
     }
     crate::policy::builtin::load(arg)
 }

@@ -7,7 +7,7 @@
 //! max = 10
 //!
 //! [[check]]
-//! strategy = "target-tracking"   # webhook-step | threshold | target-tracking
+//! strategy = "target-tracking"   # webhook-step | threshold | target-tracking | forecast
 //! target = 0.6                   # per-member CPU utilisation, 0..1
 //! tolerance = 0.1
 //! warm-up = "60s"
@@ -85,6 +85,39 @@ pub enum Check {
         #[serde(default = "default_warm_up")]
         warm_up: Dur,
     },
+    /// Holt's linear trend on the pool's total demand (`load-in-flight` summed over members),
+    /// `horizon` ahead, with a headroom of `k` x the recent error (see [`super::forecast`]).
+    Forecast {
+        /// Requests in flight one member serves within the SLO.
+        target: f64,
+        horizon: Dur,
+        #[serde(default = "default_alpha")]
+        alpha: f64,
+        #[serde(default = "default_beta")]
+        beta: f64,
+        #[serde(default = "default_k")]
+        k: f64,
+        #[serde(default = "default_quantile")]
+        error_quantile: f64,
+        #[serde(default = "default_error_window")]
+        error_window: Dur,
+    },
+}
+
+fn default_alpha() -> f64 {
+    0.5
+}
+fn default_beta() -> f64 {
+    0.2
+}
+fn default_k() -> f64 {
+    1.0
+}
+fn default_quantile() -> f64 {
+    0.9
+}
+fn default_error_window() -> Dur {
+    Dur::secs(1800)
 }
 
 /// What a target-tracking check tracks.
@@ -274,6 +307,46 @@ impl PolicyFile {
                         bad(format!("check[{i}].warm-up"), "must be at most 1h");
                     }
                 }
+                Check::Forecast {
+                    target,
+                    horizon,
+                    alpha,
+                    beta,
+                    k,
+                    error_quantile,
+                    error_window,
+                } => {
+                    let f = |name: &str| format!("check[{i}].{name}");
+                    if !(*target > 0.0 && *target <= 1000.0) {
+                        bad(
+                            f("target"),
+                            "must be in (0, 1000]: requests in flight per member, e.g. 1",
+                        );
+                    }
+                    if horizon.get().is_zero() || horizon.get() > Duration::from_secs(3600) {
+                        bad(f("horizon"), "must be in (0, 1h]");
+                    }
+                    if !(*alpha > 0.0 && *alpha <= 1.0) {
+                        bad(f("alpha"), "must be in (0, 1]");
+                    }
+                    if !(0.0..=1.0).contains(beta) {
+                        bad(f("beta"), "must be in [0, 1]");
+                    }
+                    if !(0.0..=10.0).contains(k) {
+                        bad(f("k"), "must be in [0, 10]");
+                    }
+                    if !(*error_quantile > 0.0 && *error_quantile <= 1.0) {
+                        bad(f("error-quantile"), "must be in (0, 1]");
+                    }
+                    if error_window.get() < horizon.get()
+                        || error_window.get() > Duration::from_secs(86400)
+                    {
+                        bad(
+                            f("error-window"),
+                            "must be at least the horizon and at most 24h",
+                        );
+                    }
+                }
                 Check::Threshold { bands } => {
                     if bands.is_empty() {
                         bad(format!("check[{i}].bands"), "at least one band is required");
@@ -435,10 +508,38 @@ impl PolicyFile {
             .collect()
     }
 
+    /// The forecast checks as the engine takes them.
+    pub fn forecasts(&self) -> Vec<crate::policy::forecast::Forecast> {
+        self.checks
+            .iter()
+            .filter_map(|c| match c {
+                Check::Forecast {
+                    target,
+                    horizon,
+                    alpha,
+                    beta,
+                    k,
+                    error_quantile,
+                    error_window,
+                } => Some(crate::policy::forecast::Forecast {
+                    alpha: *alpha,
+                    beta: *beta,
+                    horizon: horizon.get(),
+                    target: *target,
+                    k: *k,
+                    quantile: *error_quantile,
+                    error_window: error_window.get(),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Whether any check reads this metric.
     pub fn uses(&self, m: Metric) -> bool {
         self.checks.iter().any(|c| match c {
             Check::TargetTracking { metric, .. } => *metric == m,
+            Check::Forecast { .. } => m == Metric::LoadInFlight,
             Check::Threshold { .. } => m == Metric::Cpu,
             Check::WebhookStep => false,
         })

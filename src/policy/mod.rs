@@ -5,5 +5,6 @@
 pub mod builtin;
 pub mod engine;
 pub mod file;
+pub mod forecast;
 pub mod simulate;
 pub mod strategy;

@@ -8,6 +8,7 @@ use tokio::time::Instant;
 
 use super::engine::{History, Input, Member, Threshold};
 use super::file::{Check, Metric, PolicyFile};
+use super::forecast;
 use crate::autoscaler::source::Signals;
 use crate::autoscaler::source::prometheus::newest_age;
 use crate::autoscaler::strategy::{Detail, InputRecord, Recommendation, Strategy};
@@ -57,6 +58,8 @@ pub struct PolicyStrategy {
     name: &'static str,
     history: History,
     thresholds: Vec<Threshold>,
+    /// One state per forecast check, in order.
+    forecasts: Vec<forecast::State>,
     started: Instant,
     reload: ReloadSlot,
 }
@@ -64,11 +67,13 @@ pub struct PolicyStrategy {
 impl PolicyStrategy {
     pub fn new(file: PolicyFile) -> Self {
         let thresholds = file.bands().into_iter().map(Threshold::new).collect();
+        let forecasts = vec![forecast::State::default(); file.forecasts().len()];
         Self {
             name: Box::leak(format!("policy {}", file.policy.name).into_boxed_str()),
             file,
             history: History::default(),
             thresholds,
+            forecasts,
             started: Instant::now(),
             reload: ReloadSlot::default(),
         }
@@ -97,6 +102,10 @@ impl PolicyStrategy {
         }
         tracing::info!(policy = %new.policy.name, "policy reloaded");
         self.thresholds = new.bands().into_iter().map(Threshold::new).collect();
+        // A forecast keeps what it learnt when the reload keeps the same number of them.
+        if new.forecasts().len() != self.forecasts.len() {
+            self.forecasts = vec![forecast::State::default(); new.forecasts().len()];
+        }
         if new.policy.name != self.file.policy.name {
             self.name = Box::leak(format!("policy {}", new.policy.name).into_boxed_str());
         }
@@ -225,6 +234,8 @@ impl PolicyStrategy {
         let mut inputs = Vec::new();
         let mut t = 0;
         let mut tt = self.file.target_tracking().into_iter();
+        let mut fc = self.file.forecasts().into_iter();
+        let mut f_index = 0;
         for (i, c) in self.file.checks.iter().enumerate() {
             let (desired, reason, record) = match c {
                 Check::WebhookStep => {
@@ -267,6 +278,22 @@ impl PolicyStrategy {
                         recommended: r.desired,
                     };
                     (r.desired, r.reason, rec)
+                }
+                Check::Forecast { .. } => {
+                    let f = fc.next().expect("one per check");
+                    let state = &mut self.forecasts[f_index];
+                    f_index += 1;
+                    let (d, r, total, n) = forecast_check(&f, state, &flight_input, clock.elapsed);
+                    let rec = InputRecord {
+                        check: i,
+                        strategy: "forecast",
+                        metric: "load-in-flight",
+                        value: total,
+                        members_with_value: n,
+                        sample_at: at(&flight_input),
+                        recommended: d,
+                    };
+                    (d, r, rec)
                 }
                 Check::Threshold { .. } => {
                     let r = self.thresholds[t].recommend(current, average);
@@ -316,6 +343,47 @@ impl PolicyStrategy {
     }
 }
 
+/// One forecast check: the pool's total demand from the members' values, into the forecast,
+/// and the size it asks for. Returns (desired, reason, total demand seen, members with a value).
+///
+/// The total is the sum of the members' values: each is the member's share averaged over the
+/// rate window, so the sum is the pool's demand averaged over that window, whoever joined or
+/// left in it. With no value at all (or stale data, which the caller blanks) the forecast
+/// learns nothing and the check holds the current size.
+fn forecast_check(
+    f: &forecast::Forecast,
+    state: &mut forecast::State,
+    input: &Input,
+    now: Duration,
+) -> (u64, String, Option<f64>, usize) {
+    let values: Vec<f64> = input.members.iter().filter_map(|m| m.value).collect();
+    if values.is_empty() {
+        return (
+            input.current,
+            "no member with a fresh value: hold".into(),
+            None,
+            0,
+        );
+    }
+    let total: f64 = values.iter().sum();
+    f.observe(state, now, total);
+    let o = f.outlook(state, total, input.current);
+    let reason = format!(
+        "demand {:.2} (level {:.2}, trend {:+.4}/s), forecast {:.2} in {}s, error {} over {} residual(s), headroom {:.2} -> sized for {:.2} / {} per member",
+        o.observed,
+        o.level,
+        o.trend,
+        o.forecast,
+        f.horizon.as_secs(),
+        o.error.map_or("unknown".to_owned(), |e| format!("{e:.2}")),
+        o.residuals,
+        o.headroom,
+        o.sized_for,
+        f.target,
+    );
+    (o.desired, reason, Some(total), values.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,5 +429,112 @@ mod tests {
             s.reload_slot().lock().unwrap().is_none(),
             "taken either way"
         );
+    }
+
+    fn builtin(name: &str) -> PolicyFile {
+        PolicyFile::parse(crate::policy::builtin::get(name).unwrap()).unwrap()
+    }
+
+    /// A pool of `size` members with the given in-flight values, sampled `age` seconds before
+    /// `unix`.
+    fn reading(size: u64, values: &[f64], unix: f64, age: f64) -> (Observation, Signals) {
+        let ip = |i: usize| std::net::Ipv4Addr::new(198, 51, 100, i as u8 + 1);
+        let obs = Observation {
+            size,
+            state: "running".into(),
+            members: size,
+            running: size,
+            busy: None,
+            member_list: (0..size as usize)
+                .map(|i| crate::autoscaler::target::MemberInfo {
+                    ip: Some(ip(i)),
+                    age: Some(Duration::from_secs(3600)),
+                    running: true,
+                })
+                .collect(),
+        };
+        let signals = Signals {
+            in_flight: values
+                .iter()
+                .take(size as usize)
+                .enumerate()
+                .map(|(i, v)| crate::autoscaler::source::Sample {
+                    instance: format!("{}:9100", ip(i)),
+                    value: *v,
+                    at: unix - age,
+                })
+                .collect(),
+            ..Signals::default()
+        };
+        (obs, signals)
+    }
+
+    /// The default policy through its decision record: the forecast, its error and the
+    /// headroom are in the reason; the total demand is the input's value.
+    #[test]
+    fn the_default_policy_explains_its_forecast() {
+        let mut s = PolicyStrategy::new(builtin("default"));
+        let mut last = None;
+        for tick in 0..20u64 {
+            let unix = 1_767_600_000.0 + 15.0 * tick as f64;
+            let (obs, signals) = reading(3, &[0.7, 0.7, 0.7], unix, 5.0);
+            let clock = Clock {
+                elapsed: Duration::from_secs(15 * tick),
+                unix,
+                utc: chrono::DateTime::from_timestamp(unix as i64, 0).unwrap(),
+            };
+            last = Some(s.recommend_at(&obs, &signals, clock));
+        }
+        let r = last.unwrap();
+        // 2.1 requests in flight, steady: error 0, headroom 0 -> ceil(2.1 / 1.0) = 3.
+        assert_eq!(r.desired, 3, "{}", r.reason);
+        for word in ["forecast", "error 0.00", "headroom 0.00", "sized for 2.10"] {
+            assert!(r.reason.contains(word), "{word}: {}", r.reason);
+        }
+        let input = &r.detail.unwrap().inputs[0];
+        assert_eq!(
+            (input.strategy, input.metric),
+            ("forecast", "load-in-flight")
+        );
+        assert!((input.value.unwrap() - 2.1).abs() < 1e-9);
+    }
+
+    proptest::proptest! {
+        /// On random readings (random demand per member, random sample ages, some stale,
+        /// some missing), the default policy never leaves its bounds and never scales in on
+        /// stale or missing data.
+        #[test]
+        fn the_default_policy_stays_in_bounds_and_never_scales_in_on_stale_data(
+            steps in proptest::collection::vec(
+                (proptest::collection::vec(0.0f64..4.0, 10), 0u64..120, proptest::bool::weighted(0.1)),
+                1..80,
+            ),
+        ) {
+            let pf = builtin("default");
+            let (min, max) = (pf.policy.min, pf.policy.max);
+            let max_age = pf.behaviour().max_sample_age.as_secs_f64();
+            let mut s = PolicyStrategy::new(pf);
+            let mut size = 2u64;
+            for (tick, (values, age, missing)) in steps.into_iter().enumerate() {
+                let unix = 1_767_600_000.0 + 15.0 * tick as f64;
+                let values = if missing { vec![] } else { values };
+                let (obs, signals) = reading(size, &values, unix, age as f64);
+                let clock = Clock {
+                    elapsed: Duration::from_secs(15 * tick as u64),
+                    unix,
+                    utc: chrono::DateTime::from_timestamp(unix as i64, 0).unwrap(),
+                };
+                let r = s.recommend_at(&obs, &signals, clock);
+                proptest::prop_assert!((min..=max).contains(&r.desired), "{} outside {min}..={max}", r.desired);
+                let stale = missing || age as f64 > max_age;
+                if stale {
+                    proptest::prop_assert!(r.desired >= size, "scaled in from {size} to {} on stale data: {}", r.desired, r.reason);
+                }
+                if r.desired != size {
+                    s.applied_at(clock.elapsed, size, r.desired);
+                    size = r.desired;
+                }
+            }
+        }
     }
 }

@@ -27,6 +27,7 @@
 //! check after `nlb_delay`. The same seed gives the same result.
 
 pub mod metrics;
+pub mod oracle;
 pub mod report;
 pub mod trace;
 

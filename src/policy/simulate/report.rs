@@ -16,10 +16,37 @@ pub struct Line<'a> {
     /// Elastic speedup over the `course` run (> 1: better); `None` without one.
     pub speedup_over_course: Option<f64>,
     pub speedup_over_hpa: Option<f64>,
+    /// This policy's instance-hours over the oracle's (1 = as cheap as the best possible).
+    pub instance_hours_over_oracle: Option<f64>,
+    /// The oracle's SLO-violation minutes on the same trace, beside this policy's.
+    pub oracle_slo_violation_minutes: Option<f64>,
+    /// [from, to) seconds of each stretch with fewer members in the NLB than the demand needed.
+    pub slo_violations: Vec<(f64, f64)>,
     pub changes: &'a [super::Change],
 }
 
-pub fn lines<'a>(runs: &'a [Run], course: Option<&'a Run>, hpa: Option<&'a Run>) -> Vec<Line<'a>> {
+/// The stretches of `run` when fewer members served than the demand needed.
+pub fn violations(run: &Run) -> Vec<(f64, f64)> {
+    let mut out: Vec<(f64, f64)> = Vec::new();
+    for (i, (d, r)) in run.demand.iter().zip(&run.ready).enumerate() {
+        if r >= d {
+            continue;
+        }
+        let t = i as f64 * run.sample_s;
+        match out.last_mut() {
+            Some((_, to)) if *to == t => *to = t + run.sample_s,
+            _ => out.push((t, t + run.sample_s)),
+        }
+    }
+    out
+}
+
+pub fn lines<'a>(
+    runs: &'a [Run],
+    course: Option<&'a Run>,
+    hpa: Option<&'a Run>,
+    oracle: Option<&'a Run>,
+) -> Vec<Line<'a>> {
     runs.iter()
         .map(|r| Line {
             policy: &r.policy,
@@ -27,6 +54,11 @@ pub fn lines<'a>(runs: &'a [Run], course: Option<&'a Run>, hpa: Option<&'a Run>)
             speedup_over_course: course
                 .map(|c| speedup(&r.scores.elasticity, &c.scores.elasticity)),
             speedup_over_hpa: hpa.map(|h| speedup(&r.scores.elasticity, &h.scores.elasticity)),
+            instance_hours_over_oracle: oracle
+                .filter(|o| o.scores.instance_seconds > 0.0)
+                .map(|o| r.scores.instance_seconds / o.scores.instance_seconds),
+            oracle_slo_violation_minutes: oracle.map(|o| o.scores.slo_violation_minutes),
+            slo_violations: violations(r),
             changes: &r.changes,
         })
         .collect()
@@ -40,7 +72,7 @@ pub fn table(trace: &str, lines: &[Line]) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<18} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>8} {:>9} {:>8} {:>7} {:>8} {:>8}",
+        "{:<18} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>8} {:>9} {:>8} {:>7} {:>8} {:>8} {:>8} {:>10}",
         "policy",
         "θU",
         "θO",
@@ -53,14 +85,16 @@ pub fn table(trace: &str, lines: &[Line]) -> String {
         "SLO-min",
         "changes",
         "x course",
-        "x hpa"
+        "x hpa",
+        "h/oracle",
+        "oracle-SLO"
     );
     for l in lines {
         let e = &l.scores.elasticity;
         let sp = |x: Option<f64>| x.map_or("-".to_owned(), |v| format!("{v:.2}"));
         let _ = writeln!(
             out,
-            "{:<18} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>8.2} {:>8.1} {:>8.2} {:>9.4} {:>8.1} {:>7} {:>8} {:>8}",
+            "{:<18} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>8.2} {:>8.1} {:>8.2} {:>9.4} {:>8.1} {:>7} {:>8} {:>8} {:>8} {:>10}",
             l.policy,
             e.theta_u,
             e.theta_o,
@@ -74,6 +108,9 @@ pub fn table(trace: &str, lines: &[Line]) -> String {
             l.scores.scale_changes,
             sp(l.speedup_over_course),
             sp(l.speedup_over_hpa),
+            sp(l.instance_hours_over_oracle),
+            l.oracle_slo_violation_minutes
+                .map_or("-".to_owned(), |v| format!("{v:.1}")),
         );
     }
     out

@@ -98,11 +98,21 @@ impl Trace {
         })
     }
 
+    /// The same workload with every rate multiplied by `factor` (to map a recorded site's
+    /// traffic onto a pool of a few members).
+    pub fn scaled(mut self, factor: f64) -> Self {
+        for (_, r) in &mut self.points {
+            *r *= factor;
+        }
+        self
+    }
+
     /// A CSV trace: `time_s,requests_per_s` per line (a header line and `#` comments are
     /// skipped); the load holds until the next line; the run ends at the last line's time (or
     /// one minute after it when that is its only line).
     pub fn csv(name: &str, text: &str) -> Result<Self, String> {
         let mut points = Vec::new();
+        let mut header_seen = false;
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -114,7 +124,11 @@ impl Trace {
             };
             let (t, r) = match (a.parse::<f64>(), b.parse::<f64>()) {
                 (Ok(t), Ok(r)) => (t, r),
-                _ if points.is_empty() && i == 0 => continue, // a header
+                // A header: the first line that is not a comment, before any data.
+                _ if points.is_empty() && !header_seen => {
+                    header_seen = true;
+                    continue;
+                }
                 _ => return Err(format!("line {}: `{line}` is not two numbers", i + 1)),
             };
             if !(t.is_finite() && t >= 0.0 && r.is_finite() && r >= 0.0) {
@@ -188,5 +202,13 @@ mod tests {
                 .contains("line 2")
         );
         assert!(Trace::csv("x", "").unwrap_err().contains("no data"));
+        // Comments before the header, as the traces of traces/ have them.
+        let t = Trace::csv("x", "# source\n# cut\ntime_s,rps\n0,5\n60,5\n").unwrap();
+        assert_eq!(t.scaled(2.0).at(10.0), 10.0);
+        assert!(
+            Trace::csv("x", "time_s,rps\nagain,a header\n0,1\n")
+                .unwrap_err()
+                .contains("line 2")
+        );
     }
 }
