@@ -7,37 +7,11 @@
 
 mod common;
 
-use std::process::Command;
-
 #[test]
 fn target_tracking_reaches_the_needed_size_in_one_decision_and_scales_in_without_drops() {
-    let out = tempfile::tempdir().unwrap();
-    let port = common::free_port();
-    let status = Command::new(env!("CARGO_BIN_EXE_poolpilot"))
-        .args(["demo", "--fast", "--monitoring", "embedded"])
-        .args(["--policy", "target-tracking", "--clients", "2"])
-        .arg("--out")
-        .arg(out.path())
-        .args(["--nlb-listen", &format!("127.0.0.1:{port}")])
-        .env("NO_COLOR", "1")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "the demo failed: {status}");
-
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.path().join("timeline.json")).unwrap()).unwrap();
+    let (out, report) = common::policy_demo("target-tracking");
     let o = &report["summary"]["outcome"];
-    assert_eq!(o["failed_requests"], 0, "{o}");
-    assert!(o["ok_requests"].as_u64().unwrap() > 500, "{o}");
-    assert_eq!(o["final_size"], 1, "{o}");
-
-    let scaled: Vec<&serde_json::Value> = report["decisions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|d| d["outcome"] == "scaled")
-        .collect();
+    let scaled = common::scaled(&report);
     let ups: Vec<_> = scaled.iter().filter(|d| d["action"] == "up").collect();
     let downs: Vec<_> = scaled.iter().filter(|d| d["action"] == "down").collect();
     // 2 clients, 0.8 requests in flight per member as the target: ceil(2 / 0.8) = 3. The

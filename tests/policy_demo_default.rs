@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::process::Command;
-
 /// The same story with `--policy default`: the forecast check at the demo's time scale
 /// (examples/policies/demo-default.toml), one request in flight per member. 2 clients need
 /// ceil(2 / 1) = 2 members: the first decision goes from 1 to exactly 2, its record shows the
@@ -15,33 +13,8 @@ use std::process::Command;
 /// and the step's own errors then give a headroom (-> 4); docs/POLICY.md says so.
 #[test]
 fn the_default_policy_reaches_the_needed_size_in_one_decision_and_scales_in_without_drops() {
-    let out = tempfile::tempdir().unwrap();
-    let port = common::free_port();
-    let status = Command::new(env!("CARGO_BIN_EXE_poolpilot"))
-        .args(["demo", "--fast", "--monitoring", "embedded"])
-        .args(["--policy", "default", "--clients", "2"])
-        .arg("--out")
-        .arg(out.path())
-        .args(["--nlb-listen", &format!("127.0.0.1:{port}")])
-        .env("NO_COLOR", "1")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "the demo failed: {status}");
-
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.path().join("timeline.json")).unwrap()).unwrap();
-    let o = &report["summary"]["outcome"];
-    assert_eq!(o["failed_requests"], 0, "{o}");
-    assert!(o["ok_requests"].as_u64().unwrap() > 500, "{o}");
-    assert_eq!(o["final_size"], 1, "{o}");
-
-    let scaled: Vec<&serde_json::Value> = report["decisions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|d| d["outcome"] == "scaled")
-        .collect();
+    let (_out, report) = common::policy_demo("default");
+    let scaled = common::scaled(&report);
     let up = scaled
         .iter()
         .find(|d| d["action"] == "up")

@@ -16,6 +16,27 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Debian's Prometheus on a free port of 127.0.0.1 with this configuration (its data in `dir`),
+/// stopped when the guard is dropped.
+fn prometheus(dir: &std::path::Path, cfg: &std::path::Path, extra: &[String]) -> (KillOnDrop, u16) {
+    let port = common::free_port();
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .args(extra)
+        .arg("--log.level=error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus (Debian's prometheus package) must be installed");
+    (KillOnDrop(child), port)
+}
+
 fn now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -44,22 +65,7 @@ async fn member_cpu_comes_with_fresh_timestamps_and_errors_are_told() {
         ),
     )
     .unwrap();
-    let port = common::free_port();
-    let _prom = KillOnDrop(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--log.level=error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus (Debian's prometheus package) must be installed"),
-    );
+    let (_prom, port) = prometheus(dir.path(), &cfg, &[]);
     let p = Prometheus::new(
         format!("http://127.0.0.1:{port}").parse().unwrap(),
         Duration::from_secs(2),
@@ -125,22 +131,10 @@ async fn a_prometheus_behind_basic_auth_is_queried_with_the_password() {
     std::fs::write(&cfg, "global:\n  scrape_interval: 15s\n").unwrap();
     let web = dir.path().join("web.yml");
     std::fs::write(&web, format!("basic_auth_users:\n  prometheus: '{HASH}'\n")).unwrap();
-    let port = common::free_port();
-    let _prom = KillOnDrop(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg(format!("--web.config.file={}", web.display()))
-            .arg("--log.level=error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus (Debian's prometheus package) must be installed"),
+    let (_prom, port) = prometheus(
+        dir.path(),
+        &cfg,
+        &[format!("--web.config.file={}", web.display())],
     );
     let base: url::Url = format!("http://127.0.0.1:{port}").parse().unwrap();
     let with = |password: Option<&str>| {

@@ -212,3 +212,42 @@ pub fn md5_hex(bytes: &[u8]) -> String {
     use md5::{Digest, Md5};
     hex::encode(Md5::digest(bytes))
 }
+
+/// Runs `poolpilot demo --fast --monitoring embedded --policy POLICY --clients 2` and checks
+/// what every policy's demo must show: it succeeds, no request fails, the load got through, and
+/// the pool is back at one member. Returns the output directory (its logs) and the report
+/// (`timeline.json`).
+#[allow(dead_code)]
+pub fn policy_demo(policy: &str) -> (tempfile::TempDir, serde_json::Value) {
+    let out = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_poolpilot"))
+        .args(["demo", "--fast", "--monitoring", "embedded"])
+        .args(["--policy", policy, "--clients", "2"])
+        .arg("--out")
+        .arg(out.path())
+        .args(["--nlb-listen", &format!("127.0.0.1:{port}")])
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the demo failed: {status}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("timeline.json")).unwrap()).unwrap();
+    let o = &report["summary"]["outcome"];
+    assert_eq!(o["failed_requests"], 0, "{o}");
+    assert!(o["ok_requests"].as_u64().unwrap() > 500, "{o}");
+    assert_eq!(o["final_size"], 1, "{o}");
+    (out, report)
+}
+
+/// The decisions of a demo report that changed the pool.
+#[allow(dead_code)]
+pub fn scaled(report: &serde_json::Value) -> Vec<&serde_json::Value> {
+    report["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["outcome"] == "scaled")
+        .collect()
+}

@@ -174,6 +174,45 @@ pub struct Run {
     pub scores: Scores,
 }
 
+/// What a run recorded, sample by sample, before it is scored.
+pub(crate) struct Series {
+    pub demand: Vec<u64>,
+    pub supply: Vec<u64>,
+    pub ready: Vec<u64>,
+    pub changes: Vec<Change>,
+}
+
+impl Run {
+    /// A finished run of `policy` on `trace`: its series, and the scores computed from them,
+    /// `billed` instance-seconds and `slo_seconds` of SLO violation.
+    pub(crate) fn scored(
+        policy: String,
+        trace: &Trace,
+        model: &Model,
+        s: Series,
+        billed: f64,
+        slo_seconds: f64,
+    ) -> Self {
+        let dt = model.sample.as_secs_f64();
+        Run {
+            policy,
+            trace: trace.name.clone(),
+            sample_s: dt,
+            scores: Scores {
+                elasticity: metrics::elasticity(&s.demand, &s.supply, dt),
+                instance_seconds: billed,
+                cost_eur: billed / 3600.0 * model.price_per_hour,
+                slo_violation_minutes: slo_seconds / 60.0,
+                scale_changes: s.changes.len(),
+            },
+            demand: s.demand,
+            supply: s.supply,
+            ready: s.ready,
+            changes: s.changes,
+        }
+    }
+}
+
 fn member_ip(id: u64) -> Ipv4Addr {
     // The documentation range, as the API simulator hands out.
     Ipv4Addr::new(198, 51, 100, (id % 254 + 1) as u8)
@@ -444,23 +483,19 @@ pub fn run(model: &Model, policy: &PolicyFile, trace: &Trace) -> Run {
             }
         }
     }
-    let e = metrics::elasticity(&demand, &supply, secs(model.sample));
-    Run {
-        policy: policy.policy.name.clone(),
-        trace: trace.name.clone(),
-        sample_s: secs(model.sample),
-        demand,
-        supply,
-        ready,
-        scores: Scores {
-            elasticity: e,
-            instance_seconds: billed,
-            cost_eur: billed / 3600.0 * model.price_per_hour,
-            slo_violation_minutes: slo / 60.0,
-            scale_changes: changes.len(),
+    Run::scored(
+        policy.policy.name.clone(),
+        trace,
+        model,
+        Series {
+            demand,
+            supply,
+            ready,
+            changes,
         },
-        changes,
-    }
+        billed,
+        slo,
+    )
 }
 
 #[cfg(test)]

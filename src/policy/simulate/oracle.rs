@@ -17,7 +17,7 @@
 //! it starts at 0 is ready at `boot + nlb_delay` at the earliest, so demand above the initial
 //! size before then is missed by the oracle too (its SLO minutes say so).
 
-use super::{Change, Model, Run, Scores, metrics};
+use super::{Change, Model, Run, Series};
 
 /// (start, ready, removed) of each member's life, in seconds; removed = infinity when it
 /// stays to the end.
@@ -102,23 +102,19 @@ pub fn run(model: &Model, trace: &super::trace::Trace, min: u64, max: u64) -> Ru
             });
         }
     }
-    let e = metrics::elasticity(&demand, &supply, dt);
-    Run {
-        policy: "oracle".into(),
-        trace: trace.name.clone(),
-        sample_s: dt,
-        demand,
-        supply,
-        ready,
-        scores: Scores {
-            elasticity: e,
-            instance_seconds: billed,
-            cost_eur: billed / 3600.0 * model.price_per_hour,
-            slo_violation_minutes: slo / 60.0,
-            scale_changes: changes.len(),
+    Run::scored(
+        "oracle".into(),
+        trace,
+        model,
+        Series {
+            demand,
+            supply,
+            ready,
+            changes,
         },
-        changes,
-    }
+        billed,
+        slo,
+    )
 }
 
 #[cfg(test)]
