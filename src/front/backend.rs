@@ -188,25 +188,33 @@ impl Backends {
 
     /// Records one attempt's outcome at `now`.
     pub fn record(&self, i: usize, outcome: Outcome, now: Instant) -> Change {
+        {
+            let mut h = self.list[i].health.lock().expect("backend lock");
+            h.requests += 1;
+            if outcome == Outcome::Non200 {
+                h.non200 += 1;
+            }
+            if outcome == Outcome::Ok {
+                if self.rules.mode == EjectMode::Consecutive {
+                    h.failures = 0;
+                    if h.state == State::Failing {
+                        h.state = State::Healthy;
+                    }
+                }
+                return Change::None;
+            }
+            h.failures = h.failures.saturating_add(1);
+            if h.failures <= self.rules.after || h.state == State::Ejected {
+                return Change::None;
+            }
+        }
+        // Past the limit (rare): only now look at the others, one lock at a time (never two
+        // backends' locks held together), then decide under this backend's lock again.
         let others_in_rotation = (0..self.list.len())
             .filter(|j| *j != i && self.state(*j) != State::Ejected)
             .count();
         let mut h = self.list[i].health.lock().expect("backend lock");
-        h.requests += 1;
-        if outcome == Outcome::Non200 {
-            h.non200 += 1;
-        }
-        if outcome == Outcome::Ok {
-            if self.rules.mode == EjectMode::Consecutive {
-                h.failures = 0;
-            }
-            if h.state == State::Failing && self.rules.mode == EjectMode::Consecutive {
-                h.state = State::Healthy;
-            }
-            return Change::None;
-        }
-        h.failures = h.failures.saturating_add(1);
-        if h.failures <= self.rules.after || h.state == State::Ejected {
+        if h.state == State::Ejected {
             return Change::None;
         }
         if others_in_rotation == 0 {
