@@ -13,15 +13,15 @@
 //! Any method is accepted on the course's routes, as the original did.
 
 pub mod burn;
+pub mod drain;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -39,7 +39,7 @@ use crate::telemetry::metrics;
 /// The course app's exact answers.
 pub const HEALTH_BODY: &str = "OK";
 pub const LOAD_BODY: &str = "Load generation done.";
-pub const DRAINING_BODY: &str = "draining";
+pub use drain::DRAINING_BODY;
 
 const HOMER_SVG: &str = include_str!("homer.svg");
 
@@ -99,12 +99,11 @@ struct AppMetrics {
     requests: Family<RequestLabels, Counter>,
     duration: Family<RouteLabel, Histogram>,
     load_in_flight: Gauge,
-    draining: Gauge,
 }
 
 struct AppState {
     cfg: AppConfig,
-    draining: AtomicBool,
+    drain: Arc<drain::Drain>,
     metrics: AppMetrics,
     registry: Arc<Registry>,
     clock: WallClock,
@@ -134,7 +133,6 @@ pub fn router_with_burner(cfg: AppConfig, clock: WallClock, burner: burn::Burner
             ])
         }),
         load_in_flight: Gauge::default(),
-        draining: Gauge::default(),
     };
     registry.register(
         "poolpilot_app_http_requests",
@@ -152,15 +150,16 @@ pub fn router_with_burner(cfg: AppConfig, clock: WallClock, burner: burn::Burner
         "/load requests burning CPU now",
         m.load_in_flight.clone(),
     );
+    let drain = drain::Drain::new(cfg.drain_token.clone());
     registry.register(
         "poolpilot_app_draining",
         "1 while drained: /health fails so the load balancer sends nothing new",
-        m.draining.clone(),
+        drain.gauge(),
     );
     let state = Arc::new(AppState {
         cfg,
         burner,
-        draining: AtomicBool::new(false),
+        drain: drain.clone(),
         metrics: m,
         registry: Arc::new(registry),
         clock,
@@ -171,10 +170,7 @@ pub fn router_with_burner(cfg: AppConfig, clock: WallClock, burner: burn::Burner
         .route("/homersimpson", any(homer))
         .route("/covilha", any(covilha))
         .route("/metrics", get(metrics_text))
-        .route(
-            "/admin/drain",
-            get(drain_status).post(drain).delete(undrain),
-        )
+        .merge(drain.routes())
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
@@ -199,7 +195,7 @@ async fn observe(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Re
 }
 
 async fn health(State(s): State<Arc<AppState>>) -> Response {
-    if s.draining.load(Ordering::SeqCst) {
+    if s.drain.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, DRAINING_BODY).into_response()
     } else {
         HEALTH_BODY.into_response()
@@ -243,52 +239,6 @@ async fn covilha(State(s): State<Arc<AppState>>) -> Response {
 
 async fn metrics_text(State(s): State<Arc<AppState>>) -> Response {
     metrics::handler(State(s.registry.clone())).await
-}
-
-/// `None` when the request carries the drain token, else the refusal to send.
-fn refusal(s: &AppState, headers: &HeaderMap) -> Option<Response> {
-    let Some(token) = &s.cfg.drain_token else {
-        return Some(
-            (
-                StatusCode::FORBIDDEN,
-                "draining is disabled: start the app with a drain token",
-            )
-                .into_response(),
-        );
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if token.matches(given) {
-        None
-    } else {
-        Some((StatusCode::UNAUTHORIZED, "a valid drain token is required").into_response())
-    }
-}
-
-fn set_draining(s: &AppState, on: bool) -> Response {
-    s.draining.store(on, Ordering::SeqCst);
-    metrics::flag(&s.metrics.draining, on);
-    tracing::info!(draining = on, "drain switch");
-    drain_body(on)
-}
-
-fn drain_body(on: bool) -> Response {
-    axum::Json(serde_json::json!({ "draining": on })).into_response()
-}
-
-async fn drain(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    refusal(&s, &headers).unwrap_or_else(|| set_draining(&s, true))
-}
-
-async fn undrain(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    refusal(&s, &headers).unwrap_or_else(|| set_draining(&s, false))
-}
-
-async fn drain_status(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    refusal(&s, &headers).unwrap_or_else(|| drain_body(s.draining.load(Ordering::SeqCst)))
 }
 
 #[cfg(test)]
