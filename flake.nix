@@ -50,6 +50,8 @@
         # The check phase: the lib tests and every test target that needs nothing outside the
         # source (needOutsideTools above names the rest, and why). A new target runs here by
         # default, so one that needs a tool fails loudly instead of being skipped unnoticed.
+        # tests/replica.rs (and the kv API's tests) run real redis-server processes.
+        nativeCheckInputs = [ pkgs.redis ];
         cargoTestFlags = [ "--lib" ] ++ lib.concatMap (t: [ "--test" t ]) sandboxTargets;
         checkFlags = [ "--exact" ] ++ map (t: "--skip=${t}") needOutsideTools.tests;
         meta = {

@@ -73,6 +73,10 @@ pub mod env {
     pub const FRONT_LISTEN: &str = "POOLPILOT_FRONT_LISTEN";
     /// `front --admin-listen`.
     pub const FRONT_ADMIN_LISTEN: &str = "POOLPILOT_FRONT_ADMIN_LISTEN";
+    /// `replica --listen`.
+    pub const REPLICA_LISTEN: &str = "POOLPILOT_REPLICA_LISTEN";
+    /// `replica --redis`.
+    pub const REPLICA_REDIS: &str = "POOLPILOT_REPLICA_REDIS";
     /// `app --load-seconds`.
     pub const LOAD_SECONDS: &str = "POOLPILOT_LOAD_SECONDS";
 
@@ -120,6 +124,8 @@ pub mod env {
         APP_LISTEN,
         FRONT_LISTEN,
         FRONT_ADMIN_LISTEN,
+        REPLICA_LISTEN,
+        REPLICA_REDIS,
         LOAD_SECONDS,
         TARGET_PORT,
         DISCOVERY_OUTPUT,

@@ -13,6 +13,7 @@ pub mod front;
 pub mod load;
 pub mod local;
 pub mod policy;
+pub mod replica;
 pub mod shutdown;
 pub mod sim;
 pub mod telemetry;

@@ -9,6 +9,7 @@ pub mod front;
 mod load;
 mod policy;
 mod pool;
+pub mod replica;
 pub mod sim;
 mod simulate;
 pub mod template;
@@ -57,6 +58,8 @@ pub enum Command {
     Template(template::TemplateCommand),
     /// Serve the deliberately slow app (the course's http-load-generator, with an exporter).
     App(app::AppArgs),
+    /// The sidecar of a Redis read-replica pool member: health (in sync?), drain, state.
+    Replica(replica::ReplicaArgs),
     /// One entry point over several backends (pools in several zones): ejects failing ones,
     /// retries on another, so every request gets a successful answer.
     Front(Box<front::FrontArgs>),
@@ -108,6 +111,8 @@ pub struct FileConfig {
     pub app: app::AppFile,
     #[serde(default)]
     pub front: front::FrontFile,
+    #[serde(default)]
+    pub replica: replica::ReplicaFile,
 }
 
 /// Which pool, in which zone: the same names in every subcommand, each with its environment
@@ -186,6 +191,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Sim(_)
             | Command::App(_)
             | Command::Front(_)
+            | Command::Replica(_)
             | Command::Discovery(_)
             | Command::Autoscaler(_)
             | Command::Demo(_)
@@ -198,6 +204,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Pool(cmd) => pool::run(cmd, file).await,
         Command::App(args) => app::run(args, file).await,
         Command::Front(args) => front::run(*args, file).await,
+        Command::Replica(args) => replica::run(args, file).await,
         Command::Load(args) => load::run(args).await,
         Command::Discovery(args) => discovery::run(args, file).await,
         Command::Autoscaler(args) => autoscaler::run(*args, file).await,
