@@ -21,6 +21,8 @@ Terraform is installed, evaluated by Terraform itself for one zone and for two).
 - the autoscaler's IAM role allows exactly the operations poolpilot's daemons call, in the
   deployment's zones, and denies the rest; the template role exactly what `template push` and
   `template delete` call, plus object storage on the image buckets only;
+- the hourly cost, evaluated by Terraform, is the README's for one zone and for two with the
+  front, and null with a note for an unknown instance type;
 - `terraform fmt -check -recursive` passes, and every .nix file parses (nix-instantiate).
 
 Usage: checks/terraform_test.py [terraform/]     Needs: pip install python-hcl2
@@ -331,6 +333,40 @@ else:
           "zones: null, one, two and all eight zones must be accepted")
     for bad in ([], ["ch-gva-2", "ch-gva-2"], ["ch-gva-3"], ["ch-gva-2", "us-east-1"]):
         check(not zones_accepted(bad), f"zones = {bad} must be refused")
+    # The cost output, evaluated by Terraform: outputs.tf's price locals and hourly_cost_eur
+    # with variables.tf and the layout module (the machines themselves need the provider).
+    outputs_tf = open(os.path.join(DIR, "outputs.tf")).read()
+    cost_tf = (outputs_tf[:outputs_tf.index('output "nlb_address"')] + outputs_tf[outputs_tf.index('output "hourly_cost_eur"'):]
+               + f"""
+module "layout" {{
+  source          = {json.dumps(os.path.abspath(os.path.join(DIR, "layout")))}
+  zones           = var.zones == null ? [var.zone] : var.zones
+  front           = var.front
+  name_prefix     = var.name_prefix
+  template_bucket = "poolpilot-templates-0a1b2c3d"
+}}
+locals {{
+  zones = module.layout.zones
+  front = module.layout.front
+}}
+""")
+
+    def cost(**tfvars):
+        r = terraform_in({"variables.tf": open(os.path.join(DIR, "variables.tf")).read(), "cost.tf": cost_tf,
+                          "t.auto.tfvars.json": json.dumps(dict(exoscale_key="EXO0", exoscale_secret="s", **tfvars))},
+                         ["apply", "-auto-approve", "-input=false", "-no-color"], ["output", "-json"])
+        check(r.returncode == 0, f"cost {tfvars}: terraform failed: {r.stderr[-1500:]}")
+        return json.loads(r.stdout)["hourly_cost_eur"]["value"] if r.returncode == 0 else {}
+
+    # The README's figures: one zone (monitor, NLB, 2 templates, disks) and two zones with the
+    # front (another NLB, the front, its disk and Elastic IP, 4 templates), 1 and 4 members a zone.
+    for tfvars, initial, at_max in [({}, 0.07374, 0.09981), ({"zones": ["ch-gva-2", "de-fra-1"]}, 0.14567, 0.19781)]:
+        c = cost(**tfvars)
+        got = (round(c.get("at_initial_size") or 0, 5), round(c.get("at_max_size") or 0, 5))
+        check(got == (initial, at_max), f"hourly_cost_eur {tfvars}: {got}, README says {(initial, at_max)}")
+    c = cost(zones=["ch-gva-2", "de-fra-1"], front_instance_type="standard.huge")
+    check(c.get("at_initial_size") is None and "unknown price for standard.huge" in c.get("note", ""),
+          f"an unknown front type must give a null cost with a note: {c}")
     r = subprocess.run(["terraform", "fmt", "-check", "-recursive", DIR], capture_output=True, text=True, env=TF_ENV)
     check(r.returncode == 0, f"terraform fmt -check -recursive: {r.stdout}{r.stderr}")
 
