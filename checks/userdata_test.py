@@ -15,7 +15,8 @@ backtick, `<>&` and non-ASCII letters, this checks that:
   ever); with two it is ZONE:ID,ZONE:ID;
 - the front's user-data (with the front only) yields exactly its backends and Elastic IP; the
   front unit's wrapper (nixos-modules/poolpilot.nix) turns those backends into exactly one
-  --backend flag each; front.nix's Elastic IP unit, run as systemd would (its ${VAR} expanded
+  --backend flag each, and the module (evaluated by Nix with a minimal lib) runs the front
+  through it only with backendsFromEnvironment, and refuses a front with no backends at all; front.nix's Elastic IP unit, run as systemd would (its ${VAR} expanded
   from that file) in a network namespace of its own, puts the address on lo, where a listener
   on 0.0.0.0 answers it;
 - Prometheus' web config passes `promtool check web-config`, and a real Prometheus started with
@@ -289,6 +290,91 @@ def wrapper_argv(env_text):
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
+
+# nixos-modules/poolpilot.nix evaluated by Nix with a minimal lib and pkgs (nixpkgs cannot be
+# evaluated here): the front unit's command line and its assertions, with backends from the
+# environment and without.
+FRONT_UNIT_EXPR = r'''
+{ path, fromEnv, backends }:
+let
+  backendList = if backends == "" then [ ] else [ backends ];
+  merge = a: b: a // builtins.mapAttrs (n: v:
+    if a ? ${n} && builtins.isAttrs v && builtins.isAttrs a.${n} then merge a.${n} v
+    else if a ? ${n} && builtins.isList v then a.${n} ++ v
+    else v) b;
+  filterAttrsRecursive = pred: set: builtins.listToAttrs (builtins.concatMap (name:
+    let v = set.${name}; in
+    if pred name v then [{ inherit name; value = if builtins.isAttrs v then filterAttrsRecursive pred v else v; }] else [ ])
+    (builtins.attrNames set));
+  lib = {
+    mkOption = x: x; mkEnableOption = x: { }; mkPackageOption = a: b: c: { }; literalExpression = x: x;
+    mkIf = c: v: if c then v else { };
+    mkMerge = builtins.foldl' merge { };
+    mkDefault = v: v;
+    types = { str = "str"; bool = "bool"; path = "path"; nullOr = t: "nullOr"; enum = l: "enum"; either = a: b: "either"; listOf = t: "listOf"; ints = { unsigned = "u"; positive = "p"; }; };
+    importJSON = f: builtins.fromJSON (builtins.readFile f);
+    inherit filterAttrsRecursive;
+    attrNames = builtins.attrNames; all = builtins.all;
+    optional = c: v: if c then [ v ] else [ ];
+    optionalString = c: s: if c then s else "";
+    escapeShellArgs = l: builtins.concatStringsSep " " (map (a: "'${a}'") l);
+    getExe = p: "/pkg/bin/poolpilot";
+    splitString = sep: s: builtins.filter builtins.isString (builtins.split sep s);
+    toInt = builtins.fromJSON;
+    last = l: builtins.elemAt l (builtins.length l - 1);
+    concatStringsSep = builtins.concatStringsSep;
+  };
+  pkgs = {
+    formats.toml = _: { generate = name: value: "/toml/${name}"; };
+    writeShellScript = name: text: "/script/${name}";
+  };
+  m = import path {
+    inherit lib pkgs;
+    config = {
+      services.cloud-init.enable = true;
+      services.poolpilot = {
+        package = "pkg"; environmentFile = "/etc/poolpilot/env";
+        discovery.enable = false; autoscaler.enable = false; app.enable = false;
+        front = {
+          enable = true; backendsFromEnvironment = fromEnv;
+          settings = { listen = "0.0.0.0:80"; adminListen = "127.0.0.1:9180"; backends = backendList; ejectAfter = 10; ejectMode = "total"; cooldown = "30s"; tryTimeout = "15s"; };
+        };
+      };
+    };
+  };
+in {
+  assertions = map (a: { inherit (a) assertion message; }) m.config.assertions;
+  execStart = m.config.systemd.services.poolpilot-front.serviceConfig.ExecStart;
+  environmentFile = m.config.systemd.services.poolpilot-front.serviceConfig.EnvironmentFile;
+  ports = m.config.networking.firewall.allowedTCPPorts;
+}
+'''
+
+
+def front_unit(from_env, backends):
+    r = subprocess.run(["nix-instantiate", "--eval", "--strict", "--json", "--expr", FRONT_UNIT_EXPR,
+                        "--arg", "path", os.path.abspath(os.path.join(TF_DIR, "..", "nixos-modules", "poolpilot.nix")),
+                        "--arg", "fromEnv", "true" if from_env else "false", "--argstr", "backends", backends],
+                       capture_output=True, text=True)
+    check(r.returncode == 0, f"nix-instantiate poolpilot.nix: {r.stderr}")
+    return json.loads(r.stdout) if r.returncode == 0 else None
+
+
+if shutil.which("nix-instantiate") is None:
+    print("userdata: SKIPPED the front unit's evaluation (needs nix-instantiate)")
+else:
+    env_unit, plain_unit, bare_unit = front_unit(True, ""), front_unit(False, "ch-gva-2=http://198.51.100.10"), front_unit(False, "")
+    if env_unit and plain_unit and bare_unit:
+        check(env_unit["execStart"] == "/script/poolpilot-front-backends '/pkg/bin/poolpilot' '--config' '/toml/poolpilot-front.toml' 'front'",
+              f"with backendsFromEnvironment the front runs through the wrapper: {env_unit['execStart']}")
+        check(plain_unit["execStart"] == "'/pkg/bin/poolpilot' '--config' '/toml/poolpilot-front.toml' 'front'",
+              f"without it, as before: {plain_unit['execStart']}")
+        check(env_unit["environmentFile"] == ["-/etc/poolpilot/env"] and env_unit["ports"] == [80],
+              f"the front reads /etc/poolpilot/env and opens port 80: {env_unit}")
+        check(all(a["assertion"] for a in env_unit["assertions"] + plain_unit["assertions"]),
+              f"assertions: {env_unit['assertions'] + plain_unit['assertions']}")
+        check(not all(a["assertion"] for a in bare_unit["assertions"]),
+              "no backends and none from the environment must fail the evaluation")
 
 argv = wrapper_argv(front["/etc/poolpilot/env"])
 check(argv == ["poolpilot", "front", "--backend", f"ch-gva-2=http://{NLBS['ch-gva-2']}:80",
