@@ -1,6 +1,6 @@
-# The user-data of every machine (monitor, pool members, front), rendered from settings: a module of its own, with no
-# provider, so that checks/userdata_test.py renders it with Terraform itself and parses the
-# result as cloud-init and systemd do.
+# The user-data of every machine (monitor, pool members, front), rendered from settings: a
+# module of its own, with no provider, so that checks/userdata_test.py renders it with
+# Terraform itself and parses the result as cloud-init and systemd do.
 #
 # Every file's content is a JSON string in the YAML (YAML reads JSON), so no character of a
 # token can change the YAML's meaning. Environment files are for systemd's EnvironmentFile:
