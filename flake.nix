@@ -74,6 +74,7 @@
         poolpilot = { imports = [ ./nixos-modules/poolpilot.nix withPackage ]; };
         monitor = { imports = [ ./nixos-modules/poolpilot.nix ./nixos-modules/monitor.nix withPackage ]; };
         pool-node = { imports = [ ./nixos-modules/poolpilot.nix ./nixos-modules/pool-node.nix withPackage ]; };
+        front = { imports = [ ./nixos-modules/poolpilot.nix ./nixos-modules/front.nix withPackage ]; };
       };
 
       mkSystem = role: nixpkgs.lib.nixosSystem {
@@ -88,6 +89,7 @@
       nixosConfigurations = {
         monitor = mkSystem "monitor";
         pool-node = mkSystem "pool-node";
+        front = mkSystem "front";
       };
 
       image = name: nixosConfigurations.${name}.config.system.build.exoscaleImage;
@@ -98,6 +100,7 @@
         default = poolpilot;
         monitor-image = image "monitor";
         pool-node-image = image "pool-node";
+        front-image = image "front";
       };
 
       inherit nixosModules nixosConfigurations;

@@ -1,26 +1,40 @@
 #!/usr/bin/env python3
-"""Properties of terraform/ that matter on a real bill, read with python-hcl2.
+"""Properties of terraform/ that matter on a real bill, read with python-hcl2 (and, where
+Terraform is installed, evaluated by Terraform itself for one zone and for two).
 
 - only exoscale_key and exoscale_secret lack a default (one apply into an empty account asks
   for nothing else);
-- the pool's size is ignored by Terraform (the autoscaler owns it);
+- zones: a pool, an NLB and an NLB service per zone (for_each over the zones), the pool's
+  template in every zone, one monitor and one front (with its Elastic IP) in the first zone;
+  the layout module, evaluated for one zone and for two, puts each template and bucket where
+  it belongs; the zones variable refuses duplicates, unknown zones and an empty list;
+- each pool's size is ignored by Terraform (the autoscaler owns it);
 - both Exoscale secrets, every secret-looking variable, and every output that exposes one
   (a secret variable, a generated password, an API key's secret) are sensitive;
 - no admin port is reachable without authentication: the only ports opened beyond the app's
   are 22 (the images allow keys only), 3000 (Grafana with its generated admin password) and
   9090 (Prometheus with its web config's basic auth, on by default); 9100 only from the
-  monitor's group; nothing else;
+  monitor's address; the world reaches 8080 only without the front and 80 only on the front;
+  with the front, 8080 admits the front, the monitor and the NLB health checks; the front's
+  SSH never opens to the whole world;
 - the user-data installs nothing: no package manager, no download, no container runtime;
 - the autoscaler's IAM role allows exactly the operations poolpilot's daemons call, in the
-  deployment's zone, and denies the rest; the template role exactly what `template push` and
-  `template delete` call, plus object storage on the image bucket only.
+  deployment's zones, and denies the rest; the template role exactly what `template push` and
+  `template delete` call, plus object storage on the image buckets only;
+- the hourly cost, evaluated by Terraform, is the README's for one zone and for two with the
+  front, and null with a note for an unknown instance type;
+- `terraform fmt -check -recursive` passes, and every .nix file parses (nix-instantiate).
 
 Usage: checks/terraform_test.py [terraform/]     Needs: pip install python-hcl2
 """
 import glob
+import json
 import os
 import re
+import shutil
+import subprocess
 import sys
+import tempfile
 
 import hcl2
 
@@ -57,14 +71,50 @@ for path in sorted(glob.glob(os.path.join(DIR, "*.tf"))):
 required = {n for n, v in blocks["variable"].items() if "default" not in v}
 check(required == {"exoscale_key", "exoscale_secret"}, f"variables without a default: {sorted(required)}")
 
-# 1. ignore_changes covers the pool size.
-pools = [b for (t, _), b in blocks["resource"].items() if t == "exoscale_instance_pool"]
-check(len(pools) == 1, f"expected one instance pool, found {len(pools)}")
+# 1. A pool, an NLB and an NLB service per zone; ignore_changes covers each pool's size.
+res = blocks["resource"]
+pools = [b for (t, _), b in res.items() if t == "exoscale_instance_pool"]
+check(len(pools) == 1, f"expected one instance pool resource (for_each over the zones), found {len(pools)}")
+for t, name in [("exoscale_instance_pool", "app"), ("exoscale_nlb", "app"), ("exoscale_nlb_service", "http")]:
+    r = res.get((t, name), {})
+    check(r.get("for_each") == "${toset(local.zones)}", f"{t}.{name} must be one per zone: for_each = {r.get('for_each')!r}")
+    check(r.get("zone") == "${each.key}", f"{t}.{name} must be in its zone: zone = {r.get('zone')!r}")
+check(res.get(("exoscale_nlb_service", "http"), {}).get("instance_pool_id") == "${exoscale_instance_pool.app[each.key].id}",
+      "each zone's NLB service must send to that zone's pool")
+check(res.get(("exoscale_nlb_service", "http"), {}).get("nlb_id") == "${exoscale_nlb.app[each.key].id}",
+      "each zone's NLB service must belong to that zone's NLB")
+check(res.get(("exoscale_instance_pool", "app"), {}).get("template_id") == "${data.exoscale_template.pool[each.key].id}",
+      "each zone's pool must use the pool template registered in that zone")
 for p in pools:
     lifecycle = p.get("lifecycle", [{}])
     lifecycle = lifecycle[0] if isinstance(lifecycle, list) else lifecycle
     ignored = [unq(str(x)).replace("${", "").replace("}", "") for x in lifecycle.get("ignore_changes", [])]
     check("size" in ignored, f"the pool's lifecycle.ignore_changes does not cover size: {ignored}")
+monitor = res.get(("exoscale_compute_instance", "monitor"), {})
+check(monitor.get("zone") == "${local.primary_zone}" and "count" not in monitor and "for_each" not in monitor,
+      "one monitor, in the first zone")
+front = res.get(("exoscale_compute_instance", "front"), {})
+eip = res.get(("exoscale_elastic_ip", "front"), {})
+check(front.get("count") == "${local.front ? 1 : 0}" and front.get("zone") == "${local.primary_zone}",
+      f"the front: one VM in the first zone, only with local.front: count = {front.get('count')!r}")
+check(eip.get("count") == "${local.front ? 1 : 0}" and eip.get("zone") == "${local.primary_zone}",
+      "the front's Elastic IP: in the first zone, only with local.front")
+check(front.get("elastic_ip_ids") == ["${exoscale_elastic_ip.front[0].id}"], f"the Elastic IP must be attached to the front: {front.get('elastic_ip_ids')!r}")
+check(front.get("security_group_ids") == ["${exoscale_security_group.front[0].id}"], "the front must be in its own security group only")
+check(front.get("user_data") == "${module.userdata.front}", "the front's user-data is the userdata module's front output")
+check("healthcheck" not in eip, "the Elastic IP is a manual one (the front image puts it on lo); a managed one's check would only add a way to drop traffic")
+templates = res.get(("terraform_data", "template"), {})
+check(templates.get("for_each") == "${module.layout.templates}", "the templates must be pushed per role and zone (module.layout.templates)")
+datas = {}
+for path in sorted(glob.glob(os.path.join(DIR, "*.tf"))):
+    with open(path) as f:
+        for d in hcl2.load(f).get("data", []):
+            for dtype, named in d.items():
+                for name, body in named.items():
+                    datas[(unq(dtype), unq(name))] = body
+check(datas.get(("exoscale_template", "pool"), {}).get("for_each") == "${toset(local.zones)}", "the pool template must be read in every zone")
+check(datas.get(("exoscale_template", "monitor"), {}).get("zone") == "${local.primary_zone}", "the monitor template: the first zone")
+check(datas.get(("exoscale_template", "front"), {}).get("count") == "${local.front ? 1 : 0}", "the front template: only with the front")
 
 # 2. Secrets are sensitive, and so is every output that exposes one.
 secret_vars = {n for n in blocks["variable"] if re.search(r"secret|password|token|^exoscale_key$", n)}
@@ -98,19 +148,44 @@ check(admin is not None, "expected local.admin_rules (the rules opened to admin_
 admin_ports = set(int(p) for p in re.findall(r"port = (\d+)", str(admin))) | set(
     int(p) for p in re.findall(r"'port': (\d+)", str(admin)))
 check(admin_ports and admin_ports <= set(authenticated), f"admin_cidrs reach ports {sorted(admin_ports)}, not only {sorted(authenticated)}")
-for (t, name), r in blocks["resource"].items():
-    if t != "exoscale_security_group_rule":
-        continue
+check(re.search(r'"front-ssh-\$\{c\}" => \{group = "front", port = 22, cidr = c, what = "SSH"\} if local.front && c != "0.0.0.0/0"', str(admin)) is not None,
+      "the front's SSH must never be opened to the whole world (admin_cidrs other than 0.0.0.0/0 only)")
+sec_locals = next((l for l in blocks["locals"] if "monitor_cidr" in l), {})
+monitor_cidr = unq(sec_locals.get("monitor_cidr", ""))
+check(monitor_cidr == "${exoscale_compute_instance.monitor.public_ip_address}/32", f"local.monitor_cidr must be the monitor's address: {monitor_cidr!r}")
+app_sources = str(sec_locals.get("app_sources", ""))
+check(app_sources.startswith("${local.front ? {front = {cidr = \"${exoscale_compute_instance.front[0].public_ip_address}/32\"")
+      and "monitor = {cidr = local.monitor_cidr" in app_sources and app_sources.endswith(": {}}"),
+      f"with the front, the app port admits the front's and the monitor's addresses only: {app_sources}")
+# Every rule, by what it opens: (ports, source, group, count) exactly.
+expected_rules = {
+    "pool_app": ((8080, 8080), "0.0.0.0/0", "pool", "${local.front ? 0 : 1}"),
+    "pool_app_from": ((8080, 8080), "${each.value.cidr}", "pool", None),
+    "pool_app_healthcheck": ((8080, 8080), "public:public-nlb-healthcheck-sources", "pool", "${local.front ? 1 : 0}"),
+    "pool_node_exporter": ((9100, 9100), "${local.monitor_cidr}", "pool", None),
+    "front_http": ((80, 80), "0.0.0.0/0", "front", "${local.front ? 1 : 0}"),
+}
+rules = {name: r for (t, name), r in blocks["resource"].items() if t == "exoscale_security_group_rule"}
+check(set(rules) == set(expected_rules) | {"admin"}, f"security group rules: {sorted(rules)}")
+check(rules.get("pool_app_from", {}).get("for_each") == "${local.app_sources}", "pool_app_from must iterate local.app_sources")
+for name, r in rules.items():
     check(unq(r.get("type", "")).upper() == "INGRESS", f"rule {name}: only ingress rules are expected")
+    check("user_security_group_id" not in r, f"rule {name}: sources are addresses (a group may not match another zone's traffic)")
     cidr = unq(r.get("cidr", ""))
     if name == "admin":
         check("each.value.cidr" in str(cidr), "the admin rules must take their CIDR from admin_cidrs")
         continue
-    start, end = int(r.get("start_port")), int(r.get("end_port"))
-    if "user_security_group_id" in r:
-        check((start, end) == (9100, 9100), f"rule {name}: only node_exporter is opened to a group")
-    else:
-        check((start, end, cidr) == (8080, 8080, "0.0.0.0/0"), f"rule {name}: only the app port is opened to the world, found {start}-{end} to {cidr}")
+    if name not in expected_rules:
+        continue
+    ports, source, group, count = expected_rules[name]
+    got_source = f"public:{unq(r['public_security_group'])}" if "public_security_group" in r else cidr
+    check((int(r.get("start_port")), int(r.get("end_port"))) == ports and got_source == source,
+          f"rule {name}: opens {r.get('start_port')}-{r.get('end_port')} to {got_source}, expected {ports} to {source}")
+    want_group = f"${{exoscale_security_group.{group}.id}}" if group != "front" else "${exoscale_security_group.front[0].id}"
+    check(r.get("security_group_id") == want_group, f"rule {name}: in the {group} group, found {r.get('security_group_id')}")
+    check(r.get("count") == count, f"rule {name}: count = {r.get('count')!r}, expected {count!r}")
+    if source == "0.0.0.0/0":
+        check(ports in [(8080, 8080), (80, 80)], f"rule {name}: only the app port (without the front) and 80 (on the front) are opened to the world")
 
 # 4. The user-data installs nothing.
 forbidden = re.compile(
@@ -158,12 +233,16 @@ for name, role in roles.items():
     check(names == ({"compute"} if name == "autoscaler" else {"compute", "sos"}), f"role {name}: services {sorted(names)}")
     actions = [unq(x.get("action")) for x in rules]
     check(actions == ["allow", "deny"], f"role {name}: the compute rules must be one allow then a deny-all: {actions}")
-    check("zone == '${var.zone}'" in str(rules[0].get("expression")), f"role {name}: the allow rule must be scoped to var.zone")
+    check(str(rules[0].get("expression")).startswith('"${module.layout.iam_zones} && operation in ['),
+          f"role {name}: the allow rule must be scoped to the deployment's zones (module.layout.iam_zones)")
     check(unq(rules[-1].get("expression")) == "true", f"role {name}: the last rule must deny everything else")
     if name == "templates":
         _, sos = rules_of(role, "sos")
-        check([unq(x.get("action")) for x in sos] == ["allow", "deny"] and "parameters.bucket ==" in str(sos[0].get("expression")),
-              f"role templates: object storage must be allowed on the image bucket only: {sos}")
+        check([unq(x.get("action")) for x in sos] == ["allow", "deny"] and unq(sos[0].get("expression")) == "parameters.bucket in [${local.quoted_buckets}]",
+              f"role templates: object storage must be allowed on the image buckets only: {sos}")
+iam_locals = next((l for l in blocks["locals"] if "quoted_buckets" in l), {})
+check(iam_locals.get("quoted_buckets") == "${join(\", \", [for b in values(module.layout.buckets) : \"'${b}'\"])}",
+      f"local.quoted_buckets must list the layout's buckets: {iam_locals.get('quoted_buckets')!r}")
 
 # And the poolpilot client's operation names agree with the Rust source.
 src = open(os.path.join(os.path.dirname(__file__), "..", "src", "exoscale", "metrics.rs")).read()
@@ -172,6 +251,139 @@ called = set(re.findall(r'=> "([a-z-]+)"', src)) - {"other"}
 # get-instance only by the client's own tests.
 admin_only = {"list-zones", "list-instance-pools", "list-instance-types", "get-instance"} | template_used - used
 check(called - admin_only == used, f"src/exoscale/metrics.rs operations minus admin ones: {sorted(called - admin_only)}")
+
+# 6. Terraform itself: the layout for one zone and for two, the zones variable's validation,
+# the formatting. The root module needs the Exoscale provider, which cannot be loaded offline;
+# the layout module and variables.tf need none.
+ZONES = ["ch-gva-2", "ch-dk-2", "de-fra-1", "de-muc-1", "at-vie-1", "at-vie-2", "bg-sof-1", "hr-zag-1"]
+TF_ENV = dict(os.environ, TF_IN_AUTOMATION="1", TF_CLI_CONFIG_FILE="/dev/null")
+
+
+def terraform_in(files, *cmds):
+    """Runs `terraform init` then each command in a temporary root holding `files`; returns
+    the last command's CompletedProcess."""
+    root = tempfile.mkdtemp(prefix="terraform-test-")
+    try:
+        for name, text in files.items():
+            with open(os.path.join(root, name), "w") as f:
+                f.write(text)
+        r = None
+        for cmd in (["init", "-input=false", "-no-color"],) + cmds:
+            r = subprocess.run(["terraform", f"-chdir={root}", *cmd], capture_output=True, text=True, env=TF_ENV)
+            if r.returncode != 0:
+                return r
+        return r
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def layout(zones, front=None):
+    main = f"""
+module "l" {{
+  source          = {json.dumps(os.path.abspath(os.path.join(DIR, "layout")))}
+  zones           = {json.dumps(zones)}
+  front           = {json.dumps(front)}
+  name_prefix     = "poolpilot"
+  template_bucket = "poolpilot-templates-0a1b2c3d"
+}}
+output "l" {{ value = module.l }}
+"""
+    r = terraform_in({"main.tf": main}, ["apply", "-auto-approve", "-input=false", "-no-color"], ["output", "-json"])
+    if r.returncode != 0:
+        check(False, f"layout {zones}: terraform failed: {r.stdout[-1500:]}{r.stderr[-1500:]}")
+        return None
+    return json.loads(r.stdout)["l"]["value"]
+
+
+def zones_accepted(zones):
+    """Whether variables.tf's validation accepts zones = ZONES (a plan of variables.tf alone)."""
+    with open(os.path.join(DIR, "variables.tf")) as f:
+        variables = f.read()
+    tfvars = json.dumps({"exoscale_key": "EXO0", "exoscale_secret": "s", "zones": zones})
+    r = terraform_in({"variables.tf": variables, "t.auto.tfvars.json": tfvars},
+                     ["plan", "-input=false", "-no-color", "-lock=false"])
+    if r.returncode != 0 and "Invalid value for variable" not in r.stderr:
+        check(False, f"zones = {zones}: terraform failed for another reason: {r.stderr[-1500:]}")
+    return r.returncode == 0
+
+
+if shutil.which("terraform") is None:
+    print("terraform: SKIPPED the checks that run Terraform (not installed): layout, zones validation, fmt")
+else:
+    one, two = layout(["ch-gva-2"]), layout(["de-fra-1", "ch-gva-2"])
+    one_front, two_plain = layout(["ch-gva-2"], front=True), layout(["de-fra-1", "ch-gva-2"], front=False)
+    if one and two and one_front and two_plain:
+        check(one["front"] is False and two["front"] is True and one_front["front"] is True and two_plain["front"] is False,
+              f"the front: default off with one zone, on with two, forced either way: {[x['front'] for x in (one, two, one_front, two_plain)]}")
+        check(set(one["templates"]) == {"pool/ch-gva-2", "monitor/ch-gva-2"}, f"one zone: templates {sorted(one['templates'])}")
+        check(set(two["templates"]) == {"pool/de-fra-1", "pool/ch-gva-2", "monitor/de-fra-1", "front/de-fra-1"},
+              f"two zones: the pool's template in each, the monitor's and the front's in the first: {sorted(two['templates'])}")
+        check(set(one_front["templates"]) == {"pool/ch-gva-2", "monitor/ch-gva-2", "front/ch-gva-2"}, f"one zone with the front: {sorted(one_front['templates'])}")
+        check(set(two_plain["templates"]) == {"pool/de-fra-1", "pool/ch-gva-2", "monitor/de-fra-1"}, f"two zones without the front: {sorted(two_plain['templates'])}")
+        for lay in (one, two, one_front, two_plain):
+            for key, t in lay["templates"].items():
+                check(key == f"{t['role']}/{t['zone']}", f"template {key}: {t}")
+        check(two["primary"] == "de-fra-1" and two["zones"] == ["de-fra-1", "ch-gva-2"], f"the first zone given is the primary: {two['primary']}")
+        check(one["buckets"] == {"ch-gva-2": "poolpilot-templates-0a1b2c3d"}, f"one zone keeps its bucket's name: {one['buckets']}")
+        check(two["buckets"] == {"de-fra-1": "poolpilot-templates-0a1b2c3d", "ch-gva-2": "poolpilot-templates-0a1b2c3d-ch-gva-2"},
+              f"two zones: a bucket each (names are global), the first as before: {two['buckets']}")
+        check(one["iam_zones"] == "zone in ['ch-gva-2']" and two["iam_zones"] == "zone in ['de-fra-1', 'ch-gva-2']",
+              f"the IAM zone condition lists exactly the zones: {one['iam_zones']!r}, {two['iam_zones']!r}")
+    check(zones_accepted(None) and zones_accepted(["ch-gva-2"]) and zones_accepted(["ch-gva-2", "de-fra-1"]) and zones_accepted(ZONES),
+          "zones: null, one, two and all eight zones must be accepted")
+    for bad in ([], ["ch-gva-2", "ch-gva-2"], ["ch-gva-3"], ["ch-gva-2", "us-east-1"]):
+        check(not zones_accepted(bad), f"zones = {bad} must be refused")
+    # The cost output, evaluated by Terraform: outputs.tf's price locals and hourly_cost_eur
+    # with variables.tf and the layout module (the machines themselves need the provider).
+    outputs_tf = open(os.path.join(DIR, "outputs.tf")).read()
+    cost_tf = (outputs_tf[:outputs_tf.index('output "nlb_address"')] + outputs_tf[outputs_tf.index('output "hourly_cost_eur"'):]
+               + f"""
+module "layout" {{
+  source          = {json.dumps(os.path.abspath(os.path.join(DIR, "layout")))}
+  zones           = var.zones == null ? [var.zone] : var.zones
+  front           = var.front
+  name_prefix     = var.name_prefix
+  template_bucket = "poolpilot-templates-0a1b2c3d"
+}}
+locals {{
+  zones = module.layout.zones
+  front = module.layout.front
+}}
+""")
+
+    def cost(**tfvars):
+        r = terraform_in({"variables.tf": open(os.path.join(DIR, "variables.tf")).read(), "cost.tf": cost_tf,
+                          "t.auto.tfvars.json": json.dumps(dict(exoscale_key="EXO0", exoscale_secret="s", **tfvars))},
+                         ["apply", "-auto-approve", "-input=false", "-no-color"], ["output", "-json"])
+        check(r.returncode == 0, f"cost {tfvars}: terraform failed: {r.stderr[-1500:]}")
+        return json.loads(r.stdout)["hourly_cost_eur"]["value"] if r.returncode == 0 else {}
+
+    # The README's figures: one zone (monitor, NLB, 2 templates, disks) and two zones with the
+    # front (another NLB, the front, its disk and Elastic IP, 4 templates), 1 and 4 members a zone.
+    for tfvars, initial, at_max in [({}, 0.07374, 0.09981), ({"zones": ["ch-gva-2", "de-fra-1"]}, 0.14567, 0.19781)]:
+        c = cost(**tfvars)
+        got = (round(c.get("at_initial_size") or 0, 5), round(c.get("at_max_size") or 0, 5))
+        check(got == (initial, at_max), f"hourly_cost_eur {tfvars}: {got}, README says {(initial, at_max)}")
+    c = cost(zones=["ch-gva-2", "de-fra-1"], front_instance_type="standard.huge")
+    check(c.get("at_initial_size") is None and "unknown price for standard.huge" in c.get("note", ""),
+          f"an unknown front type must give a null cost with a note: {c}")
+    r = subprocess.run(["terraform", "fmt", "-check", "-recursive", DIR], capture_output=True, text=True, env=TF_ENV)
+    check(r.returncode == 0, f"terraform fmt -check -recursive: {r.stdout}{r.stderr}")
+
+# 7. Every .nix file parses.
+REPO = os.path.abspath(os.path.join(DIR, ".."))
+if shutil.which("nix-instantiate") is None:
+    print("terraform: SKIPPED nix-instantiate --parse (nix-bin not installed)")
+else:
+    nix_files = [os.path.join(d, f) for d, dirs, fs in os.walk(REPO) for f in fs
+                 if f.endswith(".nix") and not {"target", ".git"} & set(os.path.relpath(d, REPO).split(os.sep))]
+    check(os.path.join(REPO, "nixos-modules", "front.nix") in nix_files, "nixos-modules/front.nix is missing")
+    for f in nix_files:
+        r = subprocess.run(["nix-instantiate", "--parse", f], capture_output=True, text=True)
+        check(r.returncode == 0, f"{os.path.relpath(f, REPO)} does not parse: {r.stderr.strip()[-500:]}")
+    flake = open(os.path.join(REPO, "flake.nix")).read()
+    check('front-image = image "front";' in flake and 'front = mkSystem "front";' in flake,
+          "flake.nix must build the front's image (packages.front-image from nixosConfigurations.front)")
 
 if failures:
     for f in failures:

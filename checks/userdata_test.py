@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The user-data of both machines, rendered by Terraform itself and read as the machines read it.
+"""The user-data of every machine, rendered by Terraform itself and read as the machines read it.
 
 terraform/userdata is a module without providers, so Terraform renders it offline (its own
 templatefile and jsonencode). With tokens and passwords holding `: `, `#`, both quotes, a
@@ -11,6 +11,14 @@ backtick, `<>&` and non-ASCII letters, this checks that:
   takes the same escapes inside double quotes), yields exactly the values;
 - the discovery agent's file holds no token and no Prometheus password, the autoscaler's no API
   key;
+- zones: with one pool in the monitor's zone EXOSCALE_INSTANCEPOOL_ID is its id alone (as
+  ever); with two it is ZONE:ID,ZONE:ID;
+- the front's user-data (with the front only) yields exactly its backends and Elastic IP; the
+  front unit's wrapper (nixos-modules/poolpilot.nix) turns those backends into exactly one
+  --backend flag each, and the module (evaluated by Nix with a minimal lib) runs the front
+  through it only with backendsFromEnvironment, and refuses a front with no backends at all; front.nix's Elastic IP unit, run as systemd would (its ${VAR} expanded
+  from that file) in a network namespace of its own, puts the address on lo, where a listener
+  on 0.0.0.0 answers it;
 - Prometheus' web config passes `promtool check web-config`, and a real Prometheus started with
   it answers 401 without the password, 401 with a wrong one, and 200 with the right one; with
   prometheus_auth = false (no hash) it answers without one.
@@ -19,6 +27,7 @@ Usage: checks/userdata_test.py [terraform/]   Needs: terraform, python3-yaml, pr
 """
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -48,9 +57,11 @@ def check(cond, msg):
 
 
 HARD = "a: b #c \"dq\" 'sq' `bt` <&> ünï"
+POOL_IDS = {"ch-gva-2": "9a6a2f25-8b5a-4f2b-9d3e-2d2f0b6c1e01", "de-fra-1": "0d7c51e2-4f3a-4c1b-8e2d-6a5b4c3d2e1f"}
+NLBS = {"ch-gva-2": "198.51.100.10", "de-fra-1": "198.51.100.20"}
+EIP = "203.0.113.7"
 VALUES = {
     "zone": "ch-gva-2",
-    "pool_id": "9a6a2f25-8b5a-4f2b-9d3e-2d2f0b6c1e01",
     "api_key": "EXO0123456789abcdef",
     "api_secret": "secret: #" + HARD,
     "webhook_token": "#" + HARD,
@@ -64,18 +75,24 @@ VALUES = {
 }
 
 
-def render(auth):
-    """Renders the module with Terraform; returns {output name: text}."""
+def render(auth, zones=("ch-gva-2",), front=False):
+    """Renders the module with Terraform (the pools of `zones`, the front or not); returns
+    {output name: text or None}."""
     root = tempfile.mkdtemp(prefix="userdata-tf-")
     try:
         hash_expr = "bcrypt(var.v.prometheus_password, 6)" if auth else "null"
+        values = dict(VALUES, pools={z: POOL_IDS[z] for z in zones},
+                      front_backends={z: NLBS[z] for z in zones} if front else {},
+                      elastic_ip=EIP if front else None)
         with open(os.path.join(root, "main.tf"), "w") as f:
             f.write(f'''
 variable "v" {{ type = any }}
 module "u" {{
   source = {json.dumps(MODULE)}
   zone = var.v.zone
-  pool_id = var.v.pool_id
+  pools = var.v.pools
+  front_backends = var.v.front_backends
+  elastic_ip = var.v.elastic_ip
   api_key = var.v.api_key
   api_secret = var.v.api_secret
   webhook_token = var.v.webhook_token
@@ -96,9 +113,12 @@ output "pool" {{
   value     = module.u.pool
   sensitive = true
 }}
+output "front" {{
+  value = module.u.front
+}}
 ''')
         with open(os.path.join(root, "v.auto.tfvars.json"), "w") as f:
-            json.dump({"v": VALUES}, f, ensure_ascii=False)
+            json.dump({"v": values}, f, ensure_ascii=False)
         env = dict(os.environ, TF_IN_AUTOMATION="1", TF_CLI_CONFIG_FILE="/dev/null")
         for cmd in (["init", "-input=false", "-no-color"], ["apply", "-auto-approve", "-input=false", "-no-color"]):
             r = subprocess.run(["terraform", f"-chdir={root}", *cmd], capture_output=True, text=True, env=env)
@@ -202,7 +222,7 @@ expected_files = {"/etc/poolpilot/env", "/etc/poolpilot/autoscaler.env", "/etc/p
                   "/etc/poolpilot/prometheus-password", "/etc/poolpilot/prometheus-web.yml"}
 check(set(mon) == expected_files, f"monitor: files {sorted(mon)}")
 api = read_env(mon["/etc/poolpilot/env"])
-check(api == {"EXOSCALE_ZONE": VALUES["zone"], "EXOSCALE_INSTANCEPOOL_ID": VALUES["pool_id"],
+check(api == {"EXOSCALE_ZONE": VALUES["zone"], "EXOSCALE_INSTANCEPOOL_ID": POOL_IDS["ch-gva-2"],
               "EXOSCALE_API_KEY": VALUES["api_key"], "EXOSCALE_API_SECRET": VALUES["api_secret"]},
       f"monitor: the discovery agent's env file yields {api!r}")
 auto = read_env(mon["/etc/poolpilot/autoscaler.env"])
@@ -214,6 +234,200 @@ for path, key in [("/etc/poolpilot/webhook-token", "webhook_token"), ("/etc/pool
                   ("/etc/poolpilot/grafana-admin-password", "grafana_admin_password"),
                   ("/etc/poolpilot/prometheus-password", "prometheus_password")]:
     check(mon[path] == VALUES[key], f"monitor: {path} holds {mon[path]!r}, not {VALUES[key]!r}")
+
+check(out.get("front") is None, f"without the front there is no front user-data: {out.get('front')!r}")
+
+# --- two zones and the front ---
+two = render(auth=True, zones=("ch-gva-2", "de-fra-1"), front=True)
+mon2 = files_of(two["monitor"], "monitor (two zones)")
+api2 = read_env(mon2["/etc/poolpilot/env"])
+check(api2 == {"EXOSCALE_ZONE": "ch-gva-2",
+               "EXOSCALE_INSTANCEPOOL_ID": f"ch-gva-2:{POOL_IDS['ch-gva-2']},de-fra-1:{POOL_IDS['de-fra-1']}",
+               "EXOSCALE_API_KEY": VALUES["api_key"], "EXOSCALE_API_SECRET": VALUES["api_secret"]},
+      f"monitor (two zones): the discovery agent's env file yields {api2!r}")
+check(read_env(mon2["/etc/poolpilot/autoscaler.env"]) == auto, "monitor (two zones): the autoscaler's settings are the same for every pool")
+check(files_of(two["pool"], "pool (two zones)") == pool, "pool (two zones): the members' user-data does not depend on the zones")
+# One zone with its pool outside the monitor's zone: the ZONE:ID form, never a bare id.
+other = render(auth=True, zones=("de-fra-1",))
+check(read_env(files_of(other["monitor"], "monitor (pool in de-fra-1)")["/etc/poolpilot/env"])["EXOSCALE_INSTANCEPOOL_ID"]
+      == f"de-fra-1:{POOL_IDS['de-fra-1']}", "a pool outside the monitor's zone must be named with its zone")
+
+front = files_of(two["front"], "front")
+check(set(front) == {"/etc/poolpilot/env"}, f"front: files {sorted(front)}")
+front_env = read_env(front["/etc/poolpilot/env"])
+backends = f"ch-gva-2=http://{NLBS['ch-gva-2']}:80,de-fra-1=http://{NLBS['de-fra-1']}:80"
+check(front_env == {"POOLPILOT_FRONT_BACKENDS": backends, "POOLPILOT_ELASTIC_IP": EIP},
+      f"front: the env file yields {front_env!r}")
+for secret in ("api_secret", "webhook_token", "drain_token", "prometheus_password", "grafana_admin_password"):
+    check(VALUES[secret] not in two["front"], f"front: its user-data must hold no secret ({secret})")
+
+
+def front_wrapper():
+    """The front unit's wrapper script, as nixos-modules/poolpilot.nix writes it (Nix's ''${
+    is a literal ${ in an indented string)."""
+    nix = open(os.path.join(TF_DIR, "..", "nixos-modules", "poolpilot.nix")).read()
+    m = re.search(r'writeShellScript "poolpilot-front-backends" \'\'\n(.*?)\n\s*\'\';', nix, re.S)
+    if m is None:
+        sys.exit("userdata: no poolpilot-front-backends script in nixos-modules/poolpilot.nix")
+    lines = m.group(1).split("\n")
+    indent = min(len(l) - len(l.lstrip()) for l in lines if l.strip())
+    return "\n".join(l[indent:] for l in lines).replace("\'\'${", "${") + "\n"
+
+
+def wrapper_argv(env_text):
+    """The command line the wrapper runs, given the front's environment file."""
+    d = tempfile.mkdtemp(prefix="userdata-front-")
+    try:
+        script, envf = os.path.join(d, "wrapper.sh"), os.path.join(d, "env")
+        with open(script, "w") as f:
+            f.write(front_wrapper())
+        with open(envf, "w") as f:
+            f.write(env_text)
+        r = subprocess.run(["env", "-i", "bash", "-c", 'set -a; . "$1"; set +a; exec bash "$2" printf "%s\\0" poolpilot front',
+                            "sh", envf, script], capture_output=True)
+        check(r.returncode == 0, f"the front wrapper failed: {r.stderr.decode()}")
+        return r.stdout.decode().split("\0")[:-1]
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# nixos-modules/poolpilot.nix evaluated by Nix with a minimal lib and pkgs (nixpkgs cannot be
+# evaluated here): the front unit's command line and its assertions, with backends from the
+# environment and without.
+FRONT_UNIT_EXPR = r'''
+{ path, fromEnv, backends }:
+let
+  backendList = if backends == "" then [ ] else [ backends ];
+  merge = a: b: a // builtins.mapAttrs (n: v:
+    if a ? ${n} && builtins.isAttrs v && builtins.isAttrs a.${n} then merge a.${n} v
+    else if a ? ${n} && builtins.isList v then a.${n} ++ v
+    else v) b;
+  filterAttrsRecursive = pred: set: builtins.listToAttrs (builtins.concatMap (name:
+    let v = set.${name}; in
+    if pred name v then [{ inherit name; value = if builtins.isAttrs v then filterAttrsRecursive pred v else v; }] else [ ])
+    (builtins.attrNames set));
+  lib = {
+    mkOption = x: x; mkEnableOption = x: { }; mkPackageOption = a: b: c: { }; literalExpression = x: x;
+    mkIf = c: v: if c then v else { };
+    mkMerge = builtins.foldl' merge { };
+    mkDefault = v: v;
+    types = { str = "str"; bool = "bool"; path = "path"; nullOr = t: "nullOr"; enum = l: "enum"; either = a: b: "either"; listOf = t: "listOf"; ints = { unsigned = "u"; positive = "p"; }; };
+    importJSON = f: builtins.fromJSON (builtins.readFile f);
+    inherit filterAttrsRecursive;
+    attrNames = builtins.attrNames; all = builtins.all;
+    optional = c: v: if c then [ v ] else [ ];
+    optionalString = c: s: if c then s else "";
+    escapeShellArgs = l: builtins.concatStringsSep " " (map (a: "'${a}'") l);
+    getExe = p: "/pkg/bin/poolpilot";
+    splitString = sep: s: builtins.filter builtins.isString (builtins.split sep s);
+    toInt = builtins.fromJSON;
+    last = l: builtins.elemAt l (builtins.length l - 1);
+    concatStringsSep = builtins.concatStringsSep;
+  };
+  pkgs = {
+    formats.toml = _: { generate = name: value: "/toml/${name}"; };
+    writeShellScript = name: text: "/script/${name}";
+  };
+  m = import path {
+    inherit lib pkgs;
+    config = {
+      services.cloud-init.enable = true;
+      services.poolpilot = {
+        package = "pkg"; environmentFile = "/etc/poolpilot/env";
+        discovery.enable = false; autoscaler.enable = false; app.enable = false;
+        front = {
+          enable = true; backendsFromEnvironment = fromEnv;
+          settings = { listen = "0.0.0.0:80"; adminListen = "127.0.0.1:9180"; backends = backendList; ejectAfter = 10; ejectMode = "total"; cooldown = "30s"; tryTimeout = "15s"; };
+        };
+      };
+    };
+  };
+in {
+  assertions = map (a: { inherit (a) assertion message; }) m.config.assertions;
+  execStart = m.config.systemd.services.poolpilot-front.serviceConfig.ExecStart;
+  environmentFile = m.config.systemd.services.poolpilot-front.serviceConfig.EnvironmentFile;
+  ports = m.config.networking.firewall.allowedTCPPorts;
+}
+'''
+
+
+def front_unit(from_env, backends):
+    r = subprocess.run(["nix-instantiate", "--eval", "--strict", "--json", "--expr", FRONT_UNIT_EXPR,
+                        "--arg", "path", os.path.abspath(os.path.join(TF_DIR, "..", "nixos-modules", "poolpilot.nix")),
+                        "--arg", "fromEnv", "true" if from_env else "false", "--argstr", "backends", backends],
+                       capture_output=True, text=True)
+    check(r.returncode == 0, f"nix-instantiate poolpilot.nix: {r.stderr}")
+    return json.loads(r.stdout) if r.returncode == 0 else None
+
+
+if shutil.which("nix-instantiate") is None:
+    print("userdata: SKIPPED the front unit's evaluation (needs nix-instantiate)")
+else:
+    env_unit, plain_unit, bare_unit = front_unit(True, ""), front_unit(False, "ch-gva-2=http://198.51.100.10"), front_unit(False, "")
+    if env_unit and plain_unit and bare_unit:
+        check(env_unit["execStart"] == "/script/poolpilot-front-backends '/pkg/bin/poolpilot' '--config' '/toml/poolpilot-front.toml' 'front'",
+              f"with backendsFromEnvironment the front runs through the wrapper: {env_unit['execStart']}")
+        check(plain_unit["execStart"] == "'/pkg/bin/poolpilot' '--config' '/toml/poolpilot-front.toml' 'front'",
+              f"without it, as before: {plain_unit['execStart']}")
+        check(env_unit["environmentFile"] == ["-/etc/poolpilot/env"] and env_unit["ports"] == [80],
+              f"the front reads /etc/poolpilot/env and opens port 80: {env_unit}")
+        check(all(a["assertion"] for a in env_unit["assertions"] + plain_unit["assertions"]),
+              f"assertions: {env_unit['assertions'] + plain_unit['assertions']}")
+        check(not all(a["assertion"] for a in bare_unit["assertions"]),
+              "no backends and none from the environment must fail the evaluation")
+
+argv = wrapper_argv(front["/etc/poolpilot/env"])
+check(argv == ["poolpilot", "front", "--backend", f"ch-gva-2=http://{NLBS['ch-gva-2']}:80",
+               "--backend", f"de-fra-1=http://{NLBS['de-fra-1']}:80"],
+      f"the front unit runs {argv!r}")
+check(wrapper_argv("") == ["poolpilot", "front"], "without POOLPILOT_FRONT_BACKENDS the wrapper adds no flag (poolpilot then exits 64 naming backend)")
+
+
+def elastic_ip_unit():
+    """nixos-modules/front.nix's Elastic IP unit, evaluated by Nix with a minimal lib and pkgs
+    (nixpkgs cannot be evaluated here); iproute2 is this machine's."""
+    ip = shutil.which("ip")
+    if ip is None or shutil.which("nix-instantiate") is None:
+        return None
+    prefix = os.path.dirname(os.path.dirname(ip))
+    expr = f"""
+let
+  lib = {{ optional = c: v: if c then [ v ] else [ ]; }};
+  m = import (/. + {json.dumps(os.path.join(TF_DIR, "..", "nixos-modules", "front.nix"))}) {{
+    inherit lib;
+    pkgs = {{ iproute2 = {json.dumps(prefix)}; }};
+    config = {{ services.poolpilot.environmentFile = "/etc/poolpilot/env"; services.cloud-init.enable = true; }};
+  }};
+in {{ unit = m.systemd.services.poolpilot-elastic-ip; front = m.services.poolpilot.front; }}"""
+    r = subprocess.run(["nix-instantiate", "--eval", "--strict", "--json", "--expr", expr], capture_output=True, text=True)
+    check(r.returncode == 0, f"nix-instantiate front.nix: {r.stderr}")
+    return json.loads(r.stdout) if r.returncode == 0 else None
+
+
+ev = elastic_ip_unit()
+if ev is None:
+    print("userdata: SKIPPED the Elastic IP unit (needs ip and nix-instantiate)")
+else:
+    unit, svc = ev["unit"], ev["unit"]["serviceConfig"]
+    check(ev["front"] == {"enable": True, "backendsFromEnvironment": True}, f"front.nix: services.poolpilot.front = {ev['front']}")
+    check(svc["EnvironmentFile"] == "/etc/poolpilot/env" and svc["Type"] == "oneshot" and svc["RemainAfterExit"] is True,
+          f"the Elastic IP unit: {svc}")
+    check("poolpilot-front.service" in unit["before"] and "cloud-init.service" in unit["after"],
+          f"the Elastic IP unit runs after cloud-init and before the front: {unit}")
+    # systemd's ${VAR} expansion inside a word, from the environment file.
+    expand = lambda cmd: re.sub(r"\$\{([A-Z_]+)\}", lambda m: front_env.get(m.group(1), ""), cmd).split()
+    start = expand(svc["ExecStart"])
+    check(start[1:] == ["address", "replace", f"{EIP}/32", "dev", "lo"], f"ExecStart expands to {start}")
+    probe = (f"ip link set lo up && {' '.join(start)} && python3 -c \"import socket; s = socket.socket(); "
+             f"s.bind(('0.0.0.0', 0)); s.listen(); c = socket.create_connection(('{EIP}', s.getsockname()[1]), timeout=5); "
+             f"a, _ = s.accept(); print(a.getsockname()[0])\" && {' '.join(expand(svc['ExecStop']))} && ip -4 -o address show dev lo")
+    r = subprocess.run(["unshare", "-rn", "sh", "-c", probe], capture_output=True, text=True)
+    if r.returncode != 0 and "unshare" in r.stderr and "Operation not permitted" in r.stderr:
+        print("userdata: SKIPPED running the Elastic IP unit (no network namespaces here)")
+    else:
+        lines = r.stdout.splitlines()
+        check(r.returncode == 0 and lines[:1] == [EIP] and EIP not in "".join(lines[1:]),
+              f"the Elastic IP on lo: a listener on 0.0.0.0 must answer on {EIP}, and ExecStop remove it: {r.stdout}{r.stderr}")
 
 web = mon["/etc/poolpilot/prometheus-web.yml"]
 check(VALUES["prometheus_password"] not in web, "the web config must hold the hash, not the password")
@@ -230,5 +444,6 @@ if failures:
     for f in failures:
         print(f"userdata: FAIL: {f}")
     sys.exit(1)
-print("userdata: ok: both cloud-configs rendered by Terraform, parsed by PyYAML and the shell, "
+print("userdata: ok: the cloud-configs (monitor, pool, front; one zone and two) rendered by Terraform, "
+      "parsed by PyYAML and the shell; the front's flags and Elastic IP as its units use them; "
       "Prometheus' web config enforced by Prometheus")

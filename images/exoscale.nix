@@ -11,7 +11,7 @@ in
   imports = [ "${modulesPath}/profiles/qemu-guest.nix" ];
 
   options.poolpilot.role = lib.mkOption {
-    type = lib.types.enum [ "monitor" "pool-node" ];
+    type = lib.types.enum [ "monitor" "pool-node" "front" ];
     description = "Which appliance this image is.";
   };
 

@@ -61,7 +61,9 @@ let
 
   # environmentOptional: the unit starts without the environment file (the app: its only
   # secret, the drain token, is optional); the others need their credentials and fail at once.
-  unit = { name, description, settings, environmentOptional ? false, extraEnvironmentFiles ? [ ], extraService ? { } }: {
+  # wrapper: a script that runs the command line it is given (`exec "$@" ...`), adding flags
+  # from the environment (the front's backends).
+  unit = { name, description, settings, environmentOptional ? false, extraEnvironmentFiles ? [ ], extraService ? { }, wrapper ? null }: {
     inherit description;
     wantedBy = [ "multi-user.target" ];
     # With cloud-init (the Exoscale images), the environment file is written by it.
@@ -85,7 +87,7 @@ let
       # The metadata server hands the user-data (every secret) to any local process that asks;
       # no unit needs it (cloud-init has read it as root).
       IPAddressDeny = [ "169.254.169.254" ];
-      ExecStart = lib.escapeShellArgs ([
+      ExecStart = lib.optionalString (wrapper != null) "${wrapper} " + lib.escapeShellArgs ([
         (lib.getExe cfg.package)
         "--config"
         "${configFile name settings}"
@@ -122,6 +124,19 @@ let
       try-timeout = tryTimeout;
     };
   };
+  # front.backendsFromEnvironment: each `[NAME=]URL` of POOLPILOT_FRONT_BACKENDS (comma-separated)
+  # becomes a --backend flag, which wins over the file's backends; none at all, and poolpilot
+  # exits 64 naming `backend`. (poolpilot reads no environment variable for --backend.)
+  frontBackendsFromEnvironment = pkgs.writeShellScript "poolpilot-front-backends" ''
+    set -eu -o noglob
+    args=()
+    IFS=,
+    for b in ''${POOLPILOT_FRONT_BACKENDS-}; do
+      if [ -n "$b" ]; then args+=(--backend "$b"); fi
+    done
+    unset IFS
+    exec "$@" "''${args[@]}"
+  '';
   appSettings = {
     app = {
       inherit (cfg.app.settings) listen;
@@ -247,6 +262,16 @@ in
         cooldown = mkOption { type = types.str; default = defaults.front.cooldown; description = "Out of rotation this long after the first ejection, n times it after the n-th."; };
         tryTimeout = mkOption { type = types.str; default = defaults.front."try-timeout"; description = "How long one attempt may take to start answering (longer than the app's /load)."; };
       };
+      backendsFromEnvironment = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Also take backends from POOLPILOT_FRONT_BACKENDS in `environmentFile`: `[NAME=]URL`
+          entries separated by commas, each passed as --backend (they replace `settings.backends`).
+          For an image built before the backends exist: on Exoscale, cloud-init writes each
+          zone's NLB there from Terraform's user-data (nixos-modules/front.nix).
+        '';
+      };
     };
 
     app = {
@@ -321,8 +346,8 @@ in
     (mkIf cfg.front.enable {
       assertions = [
         {
-          assertion = cfg.front.settings.backends != [ ];
-          message = "services.poolpilot.front.settings.backends: give at least one backend (each zone's NLB)";
+          assertion = cfg.front.settings.backends != [ ] || cfg.front.backendsFromEnvironment;
+          message = "services.poolpilot.front.settings.backends: give at least one backend (each zone's NLB), or set services.poolpilot.front.backendsFromEnvironment";
         }
         (keysKnown "front" frontSettings)
       ];
@@ -331,6 +356,7 @@ in
         description = "poolpilot front (one entry point over several zones)";
         settings = frontSettings;
         environmentOptional = true;
+        wrapper = if cfg.front.backendsFromEnvironment then frontBackendsFromEnvironment else null;
         # Port 80 without root: the one capability it needs.
         extraService = {
           AmbientCapabilities = [ "CAP_NET_BIND_SERVICE" ];

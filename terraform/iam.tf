@@ -3,11 +3,13 @@
 #
 # The autoscaler's key (on the monitor, for the discovery agent and the autoscaler): exactly the
 # operations poolpilot's client calls (checks/terraform_test.py compares this list with
-# src/exoscale/metrics.rs), in this deployment's zone only. Not `get-instance`: nothing calls it,
-# and its answer carries any instance's user-data.
+# src/exoscale/metrics.rs), in this deployment's zones only (every zone holds a pool the one
+# monitor reads and scales). Not `get-instance`: nothing calls it, and its answer carries any
+# instance's user-data.
 #
 # The template key (Terraform's own `poolpilot template push` and `template delete`, templates.tf):
-# register, read and delete templates in the zone, and object storage on the image bucket only.
+# register, read and delete templates in the zones, and object storage on the image buckets only
+# (one per zone).
 #
 # The policy language (Exoscale IAM, CEL) binds `operation` and `zone` for every call and
 # `parameters.bucket` for object storage; a rule on a pool's id would need a binding for path
@@ -32,6 +34,7 @@ locals {
   ]
   quoted_autoscaler_operations = join(", ", [for op in local.autoscaler_operations : "'${op}'"])
   quoted_template_operations   = join(", ", [for op in local.template_operations : "'${op}'"])
+  quoted_buckets               = join(", ", [for b in values(module.layout.buckets) : "'${b}'"])
 
   # The keys each consumer uses: its own, or the operator's without IAM rights.
   autoscaler_key    = var.create_iam_keys ? exoscale_iam_api_key.autoscaler[0].key : var.exoscale_key
@@ -43,7 +46,7 @@ locals {
 resource "exoscale_iam_role" "autoscaler" {
   count       = var.create_iam_keys ? 1 : 0
   name        = "${var.name_prefix}-autoscaler"
-  description = "poolpilot discovery and autoscaler: read the pool and NLB, scale and evict, in ${var.zone}"
+  description = "poolpilot discovery and autoscaler: read the pools and NLBs, scale and evict, in ${join(", ", local.zones)}"
 
   policy = {
     default_service_strategy = "deny"
@@ -53,7 +56,7 @@ resource "exoscale_iam_role" "autoscaler" {
         rules = [
           {
             action     = "allow"
-            expression = "zone == '${var.zone}' && operation in [${local.quoted_autoscaler_operations}]"
+            expression = "${module.layout.iam_zones} && operation in [${local.quoted_autoscaler_operations}]"
           },
           {
             action     = "deny"
@@ -74,7 +77,7 @@ resource "exoscale_iam_api_key" "autoscaler" {
 resource "exoscale_iam_role" "templates" {
   count       = var.create_iam_keys ? 1 : 0
   name        = "${var.name_prefix}-templates"
-  description = "poolpilot template push/delete: templates in ${var.zone}, objects in ${local.template_bucket}"
+  description = "poolpilot template push/delete: templates in ${join(", ", local.zones)}, objects in ${join(", ", values(module.layout.buckets))}"
 
   policy = {
     default_service_strategy = "deny"
@@ -84,7 +87,7 @@ resource "exoscale_iam_role" "templates" {
         rules = [
           {
             action     = "allow"
-            expression = "zone == '${var.zone}' && operation in [${local.quoted_template_operations}]"
+            expression = "${module.layout.iam_zones} && operation in [${local.quoted_template_operations}]"
           },
           {
             action     = "deny"
@@ -97,7 +100,7 @@ resource "exoscale_iam_role" "templates" {
         rules = [
           {
             action     = "allow"
-            expression = "parameters.bucket == '${local.template_bucket}'"
+            expression = "parameters.bucket in [${local.quoted_buckets}]"
           },
           {
             action     = "deny"

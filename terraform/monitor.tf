@@ -1,8 +1,10 @@
 module "userdata" {
   source = "./userdata"
 
-  zone                     = var.zone
-  pool_id                  = exoscale_instance_pool.app.id
+  zone                     = local.primary_zone
+  pools                    = { for z, p in exoscale_instance_pool.app : z => p.id }
+  front_backends           = { for z, n in exoscale_nlb.app : z => n.ip_address }
+  elastic_ip               = local.front ? exoscale_elastic_ip.front[0].ip_address : null
   api_key                  = local.autoscaler_key
   api_secret               = local.autoscaler_secret
   webhook_token            = local.webhook_token
@@ -22,8 +24,11 @@ resource "terraform_data" "monitor_settings" {
   input = sha256(module.userdata.monitor)
 }
 
+# One monitor, in the first zone: one discovery agent and one autoscaler over every zone's pool
+# (EXOSCALE_INSTANCEPOOL_ID lists them), Prometheus scraping every zone's members over their
+# public addresses (security.tf admits the monitor's address on 8080 and 9100).
 resource "exoscale_compute_instance" "monitor" {
-  zone               = var.zone
+  zone               = local.primary_zone
   name               = "${var.name_prefix}-monitor"
   template_id        = data.exoscale_template.monitor.id
   type               = lower(var.monitor_instance_type)

@@ -6,16 +6,22 @@ locals {
   drain_wait_seconds = local.healthcheck.interval * local.healthcheck.retries + local.healthcheck.timeout + 10
 }
 
+# One NLB per zone (an NLB is zonal), in front of that zone's pool. With the front, the front
+# is its only client: the pools admit the app port from the front's address (security.tf).
 resource "exoscale_nlb" "app" {
-  zone        = var.zone
+  for_each = toset(local.zones)
+
+  zone        = each.key
   name        = var.name_prefix
-  description = "poolpilot: port 80 to the pool's app"
+  description = "poolpilot: port 80 to the app of the pool in ${each.key}"
 }
 
 resource "exoscale_nlb_service" "http" {
-  zone             = var.zone
-  nlb_id           = exoscale_nlb.app.id
-  instance_pool_id = exoscale_instance_pool.app.id
+  for_each = toset(local.zones)
+
+  zone             = each.key
+  nlb_id           = exoscale_nlb.app[each.key].id
+  instance_pool_id = exoscale_instance_pool.app[each.key].id
   name             = "http"
   description      = "port 80 to 8080 on every healthy member"
   protocol         = "tcp"

@@ -10,23 +10,50 @@ locals {
     "standard.large"  = 0.09333
   }
   nlb_hourly_price = 0.03472
-  # Block storage per GiB-hour (every instance's disk) and template storage per GiB-hour (the
-  # two templates, billed until deleted: `terraform destroy` deletes them).
+  # An Elastic IP: an assumption, about 5 EUR a month; no figure for it was found in the
+  # sources above. Check the price list before relying on it.
+  eip_hourly_price = 0.00694
+  # Block storage per GiB-hour (every instance's disk) and template storage per GiB-hour (each
+  # registered template of 10 GiB, billed until deleted: `terraform destroy` deletes them).
   disk_gib_hourly_price     = 0.00014
   template_gib_hourly_price = 0.00028
 
   monitor_price = lookup(local.hourly_price, lower(var.monitor_instance_type), null)
   member_price  = lookup(local.hourly_price, lower(var.pool_instance_type), null)
-  fixed_price = local.monitor_price == null ? null : (
-    local.monitor_price + local.nlb_hourly_price + var.disk_size * local.disk_gib_hourly_price
-    + 2 * 10 * local.template_gib_hourly_price
+  front_price   = local.front ? lookup(local.hourly_price, lower(var.front_instance_type), null) : 0
+  # Fixed: the monitor, an NLB per zone, the front and its Elastic IP, their disks, and every
+  # template (the pool's in each zone, the monitor's and the front's once).
+  fixed_price = local.monitor_price == null || local.front_price == null ? null : (
+    local.monitor_price + length(local.zones) * local.nlb_hourly_price + var.disk_size * local.disk_gib_hourly_price
+    + (local.front ? local.front_price + local.eip_hourly_price + var.disk_size * local.disk_gib_hourly_price : 0)
+    + length(module.layout.templates) * 10 * local.template_gib_hourly_price
   )
   per_member_price = local.member_price == null ? null : local.member_price + var.disk_size * local.disk_gib_hourly_price
 }
 
 output "nlb_address" {
-  description = "Send the load here: http://<nlb_address>/load"
-  value       = exoscale_nlb.app.ip_address
+  description = "Without the front, send the load here: http://<nlb_address>/load (the first zone's NLB; nlb_addresses lists every zone's)."
+  value       = exoscale_nlb.app[local.primary_zone].ip_address
+}
+
+output "nlb_addresses" {
+  description = "Each zone's NLB address, zone => address (the front's backends)."
+  value       = { for z, n in exoscale_nlb.app : z => n.ip_address }
+}
+
+output "front_ip" {
+  description = "The front's static address, the Elastic IP (null without the front): only port 80 is open there."
+  value       = local.front ? exoscale_elastic_ip.front[0].ip_address : null
+}
+
+output "front_url" {
+  description = "With the front, send the load here: <front_url>/load (null without the front)."
+  value       = local.front ? "http://${exoscale_elastic_ip.front[0].ip_address}" : null
+}
+
+output "zones" {
+  description = "The zones, in order (the first holds the monitor and the front)."
+  value       = local.zones
 }
 
 output "grafana_url" {
@@ -40,18 +67,32 @@ output "prometheus_url" {
 }
 
 output "pool_id" {
-  description = "The instance pool's id (EXOSCALE_INSTANCEPOOL_ID)."
-  value       = exoscale_instance_pool.app.id
+  description = "The first zone's instance pool id (pool_ids lists every zone's)."
+  value       = exoscale_instance_pool.app[local.primary_zone].id
+}
+
+output "pool_ids" {
+  description = "Each zone's instance pool id, zone => id (the monitor's EXOSCALE_INSTANCEPOOL_ID lists them as ZONE:ID)."
+  value       = { for z, p in exoscale_instance_pool.app : z => p.id }
 }
 
 output "templates" {
-  description = "The private templates Terraform registered (deleted by terraform destroy)."
-  value       = { pool = data.exoscale_template.pool.id, monitor = data.exoscale_template.monitor.id }
+  description = "The private templates Terraform registered (deleted by terraform destroy): pool per zone, monitor and front in the first zone."
+  value = merge(
+    { for z, t in data.exoscale_template.pool : "pool/${z}" => t.id },
+    { "monitor/${local.primary_zone}" = data.exoscale_template.monitor.id },
+    { for t in data.exoscale_template.front : "front/${local.primary_zone}" => t.id },
+  )
 }
 
 output "template_bucket" {
-  description = "The object storage bucket holding the uploaded images."
+  description = "The object storage bucket holding the first zone's uploaded images (template_buckets lists every zone's)."
   value       = local.template_bucket
+}
+
+output "template_buckets" {
+  description = "Each zone's image bucket, zone => bucket."
+  value       = module.layout.buckets
 }
 
 output "grafana_admin_password" {
@@ -79,13 +120,15 @@ output "drain_token" {
 }
 
 output "hourly_cost_eur" {
-  description = "List price per hour: compute, NLB, disks and the two templates; at the initial size and with the pool at its maximum. null (with a note) for an instance type missing from the price table."
+  description = "List price per hour: compute, an NLB per zone, the front and its Elastic IP, disks and templates; with every zone's pool at its initial size and at its maximum. null (with a note) for an instance type missing from the price table."
   value = {
-    at_initial_size = local.fixed_price == null || local.per_member_price == null ? null : local.fixed_price + var.pool_size * local.per_member_price
-    at_max_size     = local.fixed_price == null || local.per_member_price == null ? null : local.fixed_price + var.pool_max * local.per_member_price
+    at_initial_size = local.fixed_price == null || local.per_member_price == null ? null : local.fixed_price + length(local.zones) * var.pool_size * local.per_member_price
+    at_max_size     = local.fixed_price == null || local.per_member_price == null ? null : local.fixed_price + length(local.zones) * var.pool_max * local.per_member_price
     note = join(" ", compact([
       local.monitor_price == null ? "unknown price for ${var.monitor_instance_type}." : "",
       local.member_price == null ? "unknown price for ${var.pool_instance_type}." : "",
+      local.front_price == null ? "unknown price for ${var.front_instance_type}." : "",
+      local.front ? "The Elastic IP's price is an assumption (outputs.tf)." : "",
       "Object storage (the uploaded images) and traffic are not included.",
     ]))
   }

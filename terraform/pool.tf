@@ -8,15 +8,19 @@ locals {
   ssh_key_name = var.ssh_public_key != null ? exoscale_ssh_key.admin[0].name : var.ssh_key_name
 }
 
+# One pool per zone, each sized on its own by the one autoscaler (same bounds for each).
 resource "exoscale_instance_pool" "app" {
-  zone               = var.zone
-  name               = var.name_prefix
-  description        = "poolpilot: the slow app, sized by the autoscaler"
-  template_id        = data.exoscale_template.pool.id
-  instance_type      = lower(var.pool_instance_type)
-  disk_size          = var.disk_size
-  size               = var.pool_size
-  instance_prefix    = var.name_prefix
+  for_each = toset(local.zones)
+
+  zone          = each.key
+  name          = var.name_prefix
+  description   = "poolpilot: the slow app in ${each.key}, sized by the autoscaler"
+  template_id   = data.exoscale_template.pool[each.key].id
+  instance_type = lower(var.pool_instance_type)
+  disk_size     = var.disk_size
+  size          = var.pool_size
+  # With several zones the members' names say their zone (Grafana shows them side by side).
+  instance_prefix    = length(local.zones) == 1 ? var.name_prefix : "${var.name_prefix}-${each.key}"
   key_pair           = local.ssh_key_name
   security_group_ids = [exoscale_security_group.pool.id]
   # Settings only: the image has everything installed. A change here (or of the template) is

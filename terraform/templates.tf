@@ -1,4 +1,4 @@
-# The two appliance images become private templates here, from `terraform apply` itself: the
+# The appliance images become private templates here, from `terraform apply` itself: the
 # provider has no template resource, so a terraform_data runs `poolpilot template push` (upload
 # to object storage, pre-signed URL, register-template, wait) and, on destroy, `poolpilot
 # template delete` (the template and the uploaded object: template storage is billed until
@@ -9,14 +9,30 @@
 # image keeps its name, so nothing is re-registered; a changed one is pushed under a new name,
 # the machines move to it (the monitor is replaced, the pool's new members use it) and the old
 # template is deleted.
+#
+# Templates are zonal: the pool image is registered in every zone, the monitor's and the
+# front's in the first (module.layout.templates). Object storage is zonal too and bucket names
+# are global, so each zone uploads to its own bucket (module.layout.buckets).
 
 resource "random_id" "bucket" {
   byte_length = 4
 }
 
+module "layout" {
+  source = "./layout"
+
+  zones           = var.zones == null ? [var.zone] : var.zones
+  front           = var.front
+  name_prefix     = var.name_prefix
+  template_bucket = coalesce(var.template_bucket, "${var.name_prefix}-templates-${random_id.bucket.hex}")
+}
+
 locals {
   repo            = abspath("${path.module}/..")
-  template_bucket = coalesce(var.template_bucket, "${var.name_prefix}-templates-${random_id.bucket.hex}")
+  zones           = module.layout.zones
+  primary_zone    = module.layout.primary
+  front           = module.layout.front
+  template_bucket = module.layout.buckets[local.primary_zone]
   poolpilot = coalesce(var.poolpilot_command,
   var.image_source == "nix" ? "nix run ${local.repo}#poolpilot --" : "poolpilot")
 
@@ -27,39 +43,32 @@ locals {
   ])))
   nix_digest = var.image_source == "nix" ? sha256(join("\n", [for f in local.nix_inputs : "${f} ${filesha256("${local.repo}/${f}")}"])) : ""
 
-  images = {
-    pool = {
-      attr   = "pool-node-image"
-      digest = var.image_source == "nix" ? local.nix_digest : var.image_source == "files" ? try(filemd5(var.image_files.pool), "") : try(var.image_urls.pool.md5, "")
-      file   = var.image_source == "files" ? try(abspath(var.image_files.pool), "") : ""
-      url    = var.image_source == "urls" ? try(var.image_urls.pool.url, "") : ""
-    }
-    monitor = {
-      attr   = "monitor-image"
-      digest = var.image_source == "nix" ? local.nix_digest : var.image_source == "files" ? try(filemd5(var.image_files.monitor), "") : try(var.image_urls.monitor.md5, "")
-      file   = var.image_source == "files" ? try(abspath(var.image_files.monitor), "") : ""
-      url    = var.image_source == "urls" ? try(var.image_urls.monitor.url, "") : ""
-    }
-  }
+  images = { for role, attr in { pool = "pool-node-image", monitor = "monitor-image", front = "front-image" } : role => {
+    attr   = attr
+    digest = var.image_source == "nix" ? local.nix_digest : var.image_source == "files" ? try(filemd5(var.image_files[role]), "") : try(var.image_urls[role].md5, "")
+    file   = var.image_source == "files" ? try(abspath(var.image_files[role]), "") : ""
+    url    = var.image_source == "urls" ? try(var.image_urls[role].url, "") : ""
+  } }
   template_names = { for role, i in local.images : role => "${var.name_prefix}-${role}-${substr(i.digest, 0, 12)}" }
 }
 
 resource "terraform_data" "template" {
-  for_each = local.images
+  # "ROLE/ZONE" => { role, zone }
+  for_each = module.layout.templates
 
   # Everything the destroy-time command needs must be here: it may only read `self`. The key is
   # the template key (iam.tf), or yours with create_iam_keys = false; the state holds it either way.
   # Since the commands' environment carries it, Terraform prints their output only when one
   # fails (it hides output that could hold a sensitive value).
   input = {
-    zone      = var.zone
-    name      = local.template_names[each.key]
-    bucket    = var.image_source == "urls" ? "" : local.template_bucket
+    zone      = each.value.zone
+    name      = local.template_names[each.value.role]
+    bucket    = var.image_source == "urls" ? "" : module.layout.buckets[each.value.zone]
     poolpilot = local.poolpilot
     key       = local.template_key
     secret    = local.template_secret
   }
-  triggers_replace = [local.template_names[each.key], var.zone, local.template_bucket]
+  triggers_replace = [local.template_names[each.value.role], each.value.zone, module.layout.buckets[each.value.zone]]
 
   lifecycle {
     # A changed image is pushed under its new name before the old template is deleted, so the
@@ -67,12 +76,16 @@ resource "terraform_data" "template" {
     create_before_destroy = true
 
     precondition {
-      condition     = var.image_source != "files" || each.value.digest != ""
-      error_message = "image_source = \"files\" needs image_files = { pool = \"...qcow2\", monitor = \"...qcow2\" }, both readable (the ${each.key} image is missing or unreadable)."
+      condition     = var.image_source != "files" || local.images[each.value.role].digest != ""
+      error_message = "image_source = \"files\" needs image_files = { pool = \"...qcow2\", monitor = \"...qcow2\" } (and front = \"...qcow2\" with the front), each readable (the ${each.value.role} image is missing or unreadable)."
     }
     precondition {
-      condition     = var.image_source != "urls" || each.value.digest != ""
-      error_message = "image_source = \"urls\" needs image_urls = { pool = { url, md5 }, monitor = { url, md5 } }."
+      condition     = var.image_source != "urls" || local.images[each.value.role].digest != ""
+      error_message = "image_source = \"urls\" needs image_urls = { pool = { url, md5 }, monitor = { url, md5 } } (and front = { url, md5 } with the front; the ${each.value.role} image is missing)."
+    }
+    precondition {
+      condition     = length(module.layout.buckets[each.value.zone]) <= 63
+      error_message = "The bucket of ${each.value.zone}, ${module.layout.buckets[each.value.zone]}, is longer than 63 characters: shorten template_bucket (the other zones' buckets append -ZONE)."
     }
   }
 
@@ -82,8 +95,8 @@ resource "terraform_data" "template" {
       set -eu
       case "$IMAGE_SOURCE" in
         nix)
-          nix build "$REPO#$ATTR" --out-link "$REPO/terraform/.images/$ROLE"
-          file=$(find -L "$REPO/terraform/.images/$ROLE" -maxdepth 1 -name '*.qcow2' | head -n 1)
+          nix build "$REPO#$ATTR" --out-link "$REPO/terraform/.images/$ROLE-$ZONE"
+          file=$(find -L "$REPO/terraform/.images/$ROLE-$ZONE" -maxdepth 1 -name '*.qcow2' | head -n 1)
           [ -n "$file" ] || { echo "no qcow2 in the $ATTR build" >&2; exit 1; }
           $POOLPILOT template push --zone "$ZONE" --bucket "$BUCKET" --name "$NAME" --file "$file" --json ;;
         files)
@@ -95,11 +108,11 @@ resource "terraform_data" "template" {
     environment = {
       IMAGE_SOURCE        = var.image_source
       REPO                = local.repo
-      ROLE                = each.key
-      ATTR                = each.value.attr
-      FILE                = each.value.file
-      URL                 = each.value.url
-      DIGEST              = each.value.digest
+      ROLE                = each.value.role
+      ATTR                = local.images[each.value.role].attr
+      FILE                = local.images[each.value.role].file
+      URL                 = local.images[each.value.role].url
+      DIGEST              = local.images[each.value.role].digest
       ZONE                = self.input.zone
       NAME                = self.input.name
       BUCKET              = self.input.bucket
@@ -125,17 +138,27 @@ resource "terraform_data" "template" {
 }
 
 # The registered templates, read once the push has run (depends_on defers the read to apply
-# time whenever the push changes).
+# time whenever the push changes): the pool's in every zone, the monitor's and the front's in
+# the first.
 data "exoscale_template" "pool" {
-  zone       = var.zone
+  for_each   = toset(local.zones)
+  zone       = each.key
   name       = local.template_names["pool"]
   visibility = "private"
   depends_on = [terraform_data.template]
 }
 
 data "exoscale_template" "monitor" {
-  zone       = var.zone
+  zone       = local.primary_zone
   name       = local.template_names["monitor"]
+  visibility = "private"
+  depends_on = [terraform_data.template]
+}
+
+data "exoscale_template" "front" {
+  count      = local.front ? 1 : 0
+  zone       = local.primary_zone
+  name       = local.template_names["front"]
   visibility = "private"
   depends_on = [terraform_data.template]
 }

@@ -14,7 +14,7 @@ variable "exoscale_secret" {
 }
 
 variable "zone" {
-  description = "The Exoscale zone for everything."
+  description = "The Exoscale zone for everything, with one zone (ignored when `zones` is set)."
   type        = string
   default     = "ch-gva-2"
 
@@ -22,6 +22,35 @@ variable "zone" {
     condition     = contains(["ch-gva-2", "ch-dk-2", "de-fra-1", "de-muc-1", "at-vie-1", "at-vie-2", "bg-sof-1", "hr-zag-1"], var.zone)
     error_message = "zone must be one of ch-gva-2, ch-dk-2, de-fra-1, de-muc-1, at-vie-1, at-vie-2, bg-sof-1, hr-zag-1."
   }
+}
+
+variable "zones" {
+  description = <<-EOT
+    The zones, e.g. ["ch-gva-2", "de-fra-1"]: an instance pool and its NLB in each; the monitor
+    (one discovery agent and one autoscaler over every pool) and the front in the first.
+    Default (null): [zone], the single-zone deployment.
+  EOT
+  type        = list(string)
+  default     = null
+
+  validation {
+    condition = var.zones == null ? true : try(
+      length(var.zones) >= 1 && length(distinct(var.zones)) == length(var.zones) && alltrue([
+        for z in var.zones : contains(["ch-gva-2", "ch-dk-2", "de-fra-1", "de-muc-1", "at-vie-1", "at-vie-2", "bg-sof-1", "hr-zag-1"], z)
+    ]), false)
+    error_message = "zones must be 1 to 8 distinct zones among ch-gva-2, ch-dk-2, de-fra-1, de-muc-1, at-vie-1, at-vie-2, bg-sof-1, hr-zag-1."
+  }
+}
+
+variable "front" {
+  description = <<-EOT
+    Run the front (`poolpilot front` on an Elastic IP, the static address, port 80 only) over
+    every zone's NLB. Then the pools admit the app port only from the front, the monitor and
+    the NLB health checks. Default (null): on with more than one zone, off with one (the NLB
+    is then the entry point, open to the world, as the course expects).
+  EOT
+  type        = bool
+  default     = null
 }
 
 variable "name_prefix" {
@@ -39,8 +68,9 @@ variable "name_prefix" {
 
 variable "image_source" {
   description = <<-EOT
-    Where the two appliance images come from; Terraform registers them as private templates
-    (templates.tf) and deletes them on destroy.
+    Where the appliance images come from (pool, monitor, and front with the front); Terraform
+    registers them as private templates in every zone that needs them (templates.tf) and
+    deletes them on destroy.
     "nix":   Terraform runs `nix build` in this repository (needs Nix on this machine).
     "files": qcow2 files built before (image_files).
     "urls":  images published at URLs, with their MD5 checksums (image_urls); needs no Nix.
@@ -55,10 +85,11 @@ variable "image_source" {
 }
 
 variable "image_files" {
-  description = "With image_source = \"files\": the qcow2 files, e.g. { pool = \"pool-node.qcow2\", monitor = \"monitor.qcow2\" }."
+  description = "With image_source = \"files\": the qcow2 files, e.g. { pool = \"pool-node.qcow2\", monitor = \"monitor.qcow2\", front = \"front.qcow2\" } (front only with the front)."
   type = object({
     pool    = string
     monitor = string
+    front   = optional(string)
   })
   default = null
 }
@@ -68,13 +99,14 @@ variable "image_urls" {
   type = object({
     pool    = object({ url = string, md5 = string })
     monitor = object({ url = string, md5 = string })
+    front   = optional(object({ url = string, md5 = string }))
   })
   default = null
 
   validation {
     condition = var.image_urls == null ? true : alltrue([
-      for i in [var.image_urls.pool, var.image_urls.monitor] :
-      can(regex("^https?://", i.url)) && can(regex("^[0-9a-f]{32}$", i.md5))
+      for i in [var.image_urls.pool, var.image_urls.monitor, var.image_urls.front] :
+      i == null ? true : can(regex("^https?://", i.url)) && can(regex("^[0-9a-f]{32}$", i.md5))
     ])
     error_message = "image_urls: each url must be http(s) and each md5 32 lowercase hex digits."
   }
@@ -110,6 +142,17 @@ variable "monitor_instance_type" {
   }
 }
 
+variable "front_instance_type" {
+  description = "Instance type of the front, family.size (a proxy: little memory, some CPU)."
+  type        = string
+  default     = "standard.tiny"
+
+  validation {
+    condition     = can(regex("^(standard|cpu|memory|storage|colossus|gpu[a-z0-9]*)\\.(micro|tiny|small|medium|large|extra-large|huge|mega|titan|titan48c|jumbo|colossus)$", lower(var.front_instance_type)))
+    error_message = "front_instance_type must be an Exoscale instance type, family.size, e.g. standard.tiny."
+  }
+}
+
 variable "pool_instance_type" {
   description = "Instance type of the pool members, family.size."
   type        = string
@@ -133,7 +176,7 @@ variable "disk_size" {
 }
 
 variable "pool_size" {
-  description = "Initial size of the pool, within [pool_min, pool_max]; the autoscaler changes it afterwards (Terraform ignores that drift)."
+  description = "Initial size of each zone's pool, within [pool_min, pool_max]; the autoscaler changes it afterwards (Terraform ignores that drift)."
   type        = number
   default     = 1
 
@@ -144,7 +187,7 @@ variable "pool_size" {
 }
 
 variable "pool_min" {
-  description = "The smallest size the autoscaler sets (at least 1)."
+  description = "The smallest size the autoscaler sets, for each zone's pool (at least 1)."
   type        = number
   default     = 1
 
@@ -155,7 +198,7 @@ variable "pool_min" {
 }
 
 variable "pool_max" {
-  description = "The largest size the autoscaler sets: it bounds the bill (at least pool_min, at most 20)."
+  description = "The largest size the autoscaler sets, for each zone's pool: it bounds the bill (at least pool_min, at most 20)."
   type        = number
   default     = 4
 

@@ -1,6 +1,6 @@
-# The user-data of both machines, rendered from settings: a module of its own, with no
-# provider, so that checks/userdata_test.py renders it with Terraform itself and parses the
-# result as cloud-init and systemd do.
+# The user-data of every machine (monitor, pool members, front), rendered from settings: a
+# module of its own, with no provider, so that checks/userdata_test.py renders it with
+# Terraform itself and parses the result as cloud-init and systemd do.
 #
 # Every file's content is a JSON string in the YAML (YAML reads JSON), so no character of a
 # token can change the YAML's meaning. Environment files are for systemd's EnvironmentFile:
@@ -8,13 +8,30 @@
 # escaped.
 
 variable "zone" {
-  description = "The zone (EXOSCALE_ZONE)."
+  description = "The monitor's zone (EXOSCALE_ZONE): the default zone of the pools."
   type        = string
 }
 
-variable "pool_id" {
-  description = "The instance pool's id (EXOSCALE_INSTANCEPOOL_ID)."
+variable "pools" {
+  description = "Each zone's instance pool id, zone => id (EXOSCALE_INSTANCEPOOL_ID)."
+  type        = map(string)
+
+  validation {
+    condition     = length(var.pools) >= 1
+    error_message = "pools: at least one zone's pool."
+  }
+}
+
+variable "front_backends" {
+  description = "The front's backends, zone => NLB address (each becomes ZONE=http://ADDRESS:80); empty: no front."
+  type        = map(string)
+  default     = {}
+}
+
+variable "elastic_ip" {
+  description = "The front's Elastic IP, which its image configures on `lo` (null: no front)."
   type        = string
+  default     = null
 }
 
 variable "api_key" {
@@ -87,12 +104,16 @@ locals {
     pool = {
       POOLPILOT_DRAIN_TOKEN = var.drain_token
     }
-    # The monitor's discovery agent and autoscaler: the API only.
+    # The monitor's discovery agent and autoscaler: the API only. One pool in the monitor's
+    # zone: its id alone, as ever; else ZONE:ID for each pool, comma-separated (one discovery
+    # agent and one autoscaler over every pool, each pool named after its zone).
     api = {
-      EXOSCALE_ZONE            = var.zone
-      EXOSCALE_INSTANCEPOOL_ID = var.pool_id
-      EXOSCALE_API_KEY         = var.api_key
-      EXOSCALE_API_SECRET      = var.api_secret
+      EXOSCALE_ZONE = var.zone
+      EXOSCALE_INSTANCEPOOL_ID = length(var.pools) == 1 && contains(keys(var.pools), var.zone) ? var.pools[var.zone] : join(",", [
+        for z, id in var.pools : "${z}:${id}"
+      ])
+      EXOSCALE_API_KEY    = var.api_key
+      EXOSCALE_API_SECRET = var.api_secret
     }
     # The autoscaler only.
     autoscaler = {
@@ -102,6 +123,13 @@ locals {
       POOLPILOT_MAX                 = tostring(var.pool_max)
       POOLPILOT_PROMETHEUS_PASSWORD = var.prometheus_password
       POOLPILOT_DRAIN_WAIT          = "${var.drain_wait_seconds}s"
+    }
+    # The front (read by its image's units, not by poolpilot itself): the backends, each
+    # zone's NLB, which the front unit passes as --backend flags; the Elastic IP, which a unit
+    # adds to `lo` so the front answers on it.
+    front = var.elastic_ip == null ? {} : {
+      POOLPILOT_FRONT_BACKENDS = join(",", [for z, ip in var.front_backends : "${z}=http://${ip}:80"])
+      POOLPILOT_ELASTIC_IP     = var.elastic_ip
     }
     } : file => join("", [for k, v in vars :
       "${k}=\"${replace(replace(replace(replace(v, "\\", "\\\\"), "\"", "\\\""), "$", "\\$"), "`", "\\`")}\"\n"
@@ -116,6 +144,13 @@ output "pool" {
   sensitive   = true
   value = templatefile("${path.module}/pool-node.yaml.tftpl", {
     env = local.env.pool
+  })
+}
+
+output "front" {
+  description = "The front's cloud-config (null without the front)."
+  value = var.elastic_ip == null ? null : templatefile("${path.module}/front.yaml.tftpl", {
+    env = local.env.front
   })
 }
 
