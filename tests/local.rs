@@ -57,6 +57,7 @@ async fn processes_serve_behind_a_health_checked_round_robin_nlb_and_drain() {
         NlbConfig {
             pool,
             target_port: 8080,
+            check_port: 8080,
             uri: "/health".into(),
             interval: Duration::from_millis(200),
             // Generous: a probe answered late by a loaded machine must not flip membership in

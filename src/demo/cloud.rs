@@ -91,6 +91,7 @@ impl Cloud {
             NlbConfig {
                 pool,
                 target_port: APP_PORT,
+                check_port: APP_PORT,
                 uri: "/health".into(),
                 interval: t.nlb_interval,
                 timeout: t.nlb_timeout,

@@ -13,6 +13,9 @@
 //! the time, and the pool's CPU then hovered around the 80 % threshold. Sequential requests
 //! (none in flight) still go round-robin.
 //!
+//! In TCP mode ([`Nlb::serve_tcp`], the Redis replicas' balancer) it balances connections, as
+//! Exoscale's does, with the health check on its own port (the replica's sidecar).
+//!
 //! Only members the API reports `running` are probed: a VM's app is not up while it boots.
 //! A new member enters the rotation after its first good probe.
 
@@ -38,6 +41,9 @@ use crate::sim::Sim;
 pub struct NlbConfig {
     pub pool: Uuid,
     pub target_port: u16,
+    /// The health check's port (Exoscale's `healthcheck.port`): the target port for the app,
+    /// the sidecar's for a Redis replica served in TCP mode.
+    pub check_port: u16,
     pub uri: String,
     pub interval: Duration,
     pub timeout: Duration,
@@ -129,7 +135,7 @@ impl Nlb {
         let cfg = &self.inner.cfg;
         let running = self.inner.sim.with_state(|s| s.running_members(cfg.pool));
         let probes = running.into_iter().map(|(id, addr)| {
-            let url = format!("http://{addr}:{}{}", cfg.target_port, cfg.uri);
+            let url = format!("http://{addr}:{}{}", cfg.check_port, cfg.uri);
             let timeout = cfg.timeout;
             let client = self.inner.client.clone();
             async move {
@@ -215,6 +221,41 @@ impl Nlb {
 
     pub fn router(&self) -> Router {
         Router::new().fallback(forward).with_state(self.clone())
+    }
+
+    /// Serves in TCP mode, as Exoscale's NLB does: each connection goes whole to a healthy
+    /// member with the fewest connections open (round-robin among equals); with none, or while
+    /// the NLB is down, a connection is closed at once. Runs until the listener fails.
+    pub async fn serve_tcp(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        loop {
+            let (mut client, peer) = listener.accept().await?;
+            let nlb = self.clone();
+            tokio::spawn(async move {
+                if nlb.inner.down.load(Ordering::SeqCst) {
+                    nlb.inner.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                let Some(slot) = nlb.pick() else {
+                    nlb.inner.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    return;
+                };
+                let target = SocketAddr::from((slot.addr, nlb.inner.cfg.target_port));
+                let connect = tokio::net::TcpStream::connect(target);
+                let mut member = match tokio::time::timeout(nlb.inner.cfg.timeout, connect).await {
+                    Ok(Ok(m)) => m,
+                    _ => {
+                        nlb.inner.stats.failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(member = %target, %peer, "nlb: member refused a connection");
+                        return;
+                    }
+                };
+                let _ = member.set_nodelay(true);
+                let _ = client.set_nodelay(true);
+                nlb.inner.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut member).await;
+                drop(slot);
+            });
+        }
     }
 }
 
@@ -309,6 +350,7 @@ mod tests {
             NlbConfig {
                 pool: Uuid::nil(),
                 target_port: 8080,
+                check_port: 8080,
                 uri: "/health".into(),
                 interval: Duration::from_secs(1),
                 timeout: Duration::from_secs(1),
@@ -362,5 +404,85 @@ mod tests {
         let n = nlb(&[[127, 0, 1, 1]]);
         n.inner.members.lock().unwrap()[0].healthy = false;
         assert!(n.pick().is_none());
+    }
+
+    /// A member that answers each connection with its own address, then holds it open.
+    async fn member(addr: Ipv4Addr, port: u16) -> tokio::net::TcpListener {
+        tokio::net::TcpListener::bind((addr, port)).await.unwrap()
+    }
+
+    fn serve_names(l: tokio::net::TcpListener) {
+        tokio::spawn(async move {
+            loop {
+                let (mut c, _) = l.accept().await.unwrap();
+                let me = c.local_addr().unwrap().ip().to_string();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    c.write_all(me.as_bytes()).await.unwrap();
+                    let mut sink = [0u8; 16];
+                    while c.read(&mut sink).await.unwrap_or(0) > 0 {}
+                });
+            }
+        });
+    }
+
+    async fn first_words(addr: SocketAddr) -> (tokio::net::TcpStream, String) {
+        use tokio::io::AsyncReadExt;
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut buf = vec![0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf))
+            .await
+            .expect("an answer or a close within 10 s")
+            .unwrap();
+        (c, String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    #[tokio::test]
+    async fn tcp_mode_spreads_connections_by_fewest_open_and_closes_when_it_cannot_serve() {
+        let (a, b) = (Ipv4Addr::new(127, 0, 1, 201), Ipv4Addr::new(127, 0, 1, 202));
+        let la = member(a, 0).await;
+        let port = la.local_addr().unwrap().port();
+        let lb = member(b, port).await;
+        serve_names(la);
+        serve_names(lb);
+        let mut n = nlb(&[a.octets(), b.octets()]);
+        Arc::get_mut(&mut n.inner).unwrap().cfg.target_port = port;
+        let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = front.local_addr().unwrap();
+        tokio::spawn(n.clone().serve_tcp(front));
+
+        // Held connections spread over both members; one closed makes its member the least.
+        let (c1, m1) = first_words(at).await;
+        let (_c2, m2) = first_words(at).await;
+        assert_ne!(m1, m2);
+        drop(c1);
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while n
+            .inner
+            .in_flight
+            .lock()
+            .unwrap()
+            .get(&m1.parse().unwrap())
+            .is_some()
+        {
+            assert!(
+                std::time::Instant::now() < end,
+                "the closed connection was not counted off"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (_c3, m3) = first_words(at).await;
+        assert_eq!(m3, m1);
+        assert_eq!(n.stats().forwarded.load(Ordering::Relaxed), 3);
+
+        // Down, or no healthy member: the connection is closed without a word.
+        n.set_down(true);
+        assert_eq!(first_words(at).await.1, "");
+        n.set_down(false);
+        for m in n.inner.members.lock().unwrap().iter_mut() {
+            m.healthy = false;
+        }
+        assert_eq!(first_words(at).await.1, "");
+        assert_eq!(n.stats().failed.load(Ordering::Relaxed), 2);
     }
 }
