@@ -171,3 +171,145 @@ fn bad_config_exits_64_naming_the_field() {
         stderr,
     );
 }
+
+/// The local mode's replica pool: members are redis-server replicas with their sidecars on
+/// 127.0.3.x, behind the local NLB in TCP mode with the health check on the sidecar. A member
+/// enters the rotation only once in sync (it then holds every key the primary had), reads
+/// through the NLB see the primary's data, and a drained member leaves the rotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_pool_behind_the_tcp_nlb_serves_the_primarys_data_only_once_in_sync() {
+    use poolpilot::config::Zone;
+    use poolpilot::exoscale::{Credentials, Healthcheck};
+    use poolpilot::local::backend::{LocalBackend, LocalConfig, MemberKind, QuotaMode};
+    use poolpilot::local::nlb::{Nlb, NlbConfig};
+    use poolpilot::sim::{Sim, State, Timing};
+    use std::sync::Arc;
+
+    let p = free_port();
+    let _primary = redis_server(p, None);
+    let mut w = redis::Client::open(format!("redis://127.0.0.1:{p}"))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    for i in 0..200 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .query(&mut w)
+            .unwrap();
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Arc::new(LocalBackend::new(LocalConfig {
+        binary: env!("CARGO_BIN_EXE_poolpilot").into(),
+        capacity: 0.5,
+        load_duration: Duration::from_secs(1),
+        drain_token: TOKEN.into(),
+        log_dir: dir.path().to_path_buf(),
+        quota: QuotaMode::DutyCycleOnly("a test".into()),
+        subnet: 3,
+        kind: MemberKind::RedisReplica {
+            primary: ([127, 0, 0, 1], p).into(),
+        },
+    }));
+    let mut state = State::new(
+        Zone::DEFAULT,
+        Timing {
+            operation_delay: Duration::from_millis(100),
+            boot_delay: Duration::from_millis(100),
+        },
+        backend.clone(),
+    );
+    let now = tokio::time::Instant::now();
+    let pool = state
+        .create_pool(now, None, "replicas", 2, "standard.micro", false)
+        .unwrap();
+    let hc = Healthcheck {
+        mode: "http".into(),
+        port: 8080,
+        uri: Some("/health".into()),
+        interval: 1,
+        timeout: 1,
+        retries: 1,
+    };
+    state.create_load_balancer("replicas", "127.0.0.1".parse().unwrap(), pool, 0, 6379, hc);
+    let sim = Sim::new(state, vec![Credentials::new("EXOk", "s")]);
+    let nlb = Nlb::new(
+        sim.clone(),
+        NlbConfig {
+            pool,
+            target_port: 6379,
+            check_port: 8080,
+            uri: "/health".into(),
+            interval: Duration::from_millis(200),
+            timeout: Duration::from_secs(5),
+            retries: 2,
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = listener.local_addr().unwrap();
+    tokio::spawn(nlb.clone().serve_tcp(listener));
+
+    // Each round of probes: every member the NLB calls healthy holds all 200 keys.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = std::collections::BTreeSet::new();
+    loop {
+        nlb.check_once().await;
+        for m in nlb.members().into_iter().filter(|m| m.healthy) {
+            let mut c = redis::Client::open(format!("redis://{}:6379", m.addr))
+                .unwrap()
+                .get_connection()
+                .unwrap();
+            let n: u64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+            assert!(n >= 200, "{} is in rotation with {n} of 200 keys", m.addr);
+            seen.insert(m.addr);
+        }
+        if seen.len() == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "two members in sync within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Reads through the NLB, a new connection each: every key, on both members.
+    for i in 0..20 {
+        let mut c = redis::Client::open(format!("redis://{at}"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let v: String = redis::cmd("GET")
+            .arg(format!("k{i}"))
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(v, i.to_string());
+    }
+    assert_eq!(
+        nlb.stats()
+            .forwarded
+            .load(std::sync::atomic::Ordering::Relaxed),
+        20
+    );
+
+    // Drain one: it leaves the rotation at the next round of probes.
+    let victim = nlb.members()[0].addr;
+    assert_eq!(
+        drain(
+            &format!("http://{victim}:8080"),
+            reqwest::Method::POST,
+            TOKEN
+        )
+        .await,
+        200
+    );
+    nlb.check_once().await;
+    nlb.check_once().await;
+    let rotation: Vec<_> = nlb
+        .members()
+        .into_iter()
+        .filter(|m| m.healthy)
+        .map(|m| m.addr)
+        .collect();
+    assert!(!rotation.contains(&victim), "{rotation:?}");
+    assert_eq!(rotation.len(), 1);
+    backend.shutdown();
+}

@@ -38,6 +38,7 @@ fn the_local_backends_drain_token_is_redacted() {
         log_dir: "logs".into(),
         quota: QuotaMode::DutyCycleOnly("test".into()),
         subnet: 1,
+        kind: poolpilot::local::backend::MemberKind::App,
     };
     assert_redacted("LocalConfig", format!("{cfg:?}"));
 }

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use super::{DemoConfig, Paths, Secrets, Timings};
 use crate::config::{Zone, env};
 use crate::exoscale::Credentials;
-use crate::local::backend::{APP_PORT, LocalBackend, LocalConfig, QuotaMode};
+use crate::local::backend::{APP_PORT, LocalBackend, LocalConfig, MemberKind, QuotaMode};
 use crate::local::nlb::{Nlb, NlbConfig};
 use crate::sim::{RunningSim, Sim, State, Timing};
 
@@ -56,6 +56,7 @@ impl Cloud {
             log_dir: paths.logs.clone(),
             quota,
             subnet,
+            kind: MemberKind::App,
         }));
         let mut state = State::new(
             zone,

@@ -129,13 +129,30 @@ pub struct LocalConfig {
     /// The third octet of the instances' addresses: 127.0.<subnet>.1-250 (one per zone when a
     /// demo runs several).
     pub subnet: u8,
+    /// What each instance runs.
+    pub kind: MemberKind,
 }
+
+/// What a local instance runs: the pool's image, in processes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberKind {
+    /// `poolpilot app` with the node_exporter stand-in (the course's member).
+    App,
+    /// `redis-server` on :6379 as a replica of `primary` (no persistence, no stale reads, a
+    /// ping every second), and its sidecar `poolpilot replica` on :8080 for the health check
+    /// and the drain.
+    RedisReplica { primary: SocketAddr },
+}
+
+/// The Redis port of a replica member.
+pub const REDIS_PORT: u16 = 6379;
 
 /// An instance with an address; its process once [`InstanceBackend::start`] has run (and
 /// none after [`LocalBackend::kill_all`], until [`LocalBackend::revive_all`]).
 struct Running {
     name: String,
-    child: Option<Process>,
+    /// The instance's processes, the main one first (none: not started, or killed).
+    children: Vec<Process>,
     addr: Ipv4Addr,
     cgroup: Option<PathBuf>,
 }
@@ -199,7 +216,7 @@ impl LocalBackend {
         let mut running = self.running.lock().expect("running lock");
         for r in running.values_mut() {
             // Dropping an unstopped process kills it (SIGKILL) and reaps it.
-            drop(r.child.take());
+            r.children.clear();
             if let Some(g) = r.cgroup.take() {
                 let _ = std::fs::remove_dir(g);
             }
@@ -213,19 +230,108 @@ impl LocalBackend {
             .lock()
             .expect("running lock")
             .iter()
-            .filter(|(_, r)| r.child.is_none())
+            .filter(|(_, r)| r.children.is_empty())
             .map(|(id, r)| (*id, r.name.clone(), r.addr))
             .collect();
         for (id, name, addr) in dead {
-            self.spawn_app(id, &name, addr)?;
+            self.spawn_member(id, &name, addr)?;
         }
         Ok(())
     }
 
-    /// Starts the app process of instance `id` on `addr`.
-    fn spawn_app(&self, id: Uuid, name: &str, addr: Ipv4Addr) -> Result<(), BackendError> {
-        let log = std::fs::File::create(self.cfg.log_dir.join(format!("{}.log", name)))
-            .map_err(|e| BackendError::Start(format!("log file: {e}")))?;
+    fn log_file(&self, name: &str) -> Result<std::fs::File, BackendError> {
+        std::fs::File::create(self.cfg.log_dir.join(format!("{name}.log")))
+            .map_err(|e| BackendError::Start(format!("log file: {e}")))
+    }
+
+    fn spawn(&self, name: String, cmd: &mut Command) -> Result<Process, BackendError> {
+        let program = cmd.get_program().to_string_lossy().into_owned();
+        process::spawn(name, cmd).map_err(|e| BackendError::Start(format!("{program}: {e}")))
+    }
+
+    /// Starts the processes of instance `id` on `addr`.
+    fn spawn_member(&self, id: Uuid, name: &str, addr: Ipv4Addr) -> Result<(), BackendError> {
+        let children = match &self.cfg.kind {
+            MemberKind::App => vec![self.spawn_app(name, addr)?],
+            MemberKind::RedisReplica { primary } => self.spawn_replica(name, addr, *primary)?,
+        };
+        let cgroup = match self
+            .cfg
+            .quota
+            .apply(name, children[0].id(), self.cfg.capacity)
+        {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(instance = %name, error = %e, "no cgroup quota for this instance; the duty cycle alone keeps its capacity");
+                None
+            }
+        };
+        tracing::debug!(instance = %name, %addr, pid = children[0].id(), "local instance started");
+        let started = Running {
+            name: name.to_owned(),
+            children,
+            addr,
+            cgroup,
+        };
+        let mut running = self.running.lock().expect("running lock");
+        match running.get_mut(&id) {
+            Some(r) => *r = started,
+            None => {
+                // Terminated while it was starting.
+                drop(running);
+                self.reap(started);
+            }
+        }
+        Ok(())
+    }
+
+    /// A replica member: redis-server, then its sidecar.
+    fn spawn_replica(
+        &self,
+        name: &str,
+        addr: Ipv4Addr,
+        primary: SocketAddr,
+    ) -> Result<Vec<Process>, BackendError> {
+        let mut redis = Command::new("redis-server");
+        redis
+            .args([
+                "--bind",
+                &addr.to_string(),
+                "--port",
+                &REDIS_PORT.to_string(),
+            ])
+            .args([
+                "--replicaof",
+                &primary.ip().to_string(),
+                &primary.port().to_string(),
+            ])
+            .args(replica_settings())
+            .stdin(Stdio::null())
+            .stdout(self.log_file(&format!("{name}-redis"))?)
+            .stderr(Stdio::null());
+        let redis = self.spawn(format!("{name} redis-server"), &mut redis)?;
+        let mut sidecar = Command::new(&self.cfg.binary);
+        sidecar
+            .arg("replica")
+            .arg("--listen")
+            .arg(SocketAddr::from((addr, APP_PORT)).to_string())
+            .arg("--redis")
+            .arg(format!("redis://{addr}:{REDIS_PORT}"))
+            .args(["--max-last-io", "3s"])
+            .env(env::DRAIN_TOKEN, self.cfg.drain_token.expose())
+            .env(env::LOG_FORMAT, "text")
+            .env_remove(env::NOTIFY_SOCKET)
+            .env_remove(env::WATCHDOG_USEC)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(self.log_file(name)?);
+        let sidecar = self.spawn(format!("{name} sidecar"), &mut sidecar)?;
+        Ok(vec![redis, sidecar])
+    }
+
+    /// The app process of an instance on `addr`.
+    fn spawn_app(&self, name: &str, addr: Ipv4Addr) -> Result<Process, BackendError> {
+        let log = self.log_file(name)?;
         let mut cmd = Command::new(&self.cfg.binary);
         let shared =
             crate::config::unit_args("app").map_err(|e| BackendError::Start(format!("{e:#}")))?;
@@ -245,32 +351,7 @@ impl LocalBackend {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
-        let child = process::spawn(name.to_owned(), &mut cmd)
-            .map_err(|e| BackendError::Start(format!("{}: {e}", self.cfg.binary.display())))?;
-        let cgroup = match self.cfg.quota.apply(name, child.id(), self.cfg.capacity) {
-            Ok(g) => g,
-            Err(e) => {
-                tracing::warn!(instance = %name, error = %e, "no cgroup quota for this instance; the duty cycle alone keeps its capacity");
-                None
-            }
-        };
-        tracing::debug!(instance = %name, %addr, pid = child.id(), "local instance started");
-        let started = Running {
-            name: name.to_owned(),
-            child: Some(child),
-            addr,
-            cgroup,
-        };
-        let mut running = self.running.lock().expect("running lock");
-        match running.get_mut(&id) {
-            Some(r) => *r = started,
-            None => {
-                // Terminated while it was starting.
-                drop(running);
-                self.reap(started);
-            }
-        }
-        Ok(())
+        self.spawn(name.to_owned(), &mut cmd)
     }
 
     fn stop(&self, id: Uuid) {
@@ -283,13 +364,14 @@ impl LocalBackend {
     /// removes its cgroup.
     fn reap(&self, r: Running) {
         let Running {
-            child,
+            children,
             addr,
             cgroup,
             ..
         } = r;
         let handle = std::thread::spawn(move || {
-            if let Some(child) = child {
+            // The sidecars first, the main process last.
+            for child in children.into_iter().rev() {
                 child.stop();
             }
             if let Some(g) = cgroup {
@@ -320,7 +402,7 @@ impl InstanceBackend for LocalBackend {
             spec.id,
             Running {
                 name: spec.name.clone(),
-                child: None,
+                children: Vec::new(),
                 addr,
                 cgroup: None,
             },
@@ -337,7 +419,7 @@ impl InstanceBackend for LocalBackend {
         {
             return Ok(()); // terminated before it started
         }
-        self.spawn_app(spec.id, &spec.name, addr)
+        self.spawn_member(spec.id, &spec.name, addr)
     }
 
     fn probes_readiness(&self) -> bool {
@@ -364,6 +446,26 @@ impl InstanceBackend for LocalBackend {
             self.free.lock().expect("address set lock").insert(host);
         }
     }
+}
+
+/// How every replica member's Redis runs: no persistence (the primary has the data), no reads
+/// while cut off from the primary (`MASTERDOWN` instead of stale data), a ping from the primary
+/// every second (the sidecar's `--max-last-io 3s` reads it), the link declared down after 5 s.
+pub fn replica_settings() -> [&'static str; 12] {
+    [
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--replica-serve-stale-data",
+        "no",
+        "--repl-ping-replica-period",
+        "1",
+        "--repl-timeout",
+        "5",
+        "--protected-mode",
+        "no",
+    ]
 }
 
 impl Drop for LocalBackend {

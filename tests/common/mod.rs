@@ -178,6 +178,7 @@ pub fn local_backend(
         log_dir: dir.to_path_buf(),
         quota: QuotaMode::detect(),
         subnet: 1,
+        kind: poolpilot::local::backend::MemberKind::App,
     }))
 }
 
