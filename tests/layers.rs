@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["policy"],
     &["autoscaler"],
     &["local"],
-    &["sim", "discovery", "app", "front", "template"],
+    &["sim", "discovery", "app", "front", "kv", "template"],
     &["exoscale", "load", "shutdown"],
     &["telemetry"],
     &["config"],
