@@ -28,6 +28,7 @@
           "metrics_pass_promtool_and_healthz_answers" # discovery: promtool check metrics
           "prometheus_discovers_the_members_and_follows_a_scale_from_1_to_4" # discovery: Prometheus
           "a_backend_answering_500_gets_exactly_eleven_requests_and_every_client_gets_200" # front: promtool check metrics
+          "kv_metrics_pass_promtool" # kv: promtool check metrics
         ];
       };
       testTargets = map (lib.removeSuffix ".rs") (lib.attrNames (lib.filterAttrs
@@ -52,6 +53,8 @@
         # default, so one that needs a tool fails loudly instead of being skipped unnoticed.
         cargoTestFlags = [ "--lib" ] ++ lib.concatMap (t: [ "--test" t ]) sandboxTargets;
         checkFlags = [ "--exact" ] ++ map (t: "--skip=${t}") needOutsideTools.tests;
+        # tests/kv.rs runs real redis-server processes, and the binary under `setpriv --pdeathsig`.
+        nativeCheckInputs = [ pkgs.redis pkgs.util-linux ];
         meta = {
           description = "Autoscaling appliance for Exoscale instance pools";
           mainProgram = "poolpilot";
