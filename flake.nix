@@ -28,6 +28,8 @@
           "metrics_pass_promtool_and_healthz_answers" # discovery: promtool check metrics
           "prometheus_discovers_the_members_and_follows_a_scale_from_1_to_4" # discovery: Prometheus
           "a_backend_answering_500_gets_exactly_eleven_requests_and_every_client_gets_200" # front: promtool check metrics
+          "kv_metrics_pass_promtool" # kv: promtool check metrics
+          "health_follows_the_replication_link_and_the_drain_switch" # replica: promtool check metrics
         ];
       };
       testTargets = map (lib.removeSuffix ".rs") (lib.attrNames (lib.filterAttrs
@@ -50,10 +52,11 @@
         # The check phase: the lib tests and every test target that needs nothing outside the
         # source (needOutsideTools above names the rest, and why). A new target runs here by
         # default, so one that needs a tool fails loudly instead of being skipped unnoticed.
-        # tests/replica.rs (and the kv API's tests) run real redis-server processes.
-        nativeCheckInputs = [ pkgs.redis ];
         cargoTestFlags = [ "--lib" ] ++ lib.concatMap (t: [ "--test" t ]) sandboxTargets;
         checkFlags = [ "--exact" ] ++ map (t: "--skip=${t}") needOutsideTools.tests;
+        # tests/kv.rs and tests/replica.rs run real redis-server (and redis-cli) processes, and
+        # tests/kv.rs the binary under `setpriv --pdeathsig`.
+        nativeCheckInputs = [ pkgs.redis pkgs.util-linux ];
         meta = {
           description = "Autoscaling appliance for Exoscale instance pools";
           mainProgram = "poolpilot";

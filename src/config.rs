@@ -87,6 +87,17 @@ pub mod env {
     /// `discovery --metrics-listen`.
     pub const DISCOVERY_METRICS_LISTEN: &str = "POOLPILOT_DISCOVERY_METRICS_LISTEN";
 
+    /// The reference key-value API's variable: `kv --redis-url`, the Redis primary.
+    pub const REDIS_URL: &str = "REDIS_URL";
+    /// The reference key-value API's variable: `kv --redis-replicas-url` (comma-separated).
+    pub const REDIS_REPLICAS_URL: &str = "REDIS_REPLICAS_URL";
+    /// The reference key-value API's variable: `kv --port`, on all addresses.
+    pub const PORT: &str = "PORT";
+    /// `kv --listen`.
+    pub const KV_LISTEN: &str = "POOLPILOT_KV_LISTEN";
+    /// `kv --instance-id`.
+    pub const KV_INSTANCE_ID: &str = "POOLPILOT_KV_INSTANCE_ID";
+
     /// `sim --listen`.
     pub const SIM_LISTEN: &str = "POOLPILOT_SIM_LISTEN";
     /// `sim --api-key`.
@@ -130,6 +141,11 @@ pub mod env {
         TARGET_PORT,
         DISCOVERY_OUTPUT,
         DISCOVERY_METRICS_LISTEN,
+        REDIS_URL,
+        REDIS_REPLICAS_URL,
+        PORT,
+        KV_LISTEN,
+        KV_INSTANCE_ID,
         SIM_LISTEN,
         SIM_API_KEY,
         SIM_API_SECRET,

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod discovery;
 pub mod exoscale;
 pub mod front;
+pub mod kv;
 pub mod load;
 pub mod local;
 pub mod policy;

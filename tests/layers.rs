@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["policy"],
     &["autoscaler"],
     &["local"],
-    &["sim", "discovery", "front", "template", "replica"],
+    &["sim", "discovery", "front", "kv", "template", "replica"],
     &["app"],
     &["exoscale", "load", "shutdown"],
     &["telemetry"],

@@ -6,6 +6,7 @@ pub mod autoscaler;
 pub mod demo;
 pub mod discovery;
 pub mod front;
+pub mod kv;
 mod load;
 mod policy;
 mod pool;
@@ -69,6 +70,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Scale a pool on alert webhooks: at most one step per interval, within bounds.
     Autoscaler(Box<autoscaler::AutoscalerArgs>),
+    /// Serve the key-value API: writes to the Redis primary, reads from its replicas.
+    Kv(kv::KvArgs),
     /// Load a URL: closed loop (--concurrency) or open loop (--rate), bounded in time or count.
     Load(load::LoadArgs),
     /// Compare policies on a workload in virtual time: elasticity scores, cost, SLO minutes.
@@ -113,6 +116,7 @@ pub struct FileConfig {
     pub front: front::FrontFile,
     #[serde(default)]
     pub replica: replica::ReplicaFile,
+    pub kv: kv::KvFile,
 }
 
 /// Which pool, in which zone: the same names in every subcommand, each with its environment
@@ -192,6 +196,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             | Command::App(_)
             | Command::Front(_)
             | Command::Replica(_)
+            | Command::Kv(_)
             | Command::Discovery(_)
             | Command::Autoscaler(_)
             | Command::Demo(_)
@@ -205,6 +210,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::App(args) => app::run(args, file).await,
         Command::Front(args) => front::run(*args, file).await,
         Command::Replica(args) => replica::run(args, file).await,
+        Command::Kv(args) => kv::run(args, file).await,
         Command::Load(args) => load::run(args).await,
         Command::Discovery(args) => discovery::run(args, file).await,
         Command::Autoscaler(args) => autoscaler::run(*args, file).await,

@@ -1,0 +1,721 @@
+//! `poolpilot kv` against real `redis-server` processes (Debian's redis-server package; .ci/run
+//! installs it): every route, 400s for bad input, writes on the primary only, reads from the
+//! replica URL only, 503s with nothing written when Redis is down or frozen, reconnection, the
+//! exporter, and the binary's configuration, variables and SIGTERM.
+//!
+//! Each test starts its own servers on free loopback ports, each in its own directory, with no
+//! persistence; they die with the test process (`PR_SET_PDEATHSIG`, see `local::process`).
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use poolpilot::kv::{KvConfig, RedisUrl};
+use poolpilot::local::process::{self, Process};
+
+/// One `redis-server` child.
+struct Redis {
+    port: u16,
+    proc: Option<Process>,
+    dir: tempfile::TempDir,
+    extra: Vec<String>,
+}
+
+impl Redis {
+    /// A standalone server (a primary, or a stand-in "replica" that is not one).
+    fn start() -> Self {
+        Self::with(&[])
+    }
+
+    /// A real replica of `primary`, returned once its link to the primary is up.
+    fn replica_of(primary: &Redis) -> Self {
+        let r = Self::with(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);
+        wait_for("the replica's link to its primary", || {
+            r.info_replication()
+                .is_some_and(|i| i.contains("master_link_status:up"))
+        });
+        r
+    }
+
+    fn with(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Self {
+            port: common::free_port(),
+            proc: None,
+            dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        r.launch();
+        r
+    }
+
+    /// Starts the server on its port (again, after [`Self::stop`]).
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("redis.log"))
+            .unwrap();
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        self.proc = Some(
+            process::spawn("redis-server", &mut cmd)
+                .expect("redis-server is required (apt-get install redis-server)"),
+        );
+        wait_for("redis-server to answer PING", || self.try_conn().is_some());
+    }
+
+    fn stop(&mut self) {
+        if let Some(p) = self.proc.take() {
+            p.stop();
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.proc.as_ref().map_or(0, Process::id)
+    }
+
+    /// The server's URL, with its `--requirepass` password if it has one.
+    fn url(&self) -> String {
+        let auth = self
+            .extra
+            .iter()
+            .position(|a| a == "--requirepass")
+            .map(|i| format!(":{}@", self.extra[i + 1]))
+            .unwrap_or_default();
+        format!("redis://{auth}127.0.0.1:{}", self.port)
+    }
+
+    fn try_conn(&self) -> Option<redis::Connection> {
+        let mut c = redis::Client::open(self.url())
+            .ok()?
+            .get_connection_with_timeout(Duration::from_millis(500))
+            .ok()?;
+        redis::cmd("PING").query::<String>(&mut c).ok()?;
+        Some(c)
+    }
+
+    fn conn(&self) -> redis::Connection {
+        self.try_conn().expect("a connection to redis-server")
+    }
+
+    fn info_replication(&self) -> Option<String> {
+        redis::cmd("INFO")
+            .arg("replication")
+            .query::<String>(&mut self.try_conn()?)
+            .ok()
+    }
+
+    /// What this server holds for `key`, asked directly (not through the API).
+    fn get(&self, key: &str) -> Option<String> {
+        redis::cmd("GET").arg(key).query(&mut self.conn()).unwrap()
+    }
+
+    fn set(&self, key: &str, val: &str) {
+        redis::cmd("SET")
+            .arg(key)
+            .arg(val)
+            .query::<()>(&mut self.conn())
+            .unwrap();
+    }
+
+    fn dbsize(&self) -> u64 {
+        redis::cmd("DBSIZE").query(&mut self.conn()).unwrap()
+    }
+}
+
+/// Polls `cond` every 20 ms for at most 20 s.
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Serves the API in this process on a loopback port; returns its base URL.
+async fn serve(primary: &str, replicas: &str, timeout: Duration) -> String {
+    let cfg = KvConfig {
+        instance_id: "kv-test-1".into(),
+        primary: RedisUrl::parse(primary).unwrap(),
+        replicas: RedisUrl::parse_list(replicas).unwrap(),
+        timeout,
+    };
+    let router = poolpilot::kv::router(&cfg).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(poolpilot::shutdown::serve_until(
+        listener,
+        router,
+        std::future::pending(),
+    ));
+    base
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap()
+}
+
+/// Status, content type and body of one request.
+async fn call(method: &str, url: &str, body: Option<&str>) -> (u16, String, String) {
+    let mut req = http().request(method.parse().unwrap(), url);
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_owned());
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let ctype = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, ctype, resp.text().await.unwrap())
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let (s, _, b) = call("GET", url, None).await;
+    (s, b)
+}
+
+async fn post(base: &str, body: &str) -> (u16, String) {
+    let (s, _, b) = call("POST", &format!("{base}/item"), Some(body)).await;
+    (s, b)
+}
+
+async fn delete(base: &str, body: &str) -> (u16, String) {
+    let (s, _, b) = call("DELETE", &format!("{base}/item"), Some(body)).await;
+    (s, b)
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// Polls an async condition every 20 ms for at most 20 s.
+async fn eventually<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The value of one series in a `/metrics` body (0 when absent).
+fn series(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(name_and_labels)
+                .and_then(|v| v.strip_prefix(' '))
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_with_a_primary_and_its_replica() {
+    let primary = Redis::start();
+    let replica = Redis::replica_of(&primary);
+    let base = serve(&primary.url(), &replica.url(), Duration::from_secs(2)).await;
+
+    let (s, ctype, body) = call("GET", &format!("{base}/"), None).await;
+    assert_eq!((s, body.as_str()), (200, "Hello from kv-test-1"));
+    assert!(ctype.starts_with("text/plain"), "{ctype}");
+
+    assert_eq!(
+        post(&base, r#"{"id":"fruit:1","val":"kiwi"}"#).await,
+        (200, "ok".to_owned())
+    );
+    assert_eq!(primary.get("fruit:1").as_deref(), Some("kiwi"));
+    // The replica serves it once replication carried it over.
+    let url = format!("{base}/item?id=fruit%3A1");
+    eventually("the write to reach the replica", || async {
+        get(&url).await.0 == 200
+    })
+    .await;
+    let (s, body) = get(&url).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        json(&body),
+        serde_json::json!({"id": "fruit:1", "val": "kiwi"})
+    );
+
+    assert_eq!(
+        post(&base, r#"{"id":"fruit:2","val":"ü \"quoted\""}"#)
+            .await
+            .0,
+        200
+    );
+    eventually("both keys listed", || async {
+        let (s, b) = get(&format!("{base}/items")).await;
+        s == 200 && json(&b)["keys"] == serde_json::json!(["fruit:1", "fruit:2"])
+    })
+    .await;
+    let (_, body) = get(&format!("{base}/items")).await;
+    assert_eq!(json(&body)["truncated"], false);
+    let (_, body) = get(&format!("{base}/item?id=fruit:2")).await;
+    assert_eq!(json(&body)["val"], "ü \"quoted\"");
+
+    // DELETE removes the key on the primary (and so on the replica); a second one is a 404.
+    assert_eq!(
+        delete(&base, r#"{"id":"fruit:1"}"#).await,
+        (200, "ok".to_owned())
+    );
+    assert_eq!(primary.get("fruit:1"), None);
+    let (s, body) = delete(&base, r#"{"id":"fruit:1"}"#).await;
+    assert_eq!(s, 404, "{body}");
+    assert!(json(&body)["error"].as_str().unwrap().contains("fruit:1"));
+    eventually("the delete to reach the replica", || async {
+        get(&url).await.0 == 404
+    })
+    .await;
+    // `?id=` works for DELETE when there is no body.
+    let (s, _, _) = call("DELETE", &format!("{base}/item?id=fruit:2"), None).await;
+    assert_eq!(s, 200);
+    assert_eq!(primary.dbsize(), 0);
+
+    let (s, body) = get(&format!("{base}/healthz")).await;
+    assert_eq!(s, 200);
+    let h = json(&body);
+    assert_eq!(
+        (&h["status"], &h["primary"], &h["replicas"], &h["instance"]),
+        (
+            &serde_json::json!("ok"),
+            &serde_json::json!("up"),
+            &serde_json::json!(["up"]),
+            &serde_json::json!("kv-test-1")
+        )
+    );
+
+    let (s, ctype, body) = call("GET", &format!("{base}/ui"), None).await;
+    assert_eq!(s, 200);
+    assert!(ctype.starts_with("text/html"), "{ctype}");
+    assert!(body.contains("<script>") && body.contains("fetch('/items')"));
+
+    let (s, body) = get(&format!("{base}/nope")).await;
+    assert_eq!(s, 404);
+    assert_eq!(json(&body)["error"], "not found");
+
+    let (s, body) = get(&format!("{base}/metrics")).await;
+    assert_eq!(s, 200);
+    for (labels, at_least) in [
+        (r#"route="item",method="POST",code="200""#, 2.0),
+        (r#"route="item",method="DELETE",code="200""#, 2.0),
+        (r#"route="item",method="DELETE",code="404""#, 1.0),
+        (r#"route="items",method="GET",code="200""#, 2.0),
+        (r#"route="root",method="GET",code="200""#, 1.0),
+        (r#"route="other",method="GET",code="404""#, 1.0),
+    ] {
+        let n = series(
+            &body,
+            &format!("poolpilot_kv_http_requests_total{{{labels}}}"),
+        );
+        assert!(n >= at_least, "{labels}: {n}\n{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_or_invalid_input_is_refused_and_writes_nothing() {
+    let primary = Redis::start();
+    let base = serve(&primary.url(), &primary.url(), Duration::from_secs(2)).await;
+    let long_id = "k".repeat(poolpilot::kv::MAX_ID_BYTES + 1);
+    let long_val = "v".repeat(poolpilot::kv::MAX_VAL_BYTES + 1);
+    let long_id_body = format!(r#"{{"id":"{long_id}","val":"x"}}"#);
+    let long_val_body = format!(r#"{{"id":"a","val":"{long_val}"}}"#);
+    for (method, path, body, why) in [
+        ("GET", "/item", None, "`id` is required"),
+        ("GET", "/item?id=", None, "empty"),
+        ("GET", "/item?key=a", None, "`id` is required"),
+        ("POST", "/item", None, "not JSON"),
+        ("POST", "/item", Some("not json"), "not JSON"),
+        ("POST", "/item", Some(r#"["a","b"]"#), "JSON object"),
+        ("POST", "/item", Some(r#"{"val":"x"}"#), "`id` is required"),
+        ("POST", "/item", Some(r#"{"id":"a"}"#), "`val` is required"),
+        (
+            "POST",
+            "/item",
+            Some(r#"{"id":7,"val":"x"}"#),
+            "`id` must be a string",
+        ),
+        (
+            "POST",
+            "/item",
+            Some(r#"{"id":"a","val":7}"#),
+            "`val` must be a string",
+        ),
+        ("POST", "/item", Some(r#"{"id":"","val":"x"}"#), "empty"),
+        (
+            "POST",
+            "/item",
+            Some(r#"{"id":"a\nb","val":"x"}"#),
+            "control",
+        ),
+        ("POST", "/item", Some(&long_id_body), "longer than 256"),
+        ("POST", "/item", Some(&long_val_body), "longer than 65536"),
+        ("DELETE", "/item", None, "`id` is required"),
+        ("DELETE", "/item", Some("{}"), "`id` is required"),
+        ("DELETE", "/item", Some(r#"{"id":""}"#), "empty"),
+    ] {
+        let (s, ctype, text) = call(method, &format!("{base}{path}"), body).await;
+        assert_eq!(s, 400, "{method} {path} {body:?}: {text}");
+        assert!(ctype.starts_with("application/json"), "{ctype}");
+        let e = json(&text)["error"].as_str().unwrap().to_owned();
+        assert!(e.contains(why), "{method} {path}: {e}");
+    }
+    // A body past the limit is refused before it is read whole.
+    let huge = format!(
+        r#"{{"id":"a","val":"{}"}}"#,
+        "v".repeat(poolpilot::kv::BODY_LIMIT)
+    );
+    assert_eq!(post(&base, &huge).await.0, 413);
+    assert_eq!(primary.dbsize(), 0, "nothing was written");
+    // And the same server takes a valid write, so the refusals were the input's.
+    assert_eq!(post(&base, r#"{"id":"a","val":"x"}"#).await.0, 200);
+    assert_eq!(primary.dbsize(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_go_to_the_primary_only_and_reads_to_the_replica_url_only() {
+    // The "replica" is a standalone server, not a replica: whatever the API reads, it read there,
+    // and whatever lands there, the API wrote there (nothing replicates into it).
+    let primary = Redis::start();
+    let standalone = Redis::start();
+    let base = serve(&primary.url(), &standalone.url(), Duration::from_secs(2)).await;
+
+    assert_eq!(post(&base, r#"{"id":"k","val":"on-primary"}"#).await.0, 200);
+    assert_eq!(primary.get("k").as_deref(), Some("on-primary"));
+    assert_eq!(standalone.dbsize(), 0, "a write reached the replica URL");
+    // The primary has `k`, the replica URL does not: the read went to the replica URL.
+    assert_eq!(get(&format!("{base}/item?id=k")).await.0, 404);
+
+    standalone.set("k", "on-replica");
+    standalone.set("only-on-replica", "1");
+    let (s, body) = get(&format!("{base}/item?id=k")).await;
+    assert_eq!((s, json(&body)["val"].clone()), (200, "on-replica".into()));
+    let (_, body) = get(&format!("{base}/items")).await;
+    assert_eq!(
+        json(&body)["keys"],
+        serde_json::json!(["k", "only-on-replica"])
+    );
+
+    // DELETE goes to the primary only.
+    assert_eq!(delete(&base, r#"{"id":"k"}"#).await.0, 200);
+    assert_eq!(primary.get("k"), None);
+    assert_eq!(standalone.get("k").as_deref(), Some("on-replica"));
+    let (s, _) = delete(&base, r#"{"id":"only-on-replica"}"#).await;
+    assert_eq!(s, 404, "the primary has no such key");
+    assert_eq!(standalone.dbsize(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_take_each_replica_in_turn_and_skip_one_that_is_down() {
+    let primary = Redis::start();
+    let mut a = Redis::start();
+    let b = Redis::start();
+    a.set("k", "from-a");
+    b.set("k", "from-b");
+    let base = serve(
+        &primary.url(),
+        &format!("{},{}", a.url(), b.url()),
+        Duration::from_secs(2),
+    )
+    .await;
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let (s, body) = get(&format!("{base}/item?id=k")).await;
+        assert_eq!(s, 200);
+        seen.insert(json(&body)["val"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["from-a", "from-b"]);
+    a.stop();
+    for _ in 0..4 {
+        let (s, body) = get(&format!("{base}/item?id=k")).await;
+        assert_eq!((s, json(&body)["val"].clone()), (200, "from-b".into()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_down_answers_503_writes_nothing_anywhere_and_recovers() {
+    let mut primary = Redis::start();
+    let standalone = Redis::start();
+    standalone.set("present", "yes");
+    let base = serve(&primary.url(), &standalone.url(), Duration::from_secs(2)).await;
+    assert_eq!(post(&base, r#"{"id":"before","val":"1"}"#).await.0, 200);
+
+    primary.stop();
+    let (s, body) = post(&base, r#"{"id":"during","val":"1"}"#).await;
+    assert_eq!(s, 503, "{body}");
+    let e = json(&body);
+    assert_eq!(e["redis"], "primary");
+    assert!(e["error"].as_str().unwrap().contains("unavailable"), "{e}");
+    let (s, _) = delete(&base, r#"{"id":"present"}"#).await;
+    assert_eq!(s, 503);
+    // Nothing went to the replica URL instead, and reads go on from it.
+    assert_eq!(standalone.get("during"), None);
+    assert_eq!(standalone.get("present").as_deref(), Some("yes"));
+    assert_eq!(get(&format!("{base}/item?id=present")).await.0, 200);
+    let (_, body) = get(&format!("{base}/healthz")).await;
+    assert_eq!(json(&body)["primary"], "down");
+    assert_eq!(json(&body)["replicas"], serde_json::json!(["up"]));
+    let (_, metrics) = get(&format!("{base}/metrics")).await;
+    assert!(
+        series(
+            &metrics,
+            r#"poolpilot_kv_redis_failures_total{side="primary",kind="unavailable"}"#
+        ) >= 2.0,
+        "{metrics}"
+    );
+    assert!(
+        series(
+            &metrics,
+            r#"poolpilot_kv_http_requests_total{route="item",method="POST",code="503"}"#
+        ) >= 1.0
+    );
+
+    // The same address back (empty: no persistence): the API reconnects by itself.
+    primary.launch();
+    eventually("a write to succeed again", || async {
+        post(&base, r#"{"id":"after","val":"2"}"#).await.0 == 200
+    })
+    .await;
+    assert_eq!(primary.get("after").as_deref(), Some("2"));
+    assert_eq!(primary.get("during"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_down_answers_503_on_reads_while_writes_go_on() {
+    let primary = Redis::start();
+    let mut replica = Redis::replica_of(&primary);
+    let base = serve(&primary.url(), &replica.url(), Duration::from_secs(2)).await;
+    assert_eq!(post(&base, r#"{"id":"a","val":"1"}"#).await.0, 200);
+    replica.stop();
+    for path in ["/item?id=a", "/items"] {
+        let (s, body) = get(&format!("{base}{path}")).await;
+        assert_eq!(s, 503, "{path}: {body}");
+        assert_eq!(json(&body)["redis"], "replica");
+    }
+    assert_eq!(
+        post(&base, r#"{"id":"b","val":"2"}"#).await,
+        (200, "ok".into())
+    );
+    assert_eq!(primary.get("b").as_deref(), Some("2"));
+    let (_, body) = get(&format!("{base}/healthz")).await;
+    assert_eq!(json(&body)["primary"], "up");
+    assert_eq!(json(&body)["replicas"], serde_json::json!(["down"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_primary_answers_503_within_the_timeout_then_recovers() {
+    let primary = Redis::start();
+    let base = serve(&primary.url(), &primary.url(), Duration::from_millis(300)).await;
+    assert_eq!(post(&base, r#"{"id":"a","val":"1"}"#).await.0, 200);
+    let signal = |sig: &str| {
+        let st = Command::new("kill")
+            .args([sig, &primary.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    signal("-STOP");
+    // The client waits 15 s; the API gives up on Redis after 300 ms and says so.
+    let (s, body) = post(&base, r#"{"id":"b","val":"2"}"#).await;
+    let (rs, rbody) = get(&format!("{base}/item?id=a")).await;
+    signal("-CONT");
+    assert_eq!(s, 503, "{body}");
+    assert!(
+        json(&body)["error"]
+            .as_str()
+            .unwrap()
+            .contains("unavailable"),
+        "{body}"
+    );
+    assert_eq!(rs, 503, "{rbody}");
+    eventually("a write to succeed again", || async {
+        post(&base, r#"{"id":"c","val":"3"}"#).await.0 == 200
+    })
+    .await;
+    assert_eq!(primary.get("c").as_deref(), Some("3"));
+}
+
+/// `promtool check metrics` on the exporter after traffic of every kind (Debian's prometheus).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_metrics_pass_promtool() {
+    let mut primary = Redis::start();
+    let base = serve(&primary.url(), &primary.url(), Duration::from_secs(1)).await;
+    post(&base, r#"{"id":"a","val":"1"}"#).await;
+    get(&format!("{base}/item?id=a")).await;
+    get(&format!("{base}/item")).await;
+    get(&format!("{base}/items")).await;
+    primary.stop();
+    post(&base, r#"{"id":"a","val":"1"}"#).await;
+    let (s, ctype, text) = call("GET", &format!("{base}/metrics"), None).await;
+    assert_eq!(s, 200);
+    assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
+    common::promtool_accepts(&text);
+    for line in [
+        "# TYPE poolpilot_kv_http_requests_total counter",
+        "# TYPE poolpilot_kv_http_request_duration_seconds histogram",
+        "# TYPE poolpilot_kv_redis_failures_total counter",
+        r#"poolpilot_kv_http_request_duration_seconds_bucket{le="+Inf",route="item",method="GET",code="200"} 1"#,
+        r#"poolpilot_kv_http_requests_total{route="item",method="GET",code="400"} 1"#,
+        r#"poolpilot_kv_http_requests_total{route="item",method="POST",code="503"} 1"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+    }
+}
+
+/// The binary under `setpriv --pdeathsig TERM`, so it dies with the test; poolpilot's own
+/// variables scrubbed as in every test.
+fn kv_binary(args: &[&str]) -> Command {
+    let base = common::base_command();
+    let mut c = Command::new("setpriv");
+    c.args(["--pdeathsig", "TERM"])
+        .arg(base.get_program())
+        .arg("kv")
+        .args(args);
+    for (k, v) in base.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c.stdin(Stdio::null());
+    c
+}
+
+#[test]
+fn bad_configuration_exits_64_naming_the_field_before_binding() {
+    // Every case also asks for a port held here: binding first would fail with exit 1.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = held.local_addr().unwrap().to_string();
+    /// Variables, flags, and the field the error must name.
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<&'a str>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            vec![("REDIS_URL", "http://127.0.0.1:6379")],
+            vec![],
+            "REDIS_URL",
+        ),
+        (vec![("REDIS_URL", "127.0.0.1:6379")], vec![], "REDIS_URL"),
+        (vec![("REDIS_URL", "rediss://h:6379")], vec![], "REDIS_URL"),
+        (
+            vec![("REDIS_REPLICAS_URL", "redis://a:1,nope")],
+            vec![],
+            "REDIS_REPLICAS_URL",
+        ),
+        (vec![], vec!["--redis-timeout", "0s"], "redis-timeout"),
+        (vec![], vec!["--instance-id", " "], "instance-id"),
+    ];
+    common::each_exits_64_naming_the_field(
+        cases.iter().map(|(env, args, field)| ((env, args), *field)),
+        |(env, args)| {
+            kv_binary(&["--listen", &listen])
+                .args(args.iter())
+                .envs(env.iter().copied())
+                .output()
+                .unwrap()
+        },
+        common::stderr,
+    );
+    // PORT is checked the same way (with no --listen, which would win over it).
+    for port in ["99999", "0", "http"] {
+        let o = kv_binary(&[]).env("PORT", port).output().unwrap();
+        assert_eq!(o.status.code(), Some(64), "{}", common::stderr(&o));
+        assert!(
+            common::stderr(&o).contains("PORT"),
+            "{}",
+            common::stderr(&o)
+        );
+    }
+    // A password in a bad URL is never echoed.
+    let o = kv_binary(&["--listen", &listen])
+        .env("REDIS_URL", "redis://:hunter2-secret@h:1/notadb")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(64));
+    assert!(!common::all_output(&o).contains("hunter2-secret"));
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_with_the_reference_variables_and_stops_on_sigterm() {
+    let password = "s3cret-redis-pw";
+    let primary = Redis::with(&["--requirepass", password]);
+    let replica = Redis::with(&[
+        "--replicaof",
+        "127.0.0.1",
+        &primary.port.to_string(),
+        "--masterauth",
+        password,
+        "--requirepass",
+        password,
+    ]);
+    let port = common::free_port();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = kv_binary(&[])
+        .env("REDIS_URL", primary.url())
+        .env("REDIS_REPLICAS_URL", replica.url())
+        .env("PORT", port.to_string())
+        .env("POOLPILOT_KV_INSTANCE_ID", "member-7")
+        .stdout(Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    eventually("the API to answer", || async {
+        http()
+            .get(format!("{base}/"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert_eq!(get(&format!("{base}/")).await.1, "Hello from member-7");
+    assert_eq!(
+        post(&base, r#"{"id":"x","val":"y"}"#).await,
+        (200, "ok".into())
+    );
+    eventually("the read through the replica", || async {
+        get(&format!("{base}/item?id=x")).await.0 == 200
+    })
+    .await;
+
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+    let logs = std::fs::read_to_string(log.path()).unwrap();
+    assert!(
+        logs.contains("kv serving") && logs.contains("SIGTERM"),
+        "{logs}"
+    );
+    assert!(!logs.contains(password), "the password was logged:\n{logs}");
+    assert!(logs.contains(&format!("redis://127.0.0.1:{}", primary.port)));
+}
