@@ -106,6 +106,10 @@ async fn health_follows_the_replication_link_and_the_drain_switch() {
         .unwrap();
     assert!(metrics.contains("poolpilot_replica_in_sync 1"), "{metrics}");
     assert!(metrics.contains("poolpilot_replica_link_up 1"), "{metrics}");
+    assert!(
+        metrics.contains("poolpilot_replica_redis_ops_per_second "),
+        "{metrics}"
+    );
     common::promtool_accepts(&metrics);
 
     // The drain switch: the token is required; drained, the check fails; undrained, it passes.

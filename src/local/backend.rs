@@ -142,6 +142,8 @@ pub enum MemberKind {
     /// ping every second), and its sidecar `poolpilot replica` on :8080 for the health check
     /// and the drain.
     RedisReplica { primary: SocketAddr },
+    /// `poolpilot kv` on :8080, writing to `primary` and reading from `replicas` (Redis URLs).
+    Kv { primary: String, replicas: String },
 }
 
 /// The Redis port of a replica member.
@@ -254,6 +256,9 @@ impl LocalBackend {
         let children = match &self.cfg.kind {
             MemberKind::App => vec![self.spawn_app(name, addr)?],
             MemberKind::RedisReplica { primary } => self.spawn_replica(name, addr, *primary)?,
+            MemberKind::Kv { primary, replicas } => {
+                vec![self.spawn_kv(name, addr, primary, replicas)?]
+            }
         };
         let cgroup = match self
             .cfg
@@ -327,6 +332,32 @@ impl LocalBackend {
             .stderr(self.log_file(name)?);
         let sidecar = self.spawn(format!("{name} sidecar"), &mut sidecar)?;
         Ok(vec![redis, sidecar])
+    }
+
+    /// A key-value API member.
+    fn spawn_kv(
+        &self,
+        name: &str,
+        addr: Ipv4Addr,
+        primary: &str,
+        replicas: &str,
+    ) -> Result<Process, BackendError> {
+        let mut cmd = Command::new(&self.cfg.binary);
+        cmd.arg("kv")
+            .arg("--listen")
+            .arg(SocketAddr::from((addr, APP_PORT)).to_string())
+            .arg("--instance-id")
+            .arg(name)
+            .env(env::REDIS_URL, primary)
+            .env(env::REDIS_REPLICAS_URL, replicas)
+            .env(env::DRAIN_TOKEN, self.cfg.drain_token.expose())
+            .env(env::LOG_FORMAT, "text")
+            .env_remove(env::NOTIFY_SOCKET)
+            .env_remove(env::WATCHDOG_USEC)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(self.log_file(name)?);
+        self.spawn(name.to_owned(), &mut cmd)
     }
 
     /// The app process of an instance on `addr`.

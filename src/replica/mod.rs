@@ -8,7 +8,7 @@
 //! |---|---|
 //! | `/health` | `OK` when the local Redis is a replica in sync with its primary, else 503 and why |
 //! | `/admin/drain` | the drain switch ([`crate::app::drain`]): drained, `/health` answers 503 |
-//! | `/metrics` | the replication state, as the sidecar last read it |
+//! | `/metrics` | the replication state and the replica's load (commands per second), read from `INFO` at each scrape |
 //!
 //! **In sync** means `INFO replication` says `role:slave`, `master_link_status:up`,
 //! `master_sync_in_progress:0`, and `master_last_io_seconds_ago` at most `max-last-io`. A new
@@ -59,10 +59,13 @@ pub struct Replication {
     pub sync_in_progress: bool,
     pub last_io_seconds: Option<i64>,
     pub offset: Option<i64>,
+    /// `instantaneous_ops_per_sec` (INFO stats): Redis' own rate of commands, over its last
+    /// seconds: the replica's load, what the autoscaler tracks per member.
+    pub ops_per_second: Option<i64>,
 }
 
 impl Replication {
-    /// Parses the text of `INFO replication` (`key:value` lines, `#` sections).
+    /// Parses the text of `INFO replication stats` (`key:value` lines, `#` sections).
     pub fn parse(info: &str) -> Self {
         let mut r = Replication::default();
         for line in info.lines() {
@@ -75,6 +78,7 @@ impl Replication {
                 "master_sync_in_progress" => r.sync_in_progress = v == "1",
                 "master_last_io_seconds_ago" => r.last_io_seconds = v.parse().ok(),
                 "slave_repl_offset" => r.offset = v.parse().ok(),
+                "instantaneous_ops_per_sec" => r.ops_per_second = v.parse().ok(),
                 _ => {}
             }
         }
@@ -106,6 +110,7 @@ struct Metrics {
     sync_in_progress: Gauge,
     last_io: Gauge,
     offset: Gauge,
+    ops: Gauge,
 }
 
 struct ReplicaState {
@@ -126,6 +131,7 @@ pub fn router(cfg: ReplicaConfig) -> Result<Router, redis::RedisError> {
         sync_in_progress: Gauge::default(),
         last_io: Gauge::default(),
         offset: Gauge::default(),
+        ops: Gauge::default(),
     };
     let drain = Drain::new(cfg.drain_token.clone());
     for (name, help, g) in [
@@ -154,6 +160,11 @@ pub fn router(cfg: ReplicaConfig) -> Result<Router, redis::RedisError> {
             "The replication offset the replica has reached",
             &m.offset,
         ),
+        (
+            "poolpilot_replica_redis_ops_per_second",
+            "Commands per second the replica's Redis serves (its instantaneous_ops_per_sec)",
+            &m.ops,
+        ),
     ] {
         registry.register(name, help, g.clone());
     }
@@ -177,13 +188,14 @@ pub fn router(cfg: ReplicaConfig) -> Result<Router, redis::RedisError> {
         .with_state(state))
 }
 
-/// Reads `INFO replication` from the local Redis, within the timeout.
+/// Reads `INFO replication stats` from the local Redis, within the timeout.
 async fn read(s: &ReplicaState) -> Result<Replication, String> {
     let t = s.cfg.timeout;
     let info = tokio::time::timeout(t, async {
         let mut c = s.redis.get_multiplexed_async_connection().await?;
         redis::cmd("INFO")
             .arg("replication")
+            .arg("stats")
             .query_async::<String>(&mut c)
             .await
     })
@@ -202,12 +214,14 @@ async fn refresh(s: &ReplicaState) -> Result<Replication, String> {
             metrics::flag(&m.sync_in_progress, rep.sync_in_progress);
             m.last_io.set(rep.last_io_seconds.unwrap_or(-1));
             m.offset.set(rep.offset.unwrap_or(0));
+            m.ops.set(rep.ops_per_second.unwrap_or(0));
             metrics::flag(&m.in_sync, rep.not_in_sync(s.cfg.max_last_io).is_none());
         }
         Err(_) => {
             metrics::flag(&m.link_up, false);
             metrics::flag(&m.in_sync, false);
             m.last_io.set(-1);
+            m.ops.set(0);
         }
     }
     r
@@ -233,7 +247,7 @@ async fn metrics_text(State(s): State<Arc<ReplicaState>>) -> Response {
 mod tests {
     use super::*;
 
-    const IN_SYNC: &str = "# Replication\r\nrole:slave\r\nmaster_host:127.0.0.1\r\nmaster_port:6379\r\nmaster_link_status:up\r\nmaster_last_io_seconds_ago:1\r\nmaster_sync_in_progress:0\r\nslave_read_repl_offset:1234\r\nslave_repl_offset:1234\r\n";
+    const IN_SYNC: &str = "# Replication\r\nrole:slave\r\nmaster_host:127.0.0.1\r\nmaster_port:6379\r\nmaster_link_status:up\r\nmaster_last_io_seconds_ago:1\r\nmaster_sync_in_progress:0\r\nslave_read_repl_offset:1234\r\nslave_repl_offset:1234\r\n# Stats\r\ninstantaneous_ops_per_sec:4321\r\n";
 
     #[test]
     fn a_replica_with_its_link_up_and_recent_word_is_in_sync() {
@@ -241,6 +255,7 @@ mod tests {
         assert_eq!(r.role, "slave");
         assert!(r.link_up);
         assert_eq!(r.offset, Some(1234));
+        assert_eq!(r.ops_per_second, Some(4321));
         assert_eq!(r.not_in_sync(Duration::from_secs(2)), None);
     }
 
