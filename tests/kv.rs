@@ -143,11 +143,24 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 
 /// Serves the API in this process on a loopback port; returns its base URL.
 async fn serve(primary: &str, replicas: &str, timeout: Duration) -> String {
+    serve_with(primary, replicas, timeout, Default::default()).await
+}
+
+const DRAIN: &str = "kv-drain-token";
+
+async fn serve_with(
+    primary: &str,
+    replicas: &str,
+    timeout: Duration,
+    replica_conns: poolpilot::kv::ReplicaConns,
+) -> String {
     let cfg = KvConfig {
         instance_id: "kv-test-1".into(),
         primary: RedisUrl::parse(primary).unwrap(),
         replicas: RedisUrl::parse_list(replicas).unwrap(),
         timeout,
+        replica_conns,
+        drain_token: Some(DRAIN.into()),
     };
     let router = poolpilot::kv::router(&cfg).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -622,6 +635,16 @@ fn bad_configuration_exits_64_naming_the_field_before_binding() {
         ),
         (vec![], vec!["--redis-timeout", "0s"], "redis-timeout"),
         (vec![], vec!["--instance-id", " "], "instance-id"),
+        (
+            vec![],
+            vec!["--replica-connections", "0"],
+            "replica-connections",
+        ),
+        (
+            vec![],
+            vec!["--replica-reconnect", "500ms"],
+            "replica-reconnect",
+        ),
     ];
     common::each_exits_64_naming_the_field(
         cases.iter().map(|(env, args, field)| ((env, args), *field)),
@@ -718,4 +741,97 @@ async fn the_binary_serves_with_the_reference_variables_and_stops_on_sigterm() {
     );
     assert!(!logs.contains(password), "the password was logged:\n{logs}");
     assert!(logs.contains(&format!("redis://127.0.0.1:{}", primary.port)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_member_fails_its_check_and_still_answers() {
+    let primary = Redis::start();
+    let base = serve(&primary.url(), &primary.url(), Duration::from_secs(1)).await;
+    assert_eq!(get(&format!("{base}/health")).await, (200, "OK".into()));
+    let drain = |method: reqwest::Method, token: &'static str| {
+        let url = format!("{base}/admin/drain");
+        async move {
+            http()
+                .request(method, url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(drain(reqwest::Method::POST, "wrong").await, 401);
+    assert_eq!(drain(reqwest::Method::POST, DRAIN).await, 200);
+    assert_eq!(
+        get(&format!("{base}/health")).await,
+        (503, "draining".into())
+    );
+    // Requests under way and new ones (from clients that still hold a connection) succeed.
+    assert_eq!(post(&base, r#"{"id":"d","val":"1"}"#).await.0, 200);
+    let metrics = get(&format!("{base}/metrics")).await.1;
+    assert_eq!(series(&metrics, "poolpilot_kv_draining"), 1.0);
+    assert_eq!(drain(reqwest::Method::DELETE, DRAIN).await, 200);
+    assert_eq!(get(&format!("{base}/health")).await.0, 200);
+}
+
+/// A TCP balancer like the NLB: each connection to the next backend in turn; one that refuses
+/// is closed at once (the client sees its connection drop).
+async fn tcp_balancer(backends: Vec<u16>) -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut next = 0usize;
+        loop {
+            let (mut c, _) = l.accept().await.unwrap();
+            let b = backends[next % backends.len()];
+            next += 1;
+            tokio::spawn(async move {
+                if let Ok(mut m) = tokio::net::TcpStream::connect(("127.0.0.1", b)).await {
+                    let _ = tokio::io::copy_bidirectional(&mut c, &mut m).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_tcp_balancer_reads_follow_the_rotation_and_survive_a_replica_going_away() {
+    let primary = Redis::start();
+    let mut a = Redis::start();
+    let b = Redis::start();
+    a.set("k", "a");
+    b.set("k", "b");
+    let lb = tcp_balancer(vec![a.port, b.port]).await;
+    let conns = poolpilot::kv::ReplicaConns {
+        per_address: 1,
+        max_age: Duration::from_secs(1),
+    };
+    let base = serve_with(
+        &primary.url(),
+        &format!("redis://127.0.0.1:{lb}"),
+        Duration::from_secs(1),
+        conns,
+    )
+    .await;
+    let read = || async { get(&format!("{base}/item?id=k")).await };
+    // One connection, replaced every second: the reads reach both replicas in time.
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < 2 {
+        let (code, body) = read().await;
+        assert_eq!(code, 200, "{body}");
+        seen.insert(json(&body)["val"].as_str().unwrap().to_owned());
+        assert!(Instant::now() < deadline, "reads stayed on {seen:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A replica goes away (evicted): every read still succeeds, on the other one.
+    a.stop();
+    for _ in 0..40 {
+        let (code, body) = read().await;
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(json(&body)["val"], "b");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -35,6 +35,13 @@ pub struct KvArgs {
     /// The bound on every Redis call, connecting included; past it the request answers 503.
     #[arg(long, value_name = "DURATION")]
     pub redis_timeout: Option<Dur>,
+    /// Connections per replica address, used in turn.
+    #[arg(long, value_name = "N")]
+    pub replica_connections: Option<usize>,
+    /// Each replica connection is replaced after this long, so that behind a TCP load balancer
+    /// reads follow its rotation (new replicas get some, drained ones lose theirs).
+    #[arg(long, value_name = "DURATION")]
+    pub replica_reconnect: Option<Dur>,
     /// Shown by `GET /` (default: the host name).
     #[arg(long, value_name = "ID", env = env::KV_INSTANCE_ID)]
     pub instance_id: Option<String>,
@@ -48,6 +55,8 @@ pub struct KvFile {
     pub redis_url: Option<Secret>,
     pub redis_replicas_url: Option<Secret>,
     pub redis_timeout: Option<Dur>,
+    pub replica_connections: Option<usize>,
+    pub replica_reconnect: Option<Dur>,
     pub instance_id: Option<String>,
 }
 
@@ -120,6 +129,33 @@ pub fn resolve(args: &KvArgs, file: &KvFile) -> Result<Resolved, ConfigError> {
             "must be between 1ms and 60s",
         ));
     }
+    let defaults = kv::ReplicaConns::default();
+    let per_address = args
+        .replica_connections
+        .or(file.replica_connections)
+        .unwrap_or(defaults.per_address);
+    if !(1..=64).contains(&per_address) {
+        return Err(ConfigError::invalid(
+            "replica-connections",
+            "must be between 1 and 64",
+        ));
+    }
+    let max_age = args
+        .replica_reconnect
+        .pick(file.replica_reconnect, Dur(defaults.max_age))
+        .get();
+    if max_age < std::time::Duration::from_secs(1)
+        || max_age > std::time::Duration::from_secs(86400)
+    {
+        return Err(ConfigError::invalid(
+            "replica-reconnect",
+            "must be between 1s and 24h",
+        ));
+    }
+    let drain_token = std::env::var(env::DRAIN_TOKEN)
+        .ok()
+        .filter(|t| !t.is_empty())
+        .map(Secret::new);
     let instance_id = args
         .instance_id
         .clone()
@@ -142,6 +178,11 @@ pub fn resolve(args: &KvArgs, file: &KvFile) -> Result<Resolved, ConfigError> {
             primary,
             replicas,
             timeout,
+            replica_conns: kv::ReplicaConns {
+                per_address,
+                max_age,
+            },
+            drain_token,
         },
     })
 }

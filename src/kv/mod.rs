@@ -11,6 +11,8 @@
 //! | `GET /metrics` | Prometheus metrics (requests and latency by route, method and status) |
 //! | `GET /healthz` | 200 `{"status":"ok",...}` with whether each Redis address answers a `PING` |
 //! | `GET /ui` | a static page listing the keys and editing values |
+//! | `GET /health` | `OK`, or 503 `draining` while drained: the load balancer's check |
+//! | `/admin/drain` | the drain switch ([`crate::app::drain`]), as the app's |
 //!
 //! Errors are JSON `{"error": "..."}`: 400 for a missing or invalid id, value or body, 413 for a
 //! body over [`BODY_LIMIT`], 503 when Redis is unreachable, times out or is not ready, 502 when
@@ -32,7 +34,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
-pub use store::{RedisUrl, Store, StoreError};
+pub use store::{RedisUrl, ReplicaConns, Store, StoreError};
 
 /// The longest id, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
@@ -53,6 +55,10 @@ pub struct KvConfig {
     pub replicas: Vec<RedisUrl>,
     /// The bound on every Redis call (connecting included).
     pub timeout: Duration,
+    /// How reads use each replica address (connections, their age).
+    pub replica_conns: ReplicaConns,
+    /// Required in `Authorization: Bearer` for `/admin/drain`; without it, draining is disabled.
+    pub drain_token: Option<crate::config::Secret>,
 }
 
 struct Kv {
@@ -63,31 +69,37 @@ struct Kv {
     /// not once per request.
     primary_down: AtomicBool,
     replica_down: AtomicBool,
+    drain: Arc<crate::app::drain::Drain>,
 }
 
 /// The API's router. No connection is made here (each is made on first use).
 pub fn router(cfg: &KvConfig) -> Result<Router, String> {
-    let store = Store::new(&cfg.primary, &cfg.replicas, cfg.timeout)?;
-    let m = Arc::new(metrics::KvMetrics::new());
+    let store = Store::new(&cfg.primary, &cfg.replicas, cfg.timeout, cfg.replica_conns)?;
+    let drain = crate::app::drain::Drain::new(cfg.drain_token.clone());
+    let m = Arc::new(metrics::KvMetrics::new(drain.gauge()));
     let state = Arc::new(Kv {
         instance_id: cfg.instance_id.clone(),
         store,
         metrics: m.clone(),
         primary_down: AtomicBool::new(false),
         replica_down: AtomicBool::new(false),
+        drain: drain.clone(),
     });
     Ok(Router::new()
         .route("/", get(greet))
         .route("/item", get(read).post(write).delete(remove))
         .route("/items", get(list))
         .route("/healthz", get(healthz))
+        .route("/health", get(health))
         .route("/ui", get(ui))
         .route(
             "/metrics",
             get(|State(s): State<Arc<Kv>>| async move {
+                s.metrics.refresh();
                 crate::telemetry::metrics::handler(State(s.metrics.registry.clone())).await
             }),
         )
+        .merge(drain.routes())
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(m, metrics::observe))
@@ -273,6 +285,20 @@ async fn healthz(State(s): State<Arc<Kv>>) -> Response {
         "replicas": replicas.into_iter().map(word).collect::<Vec<_>>(),
     }))
     .into_response()
+}
+
+/// The load balancer's check: `OK`, or 503 `draining` while drained (Redis is not asked: a
+/// Redis outage hits every member alike, and the API answers it with 503s of its own).
+async fn health(State(s): State<Arc<Kv>>) -> Response {
+    if s.drain.is_draining() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            crate::app::drain::DRAINING_BODY,
+        )
+            .into_response()
+    } else {
+        crate::app::HEALTH_BODY.into_response()
+    }
 }
 
 async fn ui() -> Response {

@@ -8,7 +8,7 @@
 //! up without restarting the API.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, FromRedisValue, RedisError, ServerErrorKind};
@@ -147,35 +147,97 @@ impl RedisUrl {
     }
 }
 
+/// One connection to one address, as a call uses it.
+#[derive(Clone)]
 struct Node {
     conn: ConnectionManager,
     shown: String,
 }
 
+/// A multiplexed connection that reconnects after an I/O error, made on first use.
+fn manager(url: &RedisUrl, timeout: Duration) -> Result<ConnectionManager, String> {
+    let client =
+        redis::Client::open(url.url.expose()).map_err(|e| format!("{}: {e}", url.shown))?;
+    let cfg = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        // One quick retry of a failed connect; the caller's timeout bounds the whole call.
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(20))
+        .set_max_delay(Duration::from_millis(100));
+    ConnectionManager::new_lazy_with_config(client, cfg).map_err(|e| format!("{}: {e}", url.shown))
+}
+
 impl Node {
     fn new(url: &RedisUrl, timeout: Duration) -> Result<Self, String> {
-        let client =
-            redis::Client::open(url.url.expose()).map_err(|e| format!("{}: {e}", url.shown))?;
-        let cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            // One quick retry of a failed connect; the caller's timeout bounds the whole call.
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(20))
-            .set_max_delay(Duration::from_millis(100));
-        let conn = ConnectionManager::new_lazy_with_config(client, cfg)
-            .map_err(|e| format!("{}: {e}", url.shown))?;
         Ok(Self {
-            conn,
+            conn: manager(url, timeout)?,
             shown: url.shown.clone(),
         })
+    }
+}
+
+/// How reads use a replica address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplicaConns {
+    /// Connections per address, used in turn.
+    pub per_address: usize,
+    /// Each is replaced after this long.
+    pub max_age: Duration,
+}
+
+impl Default for ReplicaConns {
+    fn default() -> Self {
+        Self {
+            per_address: 4,
+            max_age: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A replica address: several connections used in turn, each replaced when it gets old or
+/// has failed. Behind a TCP load balancer (one address for a pool of replicas) a connection
+/// stays with the replica it reached, so without replacement a new replica would get no reads
+/// and a drained one would keep them until it is gone.
+struct Replica {
+    url: RedisUrl,
+    timeout: Duration,
+    max_age: Duration,
+    slots: Vec<std::sync::Mutex<(Node, Instant)>>,
+    next: AtomicUsize,
+}
+
+impl Replica {
+    fn new(url: &RedisUrl, timeout: Duration, conns: ReplicaConns) -> Result<Self, String> {
+        let slots = (0..conns.per_address.max(1))
+            .map(|_| Node::new(url, timeout).map(|n| std::sync::Mutex::new((n, Instant::now()))))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            url: url.clone(),
+            timeout,
+            max_age: conns.max_age,
+            slots,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// The next connection in turn; a new one when `fresh` or when it is past its age.
+    fn pick(&self, fresh: bool) -> Node {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let mut slot = self.slots[i].lock().expect("replica slot lock");
+        if (fresh || slot.1.elapsed() >= self.max_age)
+            && let Ok(n) = Node::new(&self.url, self.timeout)
+        {
+            *slot = (n, Instant::now());
+        }
+        slot.0.clone()
     }
 }
 
 /// The primary and the replica addresses.
 pub struct Store {
     primary: Node,
-    replicas: Vec<Node>,
+    replicas: Vec<Replica>,
     next: AtomicUsize,
     timeout: Duration,
 }
@@ -191,12 +253,13 @@ impl Store {
         primary: &RedisUrl,
         replicas: &[RedisUrl],
         timeout: Duration,
+        conns: ReplicaConns,
     ) -> Result<Self, String> {
         Ok(Self {
             primary: Node::new(primary, timeout)?,
             replicas: replicas
                 .iter()
-                .map(|r| Node::new(r, timeout))
+                .map(|r| Replica::new(r, timeout, conns))
                 .collect::<Result<_, _>>()?,
             next: AtomicUsize::new(0),
             timeout,
@@ -207,7 +270,7 @@ impl Store {
     pub fn describe(&self) -> (String, Vec<String>) {
         (
             self.primary.shown.clone(),
-            self.replicas.iter().map(|r| r.shown.clone()).collect(),
+            self.replicas.iter().map(|r| r.url.shown.clone()).collect(),
         )
     }
 
@@ -230,19 +293,23 @@ impl Store {
     }
 
     /// Runs `op` on a replica: the next one in turn, then each other one while they are
-    /// unavailable (reads are safe to repeat). A refusal is returned at once.
-    async fn on_replica<'a, T, F, Fut>(&'a self, op: F) -> Result<T, StoreError>
+    /// unavailable, then each once more on a new connection (reads are safe to repeat; behind a
+    /// load balancer a new connection reaches a replica in rotation, when the old one's replica
+    /// was drained and evicted). A refusal is returned at once.
+    async fn on_replica<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
     where
-        F: Fn(&'a Node) -> Fut,
+        F: Fn(Node) -> Fut,
         Fut: std::future::Future<Output = Result<T, StoreError>>,
     {
         let n = self.replicas.len();
         let first = self.next.fetch_add(1, Ordering::Relaxed);
         let mut last = None;
-        for i in 0..n {
-            match op(&self.replicas[(first + i) % n]).await {
-                Err(e @ StoreError::Unavailable { .. }) => last = Some(e),
-                other => return other,
+        for fresh in [false, true] {
+            for i in 0..n {
+                match op(self.replicas[(first + i) % n].pick(fresh)).await {
+                    Err(e @ StoreError::Unavailable { .. }) => last = Some(e),
+                    other => return other,
+                }
             }
         }
         Err(last.unwrap_or(StoreError::Unavailable {
@@ -271,14 +338,16 @@ impl Store {
     pub async fn get(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let mut cmd = redis::cmd("GET");
         cmd.arg(id);
-        self.on_replica(|node| self.call(node, Side::replica, &cmd))
+        let cmd = &cmd;
+        self.on_replica(|node| async move { self.call(&node, Side::replica, cmd).await })
             .await
     }
 
     /// Every key of one replica by `SCAN` (never `KEYS`, which blocks Redis), sorted, at most
     /// [`MAX_LISTED_KEYS`]; `true` when there were more.
     pub async fn keys(&self) -> Result<(Vec<Vec<u8>>, bool), StoreError> {
-        self.on_replica(|node| self.scan(node)).await
+        self.on_replica(|node| async move { self.scan(&node).await })
+            .await
     }
 
     async fn scan(&self, node: &Node) -> Result<(Vec<Vec<u8>>, bool), StoreError> {
@@ -309,7 +378,12 @@ impl Store {
             .is_ok();
         let mut replicas = Vec::with_capacity(self.replicas.len());
         for r in &self.replicas {
-            replicas.push(self.call::<String>(r, Side::replica, &cmd).await.is_ok());
+            let node = r.pick(false);
+            replicas.push(
+                self.call::<String>(&node, Side::replica, &cmd)
+                    .await
+                    .is_ok(),
+            );
         }
         (primary, replicas)
     }
