@@ -92,12 +92,14 @@ fn the_module_defaults_are_a_valid_configuration_for_every_unit() {
 
     let a = autoscaler(&file);
     assert_eq!(a.listen.to_string(), "127.0.0.1:8090");
-    assert_eq!((a.controller.bounds.min, a.controller.bounds.max), (1, 4));
-    assert_eq!(a.controller.interval, Duration::from_secs(60));
-    assert_eq!(a.controller.settle_timeout, Duration::from_secs(600));
-    assert!(!a.controller.dry_run);
+    let p = &a.pools[0];
+    assert_eq!(p.pool.name, "default", "a plain --pool id");
+    assert_eq!((p.controller.bounds.min, p.controller.bounds.max), (1, 4));
+    assert_eq!(p.controller.interval, Duration::from_secs(60));
+    assert_eq!(p.controller.settle_timeout, Duration::from_secs(600));
+    assert!(!p.controller.dry_run);
     assert!(
-        a.policy.is_none(),
+        p.policy.is_none(),
         "no policy by default: the course's one-step rule"
     );
     assert!(a.metrics.is_none());
@@ -126,8 +128,9 @@ fn the_module_defaults_are_a_valid_configuration_for_every_unit() {
 fn the_monitor_runs_the_default_policy_against_its_own_prometheus() {
     let s = json("settings.json");
     let file = as_toml(&overlay(&s["defaults"], &s["monitor"]));
-    let a = autoscaler(&file);
-    let source = a.policy_source.expect("the monitor names a policy");
+    let mut a = autoscaler(&file);
+    let p = a.pools.remove(0);
+    let source = p.policy_source.expect("the monitor names a policy");
     assert!(
         source.path.is_none(),
         "a built-in, not a file: {}",
@@ -135,7 +138,7 @@ fn the_monitor_runs_the_default_policy_against_its_own_prometheus() {
     );
     assert!(source.label.contains("`default`"), "{}", source.label);
     // The policy's own bounds (min 1, max 10) replace the module's.
-    let policy = a.policy.expect("the default policy parses");
+    let policy = p.policy.expect("the default policy parses");
     assert_eq!(policy.policy.name, "default");
     assert_eq!(
         a.metrics,
