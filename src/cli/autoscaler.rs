@@ -459,4 +459,131 @@ mod tests {
         let e = resolve_args(&["--policy", "default", "--max", "1001"]).unwrap_err();
         assert!(e.to_string().contains("max"), "{e}");
     }
+
+    const OTHER: &str = "66666666-2222-3333-4444-555555555555";
+
+    fn resolve_with(argv: &[&str], toml_text: &str) -> Result<Resolved, ConfigError> {
+        let mut all = vec!["autoscaler"];
+        all.extend_from_slice(argv);
+        let file: FileConfig = toml::from_str(toml_text).expect("valid TOML");
+        resolve(&Cli::parse_from(all).a, &file)
+    }
+
+    fn pool_bounds(r: &Resolved) -> Vec<(&str, u64, u64)> {
+        r.pools
+            .iter()
+            .map(|p| {
+                let b = p.controller.bounds;
+                (p.pool.name.as_str(), b.min, b.max)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn several_pools_in_several_zones_each_take_a_name() {
+        let gva = format!("ch-gva-2:{POOL}");
+        let fra = format!("web=de-fra-1:{OTHER}");
+        let r = resolve_with(&["--pool", &gva, "--pool", &fra], "").unwrap();
+        let pools: Vec<_> = r
+            .pools
+            .iter()
+            .map(|p| (p.pool.name.as_str(), p.pool.zone, p.pool.id.to_string()))
+            .collect();
+        assert_eq!(
+            pools,
+            [
+                ("ch-gva-2", config::Zone::ChGva2, POOL.to_owned()),
+                ("web", config::Zone::DeFra1, OTHER.to_owned())
+            ]
+        );
+        assert!(r.several());
+        // One comma-separated value, as EXOSCALE_INSTANCEPOOL_ID holds it.
+        let both = format!("{gva},{fra}");
+        assert_eq!(resolve_with(&["--pool", &both], "").unwrap().pools.len(), 2);
+        // The file's `pool` takes the same list.
+        let r = resolve_with(&[], &format!("pool = \"{both}\"")).unwrap();
+        assert_eq!(r.pools.len(), 2);
+        // A plain id keeps today's meaning: the zone from --zone, the name `default`.
+        let r = resolve_with(&["--pool", POOL, "--zone", "at-vie-1"], "").unwrap();
+        assert_eq!(r.pools[0].pool.name, "default");
+        assert_eq!(r.pools[0].pool.zone, config::Zone::AtVie1);
+        assert!(!r.several());
+    }
+
+    #[test]
+    fn bad_or_repeated_pools_are_refused_naming_pool() {
+        for argv in [
+            vec!["--pool", "not-a-uuid"],
+            vec!["--pool", "Web=11111111-2222-3333-4444-555555555555"],
+            vec!["--pool", "mars-1:11111111-2222-3333-4444-555555555555"],
+            vec!["--pool", POOL, "--pool", POOL],
+            // Two plain ids would both be `default`.
+            vec!["--pool", POOL, "--pool", OTHER],
+        ] {
+            let e = resolve_with(&argv, "").unwrap_err();
+            assert!(
+                matches!(&e, ConfigError::Invalid { field, .. } if field == "pool"),
+                "{argv:?}: {e}"
+            );
+        }
+        let e = resolve_with(&[], "").unwrap_err().to_string();
+        assert!(e.contains("`pool`") && e.contains("required"), "{e}");
+    }
+
+    #[test]
+    fn a_pools_table_overrides_the_shared_settings_for_that_pool_only() {
+        let gva = format!("gva=ch-gva-2:{POOL}");
+        let fra = format!("fra=de-fra-1:{OTHER}");
+        let argv = ["--pool", gva.as_str(), "--pool", fra.as_str()];
+        let file = "[autoscaler]\nmin = 1\nmax = 4\n[autoscaler.pools.fra]\nmin = 2\nmax = 3\n";
+        let r = resolve_with(&argv, file).unwrap();
+        assert_eq!(pool_bounds(&r), [("gva", 1, 4), ("fra", 2, 3)]);
+        // --max (POOLPILOT_MAX) beats [autoscaler] for every pool, but not a pool's own table.
+        let mut with_max = argv.to_vec();
+        with_max.extend(["--max", "6"]);
+        let r = resolve_with(&with_max, file).unwrap();
+        assert_eq!(pool_bounds(&r), [("gva", 1, 6), ("fra", 2, 3)]);
+        // A pool's policy: its bounds unless given; the other pool keeps the one-step rule.
+        let file = "[autoscaler.pools.gva]\npolicy = \"course\"\n";
+        let r = resolve_with(&argv, file).unwrap();
+        assert!(r.pools[0].policy.is_some() && r.pools[1].policy.is_none());
+        // A pool's own drain port.
+        let file = "[autoscaler]\ndrain-port = 8081\n[autoscaler.pools.fra]\ndrain-port = 9000\n";
+        let mut drained = argv.to_vec();
+        drained.extend(["--drain-token", "a-long-enough-token"]);
+        let r = resolve_with(&drained, file).unwrap();
+        let ports: Vec<u16> = r
+            .pools
+            .iter()
+            .map(|p| p.drain.as_ref().unwrap().port)
+            .collect();
+        assert_eq!(ports, [8081, 9000]);
+    }
+
+    #[test]
+    fn a_pools_table_must_name_a_pool_and_hold_valid_values() {
+        let fra = format!("fra=de-fra-1:{OTHER}");
+        let e = resolve_with(&["--pool", &fra], "[autoscaler.pools.gva]\nmax = 3\n").unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Invalid { field, .. } if field == "autoscaler.pools.gva"),
+            "{e}"
+        );
+        let e = resolve_with(
+            &["--pool", &fra],
+            "[autoscaler.pools.fra]\nmin = 4\nmax = 3\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`min`") && e.contains("pool `fra`"), "{e}");
+        let e = resolve_with(
+            &["--pool", &fra],
+            "[autoscaler.pools.fra]\npolicy = \"nope\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`policy`") && e.contains("pool `fra`"), "{e}");
+        // Unknown keys in a pool's table are refused when the file is read.
+        let bad: Result<FileConfig, _> = toml::from_str("[autoscaler.pools.fra]\nmaxx = 3\n");
+        assert!(bad.is_err());
+    }
 }
