@@ -149,6 +149,37 @@ fn the_monitor_runs_the_default_policy_against_its_own_prometheus() {
 }
 
 #[test]
+fn the_module_renders_per_pool_tables_the_binary_reads() {
+    let s = json("settings.json");
+    let file = as_toml(&overlay(&s["defaults"], &s["multi"]));
+    // The unit's command line without `--pool`: the pools come from the file here, as they come
+    // from EXOSCALE_INSTANCEPOOL_ID (same syntax) on the images.
+    let units = json("units.json");
+    let mut argv = vec!["poolpilot".to_owned()];
+    argv.extend(
+        units["autoscaler"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned()),
+    );
+    let Command::Autoscaler(args) = Cli::try_parse_from(argv).unwrap().command else {
+        panic!("units.json `autoscaler` is not the autoscaler command")
+    };
+    let a = poolpilot::cli::autoscaler::resolve(&args, &file).expect("two pools, one table");
+    let pools: Vec<_> = a
+        .pools
+        .iter()
+        .map(|p| {
+            let b = p.controller.bounds;
+            (p.pool.name.as_str(), b.min, b.max, p.policy.is_some())
+        })
+        .collect();
+    // ch-gva-2 keeps the module's shared settings; de-fra-1 has its own policy and bounds.
+    assert_eq!(pools, [("ch-gva-2", 1, 4, false), ("de-fra-1", 2, 3, true)]);
+}
+
+#[test]
 fn the_module_offers_exactly_the_built_in_policies() {
     let s = json("settings.json");
     let listed: Vec<&str> = s["policies"]
