@@ -15,6 +15,7 @@ fn members(generation: u32) -> Vec<Member> {
     (0..MEMBERS)
         .map(|i| Member {
             pool,
+            zone: Zone::DEFAULT,
             instance: serde_json::from_value(serde_json::json!({
                 "id": uuid::Uuid::from_u128(((generation as u128) << 32) | i as u128),
                 "name": format!("pool-42-{i:05}"),
@@ -42,7 +43,7 @@ fn main() {
         // Alternate the membership so that every cycle really writes.
         let m = &generations[c % 2];
         let t = Instant::now();
-        let bytes = file_sd::to_bytes(&render(Zone::DEFAULT, m, &ports));
+        let bytes = file_sd::to_bytes(&render(m, &ports));
         render_only.push(t.elapsed());
         let w = file_sd::write_if_changed(&path, &bytes).unwrap();
         ours.push(t.elapsed());
@@ -50,7 +51,7 @@ fn main() {
         bytes_len = bytes.len();
 
         let t = Instant::now();
-        let bytes = file_sd::to_bytes(&render(Zone::DEFAULT, m, &ports));
+        let bytes = file_sd::to_bytes(&render(m, &ports));
         std::fs::write(dir.path().join("naive.json"), &bytes).unwrap();
         naive.push(t.elapsed());
     }

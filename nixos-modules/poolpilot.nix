@@ -113,6 +113,25 @@ let
       dry-run = dryRun;
       inherit (cfg.autoscaler) policy prometheus scrape;
       scrape-window = scrapeWindow;
+      # [autoscaler.pools.NAME]: each pool's own settings over the ones above.
+      pools = lib.mapAttrs (_: p: {
+        inherit (p) policy min max;
+        drain-port = p.drainPort;
+      }) cfg.autoscaler.pools;
+    };
+  };
+
+  # A pool's own settings: services.poolpilot.autoscaler.pools.<name>.
+  poolOptions = {
+    options = {
+      policy = mkOption {
+        type = types.nullOr (types.either (types.enum shared.policies) types.path);
+        default = null;
+        description = "This pool's policy (as `policy`); null: the shared one.";
+      };
+      min = mkOption { type = types.nullOr types.ints.unsigned; default = null; description = "This pool's lower bound; null: the shared one (POOLPILOT_MIN, `settings.min` or the policy's)."; };
+      max = mkOption { type = types.nullOr types.ints.positive; default = null; description = "This pool's upper bound; null: the shared one (POOLPILOT_MAX, `settings.max` or the policy's)."; };
+      drainPort = mkOption { type = types.nullOr types.port; default = null; description = "The app's port on this pool's members, for draining; null: the shared one (8080)."; };
     };
   };
   frontSettings = with cfg.front.settings; {
@@ -153,7 +172,7 @@ let
     pool = mkOption {
       type = types.nullOr types.str;
       default = null;
-      description = "The instance pool id; null takes EXOSCALE_INSTANCEPOOL_ID from the environment file (the images do: the pool id is only known once Terraform created it).";
+      description = "The instance pool id, or several comma-separated `[NAME=][ZONE:]ID` (a plain id is in `zone` and named `default`; `ZONE:ID` is named after its zone); null takes EXOSCALE_INSTANCEPOOL_ID (same syntax) from the environment file (the images do: the pool id is only known once Terraform created it).";
     };
   };
 in
@@ -218,6 +237,18 @@ in
         default = defaults.autoscaler.prometheus;
         example = "http://127.0.0.1:9090";
         description = "The Prometheus the policy's metrics come from (http or https). Set this or `scrape`, not both.";
+      };
+      pools = mkOption {
+        type = types.attrsOf (types.submodule poolOptions);
+        default = { };
+        example = literalExpression ''{ ch-gva-2 = { min = 1; max = 4; }; de-fra-1 = { policy = "hpa"; max = 8; }; }'';
+        description = ''
+          Per-pool settings, rendered as `[autoscaler.pools.NAME]`: each overrides the shared
+          `policy`, `min`, `max` and drain port for the pool NAME of `pool` (or
+          EXOSCALE_INSTANCEPOOL_ID, e.g. `ch-gva-2:ID,de-fra-1:ID`). A pool's own value wins over
+          POOLPILOT_MIN/MAX, which win over `settings`. A name that no pool has is refused at start
+          (exit 64).
+        '';
       };
       scrape = mkOption {
         type = types.nullOr types.str;
@@ -332,6 +363,14 @@ in
         {
           assertion = cfg.autoscaler.scrape == null || lib.hasPrefix "/" cfg.autoscaler.scrape;
           message = "services.poolpilot.autoscaler.scrape must be an absolute path, got `${toString cfg.autoscaler.scrape}`";
+        }
+        {
+          assertion = lib.all (n: builtins.match "[a-z0-9][a-z0-9-]{0,31}" n != null) (lib.attrNames cfg.autoscaler.pools);
+          message = "services.poolpilot.autoscaler.pools: names are 1 to 32 of a-z, 0-9 and `-` (as in --pool NAME=...), got ${toString (lib.attrNames cfg.autoscaler.pools)}";
+        }
+        {
+          assertion = lib.all (p: p.min == null || p.max == null || p.min <= p.max) (lib.attrValues cfg.autoscaler.pools);
+          message = "services.poolpilot.autoscaler.pools: a pool's min must not exceed its max";
         }
         (keysKnown "autoscaler" autoscalerSettings)
       ];

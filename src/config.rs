@@ -13,6 +13,9 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
+mod pools;
+pub use pools::{DEFAULT_POOL_NAME, PoolRef, endpoint_override, valid_pool_name};
+
 /// Names of every environment variable poolpilot reads, in one place.
 pub mod env {
     /// Overrides the API base URL (any scheme), as in Exoscale's own tools.

@@ -437,11 +437,12 @@ async fn bad_requests_are_refused_and_scale_nothing() {
         .await
         .unwrap();
     for series in [
-        "poolpilot_autoscaler_webhook_requests_total{route=\"/up\",format=\"unknown\",result=\"unauthorized\"} 3".to_string(),
-        "poolpilot_autoscaler_webhook_requests_total{route=\"/up\",format=\"unknown\",result=\"too_large\"} 1".to_string(),
-        format!("poolpilot_autoscaler_decisions_total{{direction=\"up\",outcome=\"scaled\"}} {scaled}"),
-        "poolpilot_autoscaler_max_size 5".to_string(),
-        format!("poolpilot_autoscaler_pool_size {expected}"),
+        // A single plain `--pool ID` is the pool named `default`.
+        "poolpilot_autoscaler_webhook_requests_total{pool=\"default\",route=\"/up\",format=\"unknown\",result=\"unauthorized\"} 3".to_string(),
+        "poolpilot_autoscaler_webhook_requests_total{pool=\"default\",route=\"/up\",format=\"unknown\",result=\"too_large\"} 1".to_string(),
+        format!("poolpilot_autoscaler_decisions_total{{pool=\"default\",direction=\"up\",outcome=\"scaled\"}} {scaled}"),
+        "poolpilot_autoscaler_max_size{pool=\"default\"} 5".to_string(),
+        format!("poolpilot_autoscaler_pool_size{{pool=\"default\"}} {expected}"),
     ] {
         assert!(text.contains(&series), "missing {series}:\n{text}");
     }

@@ -115,6 +115,7 @@ fn send(inbox: &Inbox, direction: Direction, n: usize) {
     let f = Firing {
         direction,
         name: "test".into(),
+        pool: None,
     };
     for _ in 0..n {
         inbox.record(Format::Plain, std::slice::from_ref(&f));

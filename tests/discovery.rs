@@ -405,6 +405,7 @@ fn readers_never_see_a_partial_file_through_1000_rewrites() {
             let members: Vec<Member> = (0..n * 7)
                 .map(|i| Member {
                     pool,
+                    zone: Zone::DEFAULT,
                     instance: serde_json::from_value(serde_json::json!({
                         "id": uuid::Uuid::from_u128(i as u128),
                         "name": format!("member-{i}"),
@@ -414,7 +415,7 @@ fn readers_never_see_a_partial_file_through_1000_rewrites() {
                     .unwrap(),
                 })
                 .collect();
-            file_sd::to_bytes(&render(Zone::DEFAULT, &members, &[DEFAULT_TARGET]))
+            file_sd::to_bytes(&render(&members, &[DEFAULT_TARGET]))
         })
         .collect();
     let contents = Arc::new(contents);

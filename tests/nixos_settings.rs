@@ -92,12 +92,14 @@ fn the_module_defaults_are_a_valid_configuration_for_every_unit() {
 
     let a = autoscaler(&file);
     assert_eq!(a.listen.to_string(), "127.0.0.1:8090");
-    assert_eq!((a.controller.bounds.min, a.controller.bounds.max), (1, 4));
-    assert_eq!(a.controller.interval, Duration::from_secs(60));
-    assert_eq!(a.controller.settle_timeout, Duration::from_secs(600));
-    assert!(!a.controller.dry_run);
+    let p = &a.pools[0];
+    assert_eq!(p.pool.name, "default", "a plain --pool id");
+    assert_eq!((p.controller.bounds.min, p.controller.bounds.max), (1, 4));
+    assert_eq!(p.controller.interval, Duration::from_secs(60));
+    assert_eq!(p.controller.settle_timeout, Duration::from_secs(600));
+    assert!(!p.controller.dry_run);
     assert!(
-        a.policy.is_none(),
+        p.policy.is_none(),
         "no policy by default: the course's one-step rule"
     );
     assert!(a.metrics.is_none());
@@ -126,8 +128,9 @@ fn the_module_defaults_are_a_valid_configuration_for_every_unit() {
 fn the_monitor_runs_the_default_policy_against_its_own_prometheus() {
     let s = json("settings.json");
     let file = as_toml(&overlay(&s["defaults"], &s["monitor"]));
-    let a = autoscaler(&file);
-    let source = a.policy_source.expect("the monitor names a policy");
+    let mut a = autoscaler(&file);
+    let p = a.pools.remove(0);
+    let source = p.policy_source.expect("the monitor names a policy");
     assert!(
         source.path.is_none(),
         "a built-in, not a file: {}",
@@ -135,7 +138,7 @@ fn the_monitor_runs_the_default_policy_against_its_own_prometheus() {
     );
     assert!(source.label.contains("`default`"), "{}", source.label);
     // The policy's own bounds (min 1, max 10) replace the module's.
-    let policy = a.policy.expect("the default policy parses");
+    let policy = p.policy.expect("the default policy parses");
     assert_eq!(policy.policy.name, "default");
     assert_eq!(
         a.metrics,
@@ -143,6 +146,37 @@ fn the_monitor_runs_the_default_policy_against_its_own_prometheus() {
             "http://127.0.0.1:9090".parse().unwrap()
         ))
     );
+}
+
+#[test]
+fn the_module_renders_per_pool_tables_the_binary_reads() {
+    let s = json("settings.json");
+    let file = as_toml(&overlay(&s["defaults"], &s["multi"]));
+    // The unit's command line without `--pool`: the pools come from the file here, as they come
+    // from EXOSCALE_INSTANCEPOOL_ID (same syntax) on the images.
+    let units = json("units.json");
+    let mut argv = vec!["poolpilot".to_owned()];
+    argv.extend(
+        units["autoscaler"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned()),
+    );
+    let Command::Autoscaler(args) = Cli::try_parse_from(argv).unwrap().command else {
+        panic!("units.json `autoscaler` is not the autoscaler command")
+    };
+    let a = poolpilot::cli::autoscaler::resolve(&args, &file).expect("two pools, one table");
+    let pools: Vec<_> = a
+        .pools
+        .iter()
+        .map(|p| {
+            let b = p.controller.bounds;
+            (p.pool.name.as_str(), b.min, b.max, p.policy.is_some())
+        })
+        .collect();
+    // ch-gva-2 keeps the module's shared settings; de-fra-1 has its own policy and bounds.
+    assert_eq!(pools, [("ch-gva-2", 1, 4, false), ("de-fra-1", 2, 3, true)]);
 }
 
 #[test]

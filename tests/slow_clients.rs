@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use poolpilot::autoscaler::server::{self, ServerState};
-use poolpilot::autoscaler::{Bounds, Inbox, Metrics, Shared};
+use poolpilot::autoscaler::{Bounds, Inbox, Metrics, PoolHandle, Pools, Shared};
 use poolpilot::shutdown::{Limits, serve_with};
 
 async fn start(limits: Limits) -> (SocketAddr, Arc<Inbox>) {
@@ -18,8 +18,10 @@ async fn start(limits: Limits) -> (SocketAddr, Arc<Inbox>) {
     let addr = listener.local_addr().unwrap();
     let inbox = Arc::new(Inbox::default());
     let state = ServerState {
-        inbox: inbox.clone(),
-        shared: Arc::new(Shared::new(Bounds { min: 1, max: 5 }, false)),
+        pools: Pools::new(vec![PoolHandle::single(
+            inbox.clone(),
+            Arc::new(Shared::new(Bounds { min: 1, max: 5 }, false)),
+        )]),
         metrics: Metrics::default(),
         registry: Arc::new(prometheus_client::registry::Registry::default()),
         token: None,

@@ -60,6 +60,9 @@ pub struct Controller<S, G, T> {
     expected_size: Option<u64>,
     /// Stamped at every step of a tick (the watchdog pings only while it beats).
     heartbeat: crate::telemetry::Heartbeat,
+    /// The pool's name and id, on every decision and log line.
+    pool: String,
+    pool_id: Option<uuid::Uuid>,
 }
 
 impl<S: MetricSource, G: Strategy, T: Target> Controller<S, G, T> {
@@ -84,7 +87,18 @@ impl<S: MetricSource, G: Strategy, T: Target> Controller<S, G, T> {
             started: Instant::now(),
             expected_size: None,
             heartbeat: crate::telemetry::Heartbeat::default(),
+            pool: crate::config::DEFAULT_POOL_NAME.to_owned(),
+            pool_id: None,
         }
+    }
+
+    /// The pool's name and id for the records; its metrics go to `metrics.for_pool(name)`.
+    pub fn with_pool(mut self, name: &str, id: Option<uuid::Uuid>) -> Self {
+        self.metrics = self.metrics.for_pool(name);
+        self.metrics.set_bounds(self.cfg.bounds);
+        self.pool = name.to_owned();
+        self.pool_id = id;
+        self
     }
 
     /// The heartbeat each step of a tick stamps.
@@ -123,6 +137,8 @@ impl<S: MetricSource, G: Strategy, T: Target> Controller<S, G, T> {
         self.tick += 1;
         self.heartbeat.beat();
         let mut d = Decision {
+            pool: self.pool.clone(),
+            pool_id: self.pool_id,
             tick: self.tick,
             at: OffsetDateTime::now_utc(),
             strategy: self.strategy.name(),
@@ -238,7 +254,7 @@ impl<S: MetricSource, G: Strategy, T: Target> Controller<S, G, T> {
             && let Err(e) = self.target.wait(&a).await
         {
             self.metrics.api_error(e.kind);
-            warn!(tick = d.tick, operation = ?a.operation, error = %e.message, "the scale operation failed");
+            warn!(pool = %self.pool, tick = d.tick, operation = ?a.operation, error = %e.message, "the scale operation failed");
             self.shared.amend(d.tick, |r| {
                 r.outcome = Outcome::Error;
                 r.error = Some(format!("the operation failed: {}", e.message));
@@ -285,8 +301,11 @@ impl<S: MetricSource, G: Strategy, T: Target> Controller<S, G, T> {
             d.desired.map(|c| c as i64).unwrap_or(-1),
         );
         let op = d.operation.map(|o| o.to_string()).unwrap_or_default();
+        let pool_id = d.pool_id.map(|p| p.to_string()).unwrap_or_default();
         match d.outcome {
             Outcome::Error => warn!(
+                pool = %d.pool,
+                pool_id,
                 tick = d.tick,
                 intents,
                 current = fields.0,
@@ -298,6 +317,8 @@ impl<S: MetricSource, G: Strategy, T: Target> Controller<S, G, T> {
                 "decision"
             ),
             _ => info!(
+                pool = %d.pool,
+                pool_id,
                 tick = d.tick,
                 strategy = d.strategy,
                 intents,

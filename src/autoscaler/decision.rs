@@ -188,6 +188,11 @@ impl Outcome {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Decision {
+    /// The pool's name (`--pool NAME=...`; `default` for a single plain id).
+    pub pool: String,
+    /// The pool's id, when the target is an instance pool.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool_id: Option<Uuid>,
     pub tick: u64,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,

@@ -7,12 +7,14 @@
 //! | [`source`] | where signals come from: webhooks ([`source::webhook`]), Prometheus, direct scrape |
 //! | [`strategy`] | from a size and signals to a wanted size: [`WebhookStep`] (the course's rule); policies implement it in the policy module |
 //! | [`target`] | what is resized: [`ExoscalePool`] with graceful scale-in and its victims |
-//! | [`server`] | `/up`, `/down`, `/webhook`, `/v1/decisions`, metrics, health |
-//! | [`metrics`] | the autoscaler's Prometheus metrics |
+//! | [`server`] | `/up`, `/down`, `/webhook` (each also `/NAME` per pool), `/v1/decisions`, metrics, health |
+//! | [`metrics`] | the autoscaler's Prometheus metrics, each with its `pool` label |
+//! | [`pools`] | several pools from one process: webhook routing by name or label, the loops side by side |
 
 pub mod controller;
 pub mod decision;
 pub mod metrics;
+pub mod pools;
 pub mod server;
 pub mod source;
 pub mod strategy;
@@ -23,6 +25,7 @@ pub use decision::{
     Bounds, BoundsError, BusyGate, DECISIONS_KEPT, Decision, Gate, MAX_POOL, Outcome, Shared,
 };
 pub use metrics::Metrics;
+pub use pools::{PoolHandle, Pools};
 pub use source::{Inbox, Intents, MetricSource, Signals, WebhookSource};
 pub use strategy::{Recommendation, Strategy, WebhookStep};
 pub use target::victims;

@@ -1,5 +1,12 @@
-//! `poolpilot autoscaler`: configuration, wiring, the stop signal.
+//! `poolpilot autoscaler`: configuration, wiring, the stop signal. One process drives one or
+//! several pools (`--pool [NAME=][ZONE:]POOL_ID`, repeated): [`pools`] resolves each pool's
+//! settings (`[autoscaler.pools.NAME]` over the shared ones) and builds its control loop.
 
+mod pools;
+
+pub use pools::{PoolConfig, PoolFile};
+
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,24 +16,28 @@ use clap::Args;
 use tracing::{info, warn};
 
 use super::{ApiArgs, CliError, FileConfig};
+use crate::autoscaler::pools::{self as multi, Pools};
 use crate::autoscaler::server::{self, ServerState};
-use crate::autoscaler::source::{AnySource, Prometheus, PrometheusSource, ScrapeSource};
-use crate::autoscaler::target::Drain;
-use crate::autoscaler::{
-    Bounds, Controller, ControllerConfig, ExoscalePool, Inbox, Metrics, Shared, Strategy,
-    WebhookSource, WebhookStep,
-};
-use crate::config::{self, ConfigError, Dur, Layer, Secret};
-use crate::exoscale::ApiMetrics;
+use crate::autoscaler::{Bounds, Metrics};
+use crate::config::{self, ConfigError, Dur, Layer, PoolRef, Secret};
+use crate::exoscale::{ApiMetrics, Client};
 use crate::{shutdown, telemetry};
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8090";
 
 #[derive(Debug, Args)]
 pub struct AutoscalerArgs {
-    /// The instance pool's id.
-    #[arg(long, value_name = "ID", env = config::env::POOL)]
-    pub pool: Option<String>,
+    /// A pool to drive: `POOL_ID` (in --zone), `ZONE:POOL_ID` (named after its zone) or
+    /// `NAME=[ZONE:]POOL_ID`; repeat it (or separate them with commas) for several pools, each
+    /// with its own control loop, `/webhook/NAME` and `[autoscaler.pools.NAME]` settings. A
+    /// plain id is named `default`.
+    #[arg(
+        long,
+        value_name = "[NAME=][ZONE:]ID",
+        env = config::env::POOL,
+        value_delimiter = ','
+    )]
+    pub pool: Vec<String>,
     /// Address for webhooks, decisions, metrics and health (the course's LISTEN_PORT sets the port).
     #[arg(long, value_name = "ADDR", env = config::env::AUTOSCALER_LISTEN)]
     pub listen: Option<SocketAddr>,
@@ -120,6 +131,9 @@ pub struct AutoscalerFile {
     /// A file_sd file to scrape directly, as `--scrape` takes it.
     pub scrape: Option<std::path::PathBuf>,
     pub scrape_window: Option<Dur>,
+    /// `[autoscaler.pools.NAME]`: one pool's settings over the ones above.
+    #[serde(default)]
+    pub pools: BTreeMap<String, PoolFile>,
 }
 
 /// Where a policy reads its metrics.
@@ -171,30 +185,50 @@ fn prometheus_url(url: url::Url) -> Result<MetricsFrom, ConfigError> {
     Ok(MetricsFrom::Prometheus(url))
 }
 
-/// A validated configuration.
+/// A validated configuration: what the process shares, and each pool's own.
 #[derive(Debug)]
 pub struct Resolved {
-    pub pool: uuid::Uuid,
     pub listen: SocketAddr,
-    pub controller: ControllerConfig,
     pub token: Option<Secret>,
-    pub drain: Option<Drain>,
-    pub policy: Option<crate::policy::file::PolicyFile>,
-    /// The bounds given by flags, variables or the config file, which win over a policy's
-    /// (applied to `policy` already, and to every reload).
-    pub bounds_override: BoundsOverride,
-    /// Where the policy came from (its file, for reloads).
-    pub policy_source: Option<crate::policy::builtin::Source>,
-    /// Where the policy reads its metrics (None: webhooks only).
+    /// Where the policies read their metrics (None: webhooks only).
     pub metrics: Option<MetricsFrom>,
     /// Basic auth for Prometheus (user, password), when it asks for one.
     pub prometheus_auth: Option<(String, Secret)>,
     pub scrape_window: Duration,
+    /// In `--pool` order.
+    pub pools: Vec<PoolConfig>,
+}
+
+impl Resolved {
+    /// Whether this process drives several pools (each source then reads its pool's members).
+    pub fn several(&self) -> bool {
+        self.pools.len() > 1
+    }
+}
+
+/// The pools from `--pool` (or its variable, comma-separated), else the file's `pool`.
+pub fn pool_refs(args: &AutoscalerArgs, file: &FileConfig) -> Result<Vec<PoolRef>, ConfigError> {
+    let raws: Vec<String> = if args.pool.iter().any(|p| !p.trim().is_empty()) {
+        args.pool.clone()
+    } else {
+        file.pool.iter().cloned().collect()
+    };
+    PoolRef::parse_all("pool", &raws, args.api.zone(file), true)
 }
 
 pub fn resolve(args: &AutoscalerArgs, file: &FileConfig) -> Result<Resolved, ConfigError> {
     let f = &file.autoscaler;
-    let pool = config::parse_pool_id("pool", args.pool.clone().or(file.pool.clone()).as_deref())?;
+    let refs = pool_refs(args, file)?;
+    if let Some(extra) = f.pools.keys().find(|k| !refs.iter().any(|r| &r.name == *k)) {
+        let names: Vec<&str> = refs.iter().map(|r| r.name.as_str()).collect();
+        return Err(ConfigError::invalid(
+            format!("autoscaler.pools.{extra}"),
+            format!(
+                "names no pool given by --pool (pools: {}); name one NAME=[ZONE:]ID",
+                names.join(", ")
+            ),
+        ));
+    }
     let listen = match (args.listen, std::env::var(config::env::LISTEN_PORT).ok()) {
         (Some(l), _) => l,
         (None, Some(port)) if !port.trim().is_empty() => {
@@ -210,30 +244,6 @@ pub fn resolve(args: &AutoscalerArgs, file: &FileConfig) -> Result<Resolved, Con
             .listen
             .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
     };
-    let min = args.min.or(f.min).unwrap_or(1);
-    let max = args.max.or(f.max).unwrap_or(5);
-    // With a policy, its bounds fill in what is not given (`BoundsOverride::apply` checks them).
-    let with_policy = args.policy.is_some() || f.policy.is_some();
-    if !with_policy {
-        Bounds::new(min, max).map_err(|e| ConfigError::invalid(e.field, e.rule))?;
-    }
-    let interval = args.interval.pick(f.interval, Dur::secs(60)).get();
-    if interval < Duration::from_secs(1) || interval > Duration::from_secs(3600) {
-        return Err(ConfigError::invalid(
-            "interval",
-            "must be between 1s and 1h",
-        ));
-    }
-    let settle = args
-        .settle_timeout
-        .pick(f.settle_timeout, Dur::secs(600))
-        .get();
-    if settle > Duration::from_secs(24 * 3600) {
-        return Err(ConfigError::invalid(
-            "settle-timeout",
-            "must be at most 24h",
-        ));
-    }
     let token = match args.webhook_token.as_ref().map(|t| t.expose().trim()) {
         None | Some("") => None,
         Some(t) if t.len() < 16 => {
@@ -262,41 +272,6 @@ pub fn resolve(args: &AutoscalerArgs, file: &FileConfig) -> Result<Resolved, Con
             Some((user.to_owned(), Secret::new(p)))
         }
     };
-    let source = match args.policy.as_ref().or(f.policy.as_ref()) {
-        None => {
-            if let Some(m) = &metrics {
-                let field = match m {
-                    MetricsFrom::Prometheus(_) => "prometheus",
-                    MetricsFrom::Scrape(_) => "scrape",
-                };
-                return Err(ConfigError::invalid(
-                    field,
-                    "is read only by a policy: set --policy (or `policy` in [autoscaler])",
-                ));
-            }
-            None
-        }
-        Some(arg) => {
-            Some(crate::policy::builtin::load(arg).map_err(|e| ConfigError::invalid("policy", e))?)
-        }
-    };
-    let policy = match &source {
-        None => None,
-        Some(src) => {
-            let p = src.parse().map_err(|e| ConfigError::invalid("policy", e))?;
-            let needs_metrics = p
-                .checks
-                .iter()
-                .any(|c| !matches!(c, crate::policy::file::Check::WebhookStep));
-            if needs_metrics && metrics.is_none() {
-                return Err(ConfigError::invalid(
-                    "prometheus",
-                    "(or --scrape) is required by the policy's target-tracking or threshold checks",
-                ));
-            }
-            Some(p)
-        }
-    };
     let scrape_window = args
         .scrape_window
         .pick(f.scrape_window, Dur::secs(60))
@@ -307,54 +282,30 @@ pub fn resolve(args: &AutoscalerArgs, file: &FileConfig) -> Result<Resolved, Con
             "must be between 1s and 1h",
         ));
     }
-    let drain = match args.drain_token.as_ref().map(|t| t.expose().trim()) {
-        None | Some("") => None,
-        Some(t) => {
-            let port = args.drain_port.or(f.drain_port).unwrap_or(8080);
-            if port == 0 {
-                return Err(ConfigError::invalid("drain-port", "must be a port number"));
-            }
-            let wait = args.drain_wait.pick(f.drain_wait, Dur::secs(35)).get();
-            if wait > Duration::from_secs(3600) {
-                return Err(ConfigError::invalid("drain-wait", "must be at most 1h"));
-            }
-            Some(Drain {
-                token: Secret::new(t),
-                port,
-                wait,
-                victims: policy
-                    .as_ref()
-                    .map(|p| p.victims())
-                    .unwrap_or_else(crate::autoscaler::target::victims::default_orders),
-            })
-        }
-    };
-    let overrides = BoundsOverride {
-        min: args.min.or(f.min),
-        max: args.max.or(f.max),
-    };
-    let policy = policy.map(|p| overrides.apply(p)).transpose()?;
-    let (min, max) = match &policy {
-        Some(p) => (p.policy.min, p.policy.max),
-        None => (min, max),
-    };
+    let several = refs.len() > 1;
+    let pools = refs
+        .into_iter()
+        .map(|r| pools::resolve_pool(args, f, r, metrics.as_ref(), several))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(m) = &metrics
+        && pools.iter().all(|p| p.policy.is_none())
+    {
+        let field = match m {
+            MetricsFrom::Prometheus(_) => "prometheus",
+            MetricsFrom::Scrape(_) => "scrape",
+        };
+        return Err(ConfigError::invalid(
+            field,
+            "is read only by a policy: set --policy (or `policy` in [autoscaler])",
+        ));
+    }
     Ok(Resolved {
-        policy,
-        bounds_override: overrides,
-        policy_source: source,
+        listen,
+        token,
         metrics,
         prometheus_auth,
         scrape_window,
-        drain,
-        pool,
-        listen,
-        controller: ControllerConfig {
-            bounds: Bounds { min, max },
-            interval,
-            dry_run: args.dry_run || f.dry_run.unwrap_or(false),
-            settle_timeout: settle,
-        },
-        token,
+        pools,
     })
 }
 
@@ -389,46 +340,45 @@ impl BoundsOverride {
     }
 }
 
-/// How long the control loop may go without a step before it counts as stuck (the watchdog
-/// then stops pinging): the interval between ticks plus the longest one step may take, which
-/// is waiting for an operation (the poll timeout) or a drain and its API calls, each call with
-/// its retries and backoff.
-fn stall_limit(c: &crate::exoscale::ClientConfig, cfg: &Resolved) -> Duration {
-    let retries = c.retry.max_retries;
-    let call = c.request_timeout * (retries + 1) + c.retry.max * retries;
-    let drain = cfg.drain.as_ref().map_or(Duration::ZERO, |d| d.wait);
-    let step = (c.poll.timeout + call).max(call * 4 + drain);
-    cfg.controller.interval + step + Duration::from_secs(60)
+/// One API client per zone the pools are in (the credentials and the client's patience are
+/// shared; `EXOSCALE_API_ENDPOINT` may give each zone its own endpoint).
+fn clients(
+    args: &AutoscalerArgs,
+    file: &FileConfig,
+    cfg: &Resolved,
+    api_metrics: &ApiMetrics,
+) -> Result<BTreeMap<&'static str, Client>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for p in &cfg.pools {
+        let zone = p.pool.zone;
+        if out.contains_key(zone.name()) {
+            continue;
+        }
+        let mut api = args.api.clone();
+        api.zone = Some(zone);
+        let client = api.client(file)?.with_metrics(api_metrics.clone());
+        out.insert(zone.name(), client);
+    }
+    Ok(out)
 }
 
 pub async fn run(args: AutoscalerArgs, file: FileConfig) -> Result<(), CliError> {
     let cfg = resolve(&args, &file)?;
     let mut registry = telemetry::metrics::registry("autoscaler");
     let api_metrics = ApiMetrics::register(&mut registry);
-    let client = args.api.client(&file)?.with_metrics(api_metrics);
+    let clients = clients(&args, &file, &cfg, &api_metrics)?;
     let metrics = Metrics::register(&mut registry);
 
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
-    let stall = stall_limit(client.config(), &cfg);
-    let mut target = ExoscalePool::new(client, cfg.pool);
-    if let Some(d) = cfg.drain.clone() {
-        info!(
-            port = d.port,
-            wait_ms = d.wait.as_millis() as u64,
-            "scale-in drains the member before evicting it"
-        );
-        target = target.with_drain(d);
-    }
-    let bounds = cfg.controller.bounds;
+    let names: Vec<String> = cfg
+        .pools
+        .iter()
+        .map(|p| format!("{}={}:{}", p.pool.name, p.pool.zone, p.pool.id))
+        .collect();
     info!(
-        pool = %cfg.pool,
-        zone = %args.api.zone(&file),
-        min = bounds.min,
-        max = bounds.max,
-        interval_ms = cfg.controller.interval.as_millis() as u64,
-        dry_run = cfg.controller.dry_run,
+        pools = ?names,
         token = cfg.token.is_some(),
         addr = %listener.local_addr().context("listener address")?,
         "autoscaler starting"
@@ -436,81 +386,33 @@ pub async fn run(args: AutoscalerArgs, file: FileConfig) -> Result<(), CliError>
     if cfg.token.is_none() && !cfg.listen.ip().is_loopback() {
         warn!("webhooks are accepted without a token from anyone who can reach this port");
     }
-    let inbox = Arc::new(Inbox::default());
-    let shared = Arc::new(Shared::new(bounds, cfg.controller.dry_run));
-    if let Some(d) = &cfg.drain {
-        let order: Vec<&str> = d.victims.iter().map(|o| o.as_str()).collect();
-        info!(victims = ?order, "scale-in victim order");
-    }
-    // One source and one strategy, chosen here; the controller is the same for all.
-    let (source, strategy): (AnySource, Box<dyn Strategy>) = match cfg.policy {
-        None => (
-            AnySource::Webhook(WebhookSource::new(inbox.clone())),
-            Box::new(WebhookStep),
-        ),
-        Some(p) => {
-            let src = cfg.policy_source.expect("a policy has a source");
-            let in_flight = p.uses(crate::policy::file::Metric::LoadInFlight);
-            let strategy = crate::policy::strategy::PolicyStrategy::new(p);
-            match &src.path {
-                Some(path) => crate::policy::strategy::spawn_reload(
-                    path.clone(),
-                    strategy.reload_slot(),
-                    move |p| cfg.bounds_override.apply(p).map_err(|e| e.to_string()),
-                )
-                .context("installing the SIGHUP handler")?,
-                None => info!(policy = %src.label, "a built-in policy is not reloaded on SIGHUP"),
-            }
-            let source = match &cfg.metrics {
-                Some(MetricsFrom::Prometheus(url)) => {
-                    info!(policy = %src.label, prometheus = %url, "deciding with a policy; metrics from Prometheus");
-                    let mut prom = Prometheus::new(url.clone(), Duration::from_secs(5));
-                    if let Some((user, password)) = &cfg.prometheus_auth {
-                        prom = prom.with_basic_auth(user.clone(), password.clone());
-                    }
-                    AnySource::Prometheus(PrometheusSource::new(inbox.clone(), prom, in_flight))
-                }
-                Some(MetricsFrom::Scrape(file)) => {
-                    info!(policy = %src.label, file_sd = %file.display(), window_ms = cfg.scrape_window.as_millis() as u64, "deciding with a policy; metrics scraped from the discovery targets");
-                    AnySource::Scrape(ScrapeSource::new(
-                        inbox.clone(),
-                        file.clone(),
-                        cfg.scrape_window,
-                        in_flight,
-                    ))
-                }
-                None => {
-                    info!(policy = %src.label, "deciding with a policy; webhooks only");
-                    AnySource::Webhook(WebhookSource::new(inbox.clone()))
-                }
-            };
-            (source, Box::new(strategy))
-        }
-    };
     let (stop, stopping) = crate::shutdown::stop_switch();
-    let target = target.with_stop(stopping.clone());
-    let heartbeat = telemetry::Heartbeat::default();
-    let controller = Controller::new(
-        cfg.controller,
-        source,
-        strategy,
-        target,
-        shared.clone(),
-        metrics.clone(),
-    )
-    .with_heartbeat(heartbeat.clone());
+    let mut handles = Vec::new();
+    let mut loops = Vec::new();
+    for p in &cfg.pools {
+        let client = clients[p.pool.zone.name()].clone();
+        let (handle, run) = pools::build(&cfg, p, client, metrics.clone(), stopping.clone())?;
+        handles.push(handle);
+        loops.push(run);
+    }
     let router = server::router(ServerState {
-        inbox,
-        shared,
+        pools: Pools::new(handles),
         metrics,
         registry: Arc::new(registry),
         token: cfg.token,
         body_timeout: server::BODY_TIMEOUT,
     });
-    let liveness = telemetry::Liveness { heartbeat, stall };
-    shutdown::serve_while_stopping(listener, router, controller.run(stopping), stop, liveness)
-        .await
-        .context("server")?;
+    let combined = telemetry::Heartbeat::default();
+    let liveness = multi::combined_liveness(combined.clone());
+    shutdown::serve_while_stopping(
+        listener,
+        router,
+        multi::run_all(loops, combined),
+        stop,
+        liveness,
+    )
+    .await
+    .context("server")?;
     Ok(())
 }
 
@@ -534,8 +436,8 @@ mod tests {
     }
 
     fn bounds(r: &Resolved) -> (u64, u64, u64, u64) {
-        let p = r.policy.as_ref().unwrap();
-        let b = r.controller.bounds;
+        let p = r.pools[0].policy.as_ref().unwrap();
+        let b = r.pools[0].controller.bounds;
         (b.min, b.max, p.policy.min, p.policy.max)
     }
 
@@ -556,5 +458,132 @@ mod tests {
         assert_eq!(bounds(&r), (12, 15, 12, 15));
         let e = resolve_args(&["--policy", "default", "--max", "1001"]).unwrap_err();
         assert!(e.to_string().contains("max"), "{e}");
+    }
+
+    const OTHER: &str = "66666666-2222-3333-4444-555555555555";
+
+    fn resolve_with(argv: &[&str], toml_text: &str) -> Result<Resolved, ConfigError> {
+        let mut all = vec!["autoscaler"];
+        all.extend_from_slice(argv);
+        let file: FileConfig = toml::from_str(toml_text).expect("valid TOML");
+        resolve(&Cli::parse_from(all).a, &file)
+    }
+
+    fn pool_bounds(r: &Resolved) -> Vec<(&str, u64, u64)> {
+        r.pools
+            .iter()
+            .map(|p| {
+                let b = p.controller.bounds;
+                (p.pool.name.as_str(), b.min, b.max)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn several_pools_in_several_zones_each_take_a_name() {
+        let gva = format!("ch-gva-2:{POOL}");
+        let fra = format!("web=de-fra-1:{OTHER}");
+        let r = resolve_with(&["--pool", &gva, "--pool", &fra], "").unwrap();
+        let pools: Vec<_> = r
+            .pools
+            .iter()
+            .map(|p| (p.pool.name.as_str(), p.pool.zone, p.pool.id.to_string()))
+            .collect();
+        assert_eq!(
+            pools,
+            [
+                ("ch-gva-2", config::Zone::ChGva2, POOL.to_owned()),
+                ("web", config::Zone::DeFra1, OTHER.to_owned())
+            ]
+        );
+        assert!(r.several());
+        // One comma-separated value, as EXOSCALE_INSTANCEPOOL_ID holds it.
+        let both = format!("{gva},{fra}");
+        assert_eq!(resolve_with(&["--pool", &both], "").unwrap().pools.len(), 2);
+        // The file's `pool` takes the same list.
+        let r = resolve_with(&[], &format!("pool = \"{both}\"")).unwrap();
+        assert_eq!(r.pools.len(), 2);
+        // A plain id keeps today's meaning: the zone from --zone, the name `default`.
+        let r = resolve_with(&["--pool", POOL, "--zone", "at-vie-1"], "").unwrap();
+        assert_eq!(r.pools[0].pool.name, "default");
+        assert_eq!(r.pools[0].pool.zone, config::Zone::AtVie1);
+        assert!(!r.several());
+    }
+
+    #[test]
+    fn bad_or_repeated_pools_are_refused_naming_pool() {
+        for argv in [
+            vec!["--pool", "not-a-uuid"],
+            vec!["--pool", "Web=11111111-2222-3333-4444-555555555555"],
+            vec!["--pool", "mars-1:11111111-2222-3333-4444-555555555555"],
+            vec!["--pool", POOL, "--pool", POOL],
+            // Two plain ids would both be `default`.
+            vec!["--pool", POOL, "--pool", OTHER],
+        ] {
+            let e = resolve_with(&argv, "").unwrap_err();
+            assert!(
+                matches!(&e, ConfigError::Invalid { field, .. } if field == "pool"),
+                "{argv:?}: {e}"
+            );
+        }
+        let e = resolve_with(&[], "").unwrap_err().to_string();
+        assert!(e.contains("`pool`") && e.contains("required"), "{e}");
+    }
+
+    #[test]
+    fn a_pools_table_overrides_the_shared_settings_for_that_pool_only() {
+        let gva = format!("gva=ch-gva-2:{POOL}");
+        let fra = format!("fra=de-fra-1:{OTHER}");
+        let argv = ["--pool", gva.as_str(), "--pool", fra.as_str()];
+        let file = "[autoscaler]\nmin = 1\nmax = 4\n[autoscaler.pools.fra]\nmin = 2\nmax = 3\n";
+        let r = resolve_with(&argv, file).unwrap();
+        assert_eq!(pool_bounds(&r), [("gva", 1, 4), ("fra", 2, 3)]);
+        // --max (POOLPILOT_MAX) beats [autoscaler] for every pool, but not a pool's own table.
+        let mut with_max = argv.to_vec();
+        with_max.extend(["--max", "6"]);
+        let r = resolve_with(&with_max, file).unwrap();
+        assert_eq!(pool_bounds(&r), [("gva", 1, 6), ("fra", 2, 3)]);
+        // A pool's policy: its bounds unless given; the other pool keeps the one-step rule.
+        let file = "[autoscaler.pools.gva]\npolicy = \"course\"\n";
+        let r = resolve_with(&argv, file).unwrap();
+        assert!(r.pools[0].policy.is_some() && r.pools[1].policy.is_none());
+        // A pool's own drain port.
+        let file = "[autoscaler]\ndrain-port = 8081\n[autoscaler.pools.fra]\ndrain-port = 9000\n";
+        let mut drained = argv.to_vec();
+        drained.extend(["--drain-token", "a-long-enough-token"]);
+        let r = resolve_with(&drained, file).unwrap();
+        let ports: Vec<u16> = r
+            .pools
+            .iter()
+            .map(|p| p.drain.as_ref().unwrap().port)
+            .collect();
+        assert_eq!(ports, [8081, 9000]);
+    }
+
+    #[test]
+    fn a_pools_table_must_name_a_pool_and_hold_valid_values() {
+        let fra = format!("fra=de-fra-1:{OTHER}");
+        let e = resolve_with(&["--pool", &fra], "[autoscaler.pools.gva]\nmax = 3\n").unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Invalid { field, .. } if field == "autoscaler.pools.gva"),
+            "{e}"
+        );
+        let e = resolve_with(
+            &["--pool", &fra],
+            "[autoscaler.pools.fra]\nmin = 4\nmax = 3\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`min`") && e.contains("pool `fra`"), "{e}");
+        let e = resolve_with(
+            &["--pool", &fra],
+            "[autoscaler.pools.fra]\npolicy = \"nope\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`policy`") && e.contains("pool `fra`"), "{e}");
+        // Unknown keys in a pool's table are refused when the file is read.
+        let bad: Result<FileConfig, _> = toml::from_str("[autoscaler.pools.fra]\nmaxx = 3\n");
+        assert!(bad.is_err());
     }
 }

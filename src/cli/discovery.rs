@@ -14,7 +14,7 @@ use clap::Args;
 use tracing::info;
 
 use super::{ApiArgs, CliError, FileConfig};
-use crate::config::{self, ConfigError, Dur, Layer};
+use crate::config::{self, ConfigError, Dur, Layer, PoolRef};
 use crate::discovery::{self, Agent, DiscoveryConfig, Health, Metrics, TargetPort};
 use crate::exoscale::ApiMetrics;
 use crate::{shutdown, telemetry};
@@ -23,8 +23,10 @@ pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9111";
 
 #[derive(Debug, Args)]
 pub struct DiscoveryArgs {
-    /// A pool to watch; repeat it (or separate ids with commas) to watch several.
-    #[arg(long, value_name = "ID", env = config::env::POOL, value_delimiter = ',')]
+    /// A pool to watch, `[NAME=][ZONE:]ID` as the autoscaler takes it (a plain id is in --zone);
+    /// repeat it (or separate them with commas) to watch several, in several zones: all go to
+    /// the one file, each target with its pool's `exoscale_zone`.
+    #[arg(long, value_name = "[NAME=][ZONE:]ID", env = config::env::POOL, value_delimiter = ',')]
     pub pool: Vec<String>,
     /// A port to list every member on, `NAME=PORT` or `PORT`; repeatable (default: node=9100).
     #[arg(long, value_name = "[NAME=]PORT", env = config::env::TARGET_PORT, value_delimiter = ',')]
@@ -65,25 +67,8 @@ pub fn resolve(
     } else {
         file.pool.iter().cloned().collect()
     };
-    let raw_pools: Vec<&str> = raw_pools
-        .iter()
-        .map(|p| p.trim())
-        .filter(|p| !p.is_empty())
-        .collect();
-    if raw_pools.is_empty() {
-        return Err(config::parse_pool_id("pool", None).expect_err("no id is an error"));
-    }
-    let mut pools = Vec::new();
-    for raw in raw_pools {
-        let id = config::parse_pool_id("pool", Some(raw))?;
-        if pools.contains(&id) {
-            return Err(ConfigError::invalid(
-                "pool",
-                format!("{id} is listed twice"),
-            ));
-        }
-        pools.push(id);
-    }
+    // Names are not used here (no label carries them), so plain ids need not differ in name.
+    let pools = PoolRef::parse_all("pool", &raw_pools, args.api.zone(file), false)?;
 
     let ports = if !args.target_port.is_empty() {
         args.target_port.clone()
@@ -143,7 +128,6 @@ pub fn resolve(
     Ok((
         DiscoveryConfig {
             pools,
-            zone: args.api.zone(file),
             ports,
             output,
             interval,
@@ -174,15 +158,23 @@ pub async fn run(args: DiscoveryArgs, file: FileConfig) -> Result<(), CliError> 
     let (cfg, listen) = resolve(&args, &file)?;
     let mut registry = telemetry::metrics::registry("discovery");
     let api_metrics = ApiMetrics::register(&mut registry);
-    let client = args.api.client(&file)?.with_metrics(api_metrics);
+    // One client per zone the pools are in (credentials and patience shared).
+    let mut clients: Vec<crate::exoscale::Client> = Vec::new();
+    for p in &cfg.pools {
+        if clients.iter().any(|c| c.zone() == p.zone) {
+            continue;
+        }
+        let mut api = args.api.clone();
+        api.zone = Some(p.zone);
+        clients.push(api.client(&file)?.with_metrics(api_metrics.clone()));
+    }
     let metrics = Metrics::register(&mut registry);
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     info!(
-        pools = ?cfg.pools.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-        zone = %cfg.zone,
+        pools = ?cfg.pools.iter().map(|p| format!("{}:{}", p.zone, p.id)).collect::<Vec<_>>(),
         ports = ?cfg.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
         output = %cfg.output.display(),
         interval_ms = cfg.interval.as_millis() as u64,
@@ -191,7 +183,7 @@ pub async fn run(args: DiscoveryArgs, file: FileConfig) -> Result<(), CliError> 
     );
     // Healthy while the last success is at most three intervals (or a minute) old.
     let max_age = (cfg.interval * 3).max(Duration::from_secs(60));
-    let agent = Agent::new(client, cfg, metrics);
+    let agent = Agent::new(clients, cfg, metrics);
     let state = ServerState {
         registry: Arc::new(registry),
         health: agent.health(),

@@ -1,6 +1,7 @@
-//! `poolpilot discovery`: the pool's members as a Prometheus file_sd file.
+//! `poolpilot discovery`: the pools' members as a Prometheus file_sd file.
 //!
-//! Every `interval` the agent reads each watched pool and its members from the API, renders one
+//! Every `interval` the agent reads each watched pool (each in its zone, one API client per
+//! zone: `--pool [NAME=][ZONE:]ID`) and its members from the API, renders one
 //! target group per (member, target port) and writes the file only when its content changed,
 //! atomically ([`file_sd`]). Prometheus picks the change up through its directory watch.
 //!
@@ -33,7 +34,7 @@ use prometheus_client::registry::{Registry, Unit};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
-use crate::config::Zone;
+use crate::config::{PoolRef, Zone};
 use crate::exoscale::{self, Client, Instance};
 pub use file_sd::{TargetGroup, Written};
 
@@ -124,23 +125,24 @@ impl<'de> serde::Deserialize<'de> for TargetPort {
 /// A validated agent configuration.
 #[derive(Clone, Debug)]
 pub struct DiscoveryConfig {
-    pub pools: Vec<Uuid>,
-    pub zone: Zone,
+    /// Each pool with its zone; all of them go to the one file.
+    pub pools: Vec<PoolRef>,
     pub ports: Vec<TargetPort>,
     pub output: PathBuf,
     pub interval: Duration,
 }
 
-/// A pool member as read from the API, with the pool it belongs to.
+/// A pool member as read from the API, with the pool it belongs to and that pool's zone.
 #[derive(Clone, Debug)]
 pub struct Member {
     pub pool: Uuid,
+    pub zone: Zone,
     pub instance: Instance,
 }
 
 /// The target groups for `members`: one per (member with an address, port), sorted by port (in
 /// the configured order), then address, then instance id, so that equal input gives equal bytes.
-pub fn render(zone: Zone, members: &[Member], ports: &[TargetPort]) -> Vec<TargetGroup> {
+pub fn render(members: &[Member], ports: &[TargetPort]) -> Vec<TargetGroup> {
     let mut with_ip: Vec<(&Member, std::net::Ipv4Addr)> = members
         .iter()
         .filter_map(|m| m.instance.public_ip.map(|ip| (m, ip)))
@@ -157,7 +159,7 @@ pub fn render(zone: Zone, members: &[Member], ports: &[TargetPort]) -> Vec<Targe
                 labels.insert("exoscale_instance_name".into(), name.clone());
             }
             labels.insert("exoscale_instance_pool_id".into(), m.pool.to_string());
-            labels.insert("exoscale_zone".into(), zone.name().to_owned());
+            labels.insert("exoscale_zone".into(), m.zone.name().to_owned());
             labels.insert(
                 "exoscale_instance_state".into(),
                 i.state.as_str().to_owned(),
@@ -292,7 +294,8 @@ fn unix_ms() -> u64 {
 
 /// The discovery agent.
 pub struct Agent {
-    client: Client,
+    /// One client per zone the pools are in.
+    clients: Vec<Client>,
     cfg: DiscoveryConfig,
     metrics: Metrics,
     health: Arc<Health>,
@@ -300,9 +303,10 @@ pub struct Agent {
 }
 
 impl Agent {
-    pub fn new(client: Client, cfg: DiscoveryConfig, metrics: Metrics) -> Self {
+    /// `clients`: one for each zone of `cfg.pools` (a pool whose zone has none fails its read).
+    pub fn new(clients: Vec<Client>, cfg: DiscoveryConfig, metrics: Metrics) -> Self {
         Self {
-            client,
+            clients,
             cfg,
             metrics,
             health: Arc::new(Health::default()),
@@ -317,16 +321,22 @@ impl Agent {
     /// Reads every pool; any failure fails the whole read (a partial view is never written).
     pub async fn read_members(&self) -> Result<Vec<Member>, RefreshError> {
         let mut members = Vec::new();
-        for &pool in &self.cfg.pools {
+        for p in &self.cfg.pools {
+            let (pool, zone) = (p.id, p.zone);
             let api = |source| RefreshError::Api { pool, source };
+            let client = self
+                .clients
+                .iter()
+                .find(|c| c.zone() == zone)
+                .ok_or_else(|| api(exoscale::Error::Config(format!("no API client for {zone}"))))?;
             // Reading the pool first turns a wrong id into an error instead of an empty list.
-            self.client.get_instance_pool(pool).await.map_err(api)?;
-            let instances = self.client.list_pool_members(pool).await.map_err(api)?;
-            members.extend(
-                instances
-                    .into_iter()
-                    .map(|instance| Member { pool, instance }),
-            );
+            client.get_instance_pool(pool).await.map_err(api)?;
+            let instances = client.list_pool_members(pool).await.map_err(api)?;
+            members.extend(instances.into_iter().map(|instance| Member {
+                pool,
+                zone,
+                instance,
+            }));
         }
         Ok(members)
     }
@@ -383,7 +393,7 @@ impl Agent {
 
     async fn try_refresh(&self) -> Result<Refreshed, RefreshError> {
         let members = self.read_members().await?;
-        let groups = render(self.cfg.zone, &members, &self.cfg.ports);
+        let groups = render(&members, &self.cfg.ports);
         let bytes = file_sd::to_bytes(&groups);
         let output = self.cfg.output.clone();
         let written =
@@ -419,6 +429,7 @@ mod tests {
     fn member(pool: Uuid, n: u8, ip: Option<[u8; 4]>, state: InstanceState) -> Member {
         Member {
             pool,
+            zone: Zone::DEFAULT,
             instance: serde_json::from_value(serde_json::json!({
                 "id": Uuid::from_u128(n as u128),
                 "name": format!("pool-{n}"),
@@ -449,7 +460,7 @@ mod tests {
             member(pool, 2, Some([198, 51, 100, 3]), InstanceState::Starting),
         ];
         let ports = vec![DEFAULT_TARGET, "app=8080".parse().unwrap()];
-        let groups = render(Zone::DEFAULT, &members, &ports);
+        let groups = render(&members, &ports);
         let targets: Vec<_> = groups.iter().map(|g| g.targets[0].as_str()).collect();
         assert_eq!(
             targets,
@@ -477,11 +488,33 @@ mod tests {
         reversed.reverse();
         assert_eq!(
             file_sd::to_bytes(&groups),
-            file_sd::to_bytes(&render(Zone::DEFAULT, &reversed, &ports))
+            file_sd::to_bytes(&render(&reversed, &ports))
         );
+        assert_eq!(file_sd::to_bytes(&render(&[], &ports)), b"[]\n");
+    }
+
+    #[test]
+    fn each_member_carries_its_own_zone() {
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let mut m = vec![
+            member(a, 1, Some([198, 51, 100, 1]), InstanceState::Running),
+            member(b, 2, Some([198, 51, 100, 2]), InstanceState::Running),
+        ];
+        m[1].zone = Zone::DeFra1;
+        let groups = render(&m, &[DEFAULT_TARGET]);
+        let zones: Vec<(&str, &str)> = groups
+            .iter()
+            .map(|g| {
+                (
+                    g.labels["exoscale_instance_pool_id"].as_str(),
+                    g.labels["exoscale_zone"].as_str(),
+                )
+            })
+            .collect();
+        let (sa, sb) = (a.to_string(), b.to_string());
         assert_eq!(
-            file_sd::to_bytes(&render(Zone::DEFAULT, &[], &ports)),
-            b"[]\n"
+            zones,
+            [(sa.as_str(), "ch-gva-2"), (sb.as_str(), "de-fra-1")]
         );
     }
 }

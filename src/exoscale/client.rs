@@ -46,11 +46,11 @@ impl ClientConfig {
         })
     }
 
-    /// The zone's endpoint, or `EXOSCALE_API_ENDPOINT`, with credentials from the environment.
+    /// The zone's endpoint, or `EXOSCALE_API_ENDPOINT` (one URL, or `ZONE=URL,...` per zone:
+    /// [`crate::config::endpoint_override`]), with credentials from the environment.
     pub fn from_env(zone: Zone) -> Result<Self, ConfigError> {
-        let endpoint = std::env::var(env::API_ENDPOINT)
-            .ok()
-            .filter(|s| !s.trim().is_empty())
+        let raw = std::env::var(env::API_ENDPOINT).ok();
+        let endpoint = crate::config::endpoint_override(raw.as_deref(), zone)?
             .unwrap_or_else(|| zone.endpoint());
         Self::new(zone, &endpoint, Credentials::from_env()?)
     }

@@ -55,7 +55,13 @@ pub fn client_for(endpoint: &str, creds: Credentials) -> Client {
 }
 
 pub async fn start(size: u64, timing: Timing) -> TestSim {
-    let mut state = State::new(Zone::DEFAULT, timing, Arc::new(RecordBackend::new()));
+    start_in(Zone::DEFAULT, size, timing).await
+}
+
+/// A simulator of `zone` (one zone per simulator: two zones are two simulators, each its own
+/// endpoint in `EXOSCALE_API_ENDPOINT=ZONE=URL,ZONE=URL`).
+pub async fn start_in(zone: Zone, size: u64, timing: Timing) -> TestSim {
+    let mut state = State::new(zone, timing, Arc::new(RecordBackend::new()));
     let seeded = seed::apply(&mut state, &[SeedPool::default_with_size(size)]).unwrap();
     let sim = Sim::new(state, vec![Credentials::new(KEY, SECRET)]);
     let running = sim.start("127.0.0.1:0".parse().unwrap()).await.unwrap();

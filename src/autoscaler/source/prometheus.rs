@@ -23,6 +23,16 @@ pub const MEMBER_CPU: &str = "sum by (instance) (rate(node_cpu_seconds_total{job
 pub const MEMBER_LOAD_IN_FLIGHT: &str =
     "sum by (instance) (avg_over_time(poolpilot_app_load_in_flight{job=\"app\"}[30s]))";
 
+/// `query` (one of the above) narrowed to one pool's members: every selector of a `job` also
+/// matches the discovery agent's `exoscale_instance_pool_id` target label (`--pool` with several
+/// pools: each reads its own members, not the whole file_sd file).
+pub fn for_pool(query: &str, pool: uuid::Uuid) -> String {
+    let matcher = format!("exoscale_instance_pool_id=\"{pool}\"");
+    query
+        .replace("{job=\"node\"", &format!("{{job=\"node\",{matcher}"))
+        .replace("{job=\"app\"", &format!("{{job=\"app\",{matcher}"))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     #[error("prometheus at {url}: {message}")]
@@ -226,6 +236,8 @@ pub struct PrometheusSource {
     inbox: std::sync::Arc<Inbox>,
     prometheus: Prometheus,
     in_flight: bool,
+    /// Only this pool's members ([`for_pool`]); `None`: every series (one pool).
+    pool: Option<uuid::Uuid>,
 }
 
 impl PrometheusSource {
@@ -235,6 +247,20 @@ impl PrometheusSource {
             inbox,
             prometheus,
             in_flight,
+            pool: None,
+        }
+    }
+
+    /// Reads only this pool's members (with several pools).
+    pub fn with_pool(mut self, pool: uuid::Uuid) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
+    fn query(&self, q: &str) -> String {
+        match self.pool {
+            Some(p) => for_pool(q, p),
+            None => q.to_owned(),
         }
     }
 }
@@ -246,9 +272,11 @@ impl MetricSource for PrometheusSource {
 
     async fn collect(&mut self) -> Result<Signals, SourceError> {
         let intents = self.inbox.take();
-        let cpu = self.prometheus.instant(MEMBER_CPU).await;
+        let cpu = self.prometheus.instant(&self.query(MEMBER_CPU)).await;
         let in_flight = if self.in_flight {
-            self.prometheus.instant(MEMBER_LOAD_IN_FLIGHT).await
+            self.prometheus
+                .instant(&self.query(MEMBER_LOAD_IN_FLIGHT))
+                .await
         } else {
             Ok(Vec::new())
         };
@@ -265,5 +293,23 @@ impl MetricSource for PrometheusSource {
                 ..Signals::default()
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pool_reads_only_its_own_members() {
+        let id = uuid::Uuid::from_u128(7);
+        let m = format!("exoscale_instance_pool_id=\"{id}\"");
+        let cpu = for_pool(MEMBER_CPU, id);
+        // Both selectors of the ratio are narrowed, nothing else changes.
+        assert_eq!(cpu.matches(&m).count(), 2, "{cpu}");
+        assert_eq!(cpu.replace(&format!(",{m}"), ""), MEMBER_CPU);
+        let app = for_pool(MEMBER_LOAD_IN_FLIGHT, id);
+        assert_eq!(app.matches(&m).count(), 1, "{app}");
+        assert!(app.contains(&format!("{{job=\"app\",{m}}}")), "{app}");
     }
 }

@@ -95,6 +95,8 @@ pub struct Scraper {
     window: Duration,
     http: reqwest::Client,
     cpu: HashMap<String, VecDeque<CpuSample>>,
+    /// Only targets with this `exoscale_instance_pool_id` label; `None`: every target.
+    pool: Option<String>,
 }
 
 impl Scraper {
@@ -108,7 +110,14 @@ impl Scraper {
                 .build()
                 .expect("an HTTP client"),
             cpu: HashMap::new(),
+            pool: None,
         }
+    }
+
+    /// Scrapes only this pool's members (with several pools in one file_sd file).
+    pub fn with_pool(mut self, pool: uuid::Uuid) -> Self {
+        self.pool = Some(pool.to_string());
+        self
     }
 
     /// The targets named `target_name` in the discovery file (none while it does not exist).
@@ -121,6 +130,10 @@ impl Scraper {
             .into_iter()
             .filter(|g| {
                 g.labels.get("exoscale_target_name").map(String::as_str) == Some(target_name)
+                    && self
+                        .pool
+                        .as_ref()
+                        .is_none_or(|p| g.labels.get("exoscale_instance_pool_id") == Some(p))
             })
             .flat_map(|g| g.targets)
             .collect()
@@ -233,6 +246,12 @@ impl ScrapeSource {
             in_flight,
         }
     }
+
+    /// Scrapes only this pool's members (with several pools).
+    pub fn with_pool(mut self, pool: uuid::Uuid) -> Self {
+        self.scraper = self.scraper.with_pool(pool);
+        self
+    }
 }
 
 impl MetricSource for ScrapeSource {
@@ -273,6 +292,30 @@ impl MetricSource for ScrapeSource {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn with_a_pool_only_its_targets_are_scraped() {
+        let dir = std::env::temp_dir().join(format!("poolpilot-scrape-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("sd.json");
+        let (a, b) = (uuid::Uuid::from_u128(1), uuid::Uuid::from_u128(2));
+        let group = |t: &str, pool: uuid::Uuid, name: &str| {
+            serde_json::json!({"targets": [t], "labels": {
+                "exoscale_instance_pool_id": pool.to_string(), "exoscale_target_name": name}})
+        };
+        let groups = serde_json::json!([
+            group("127.0.0.1:1", a, "node"),
+            group("127.0.0.2:1", b, "node"),
+            group("127.0.0.1:2", a, "app"),
+        ]);
+        std::fs::write(&file, groups.to_string()).unwrap();
+        let all = Scraper::new(file.clone(), Duration::from_secs(60));
+        assert_eq!(all.targets("node"), ["127.0.0.1:1", "127.0.0.2:1"]);
+        let only_b = Scraper::new(file.clone(), Duration::from_secs(60)).with_pool(b);
+        assert_eq!(only_b.targets("node"), ["127.0.0.2:1"]);
+        assert!(only_b.targets("app").is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     use super::*;
 
     #[test]

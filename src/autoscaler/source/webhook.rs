@@ -75,6 +75,32 @@ pub struct Firing {
     pub direction: Direction,
     /// The alert's name (`alertname`, or the legacy `ruleName`).
     pub name: String,
+    /// Which pool the alert is about, from its labels (legacy: tags): `pool` (a pool's name) or
+    /// `exoscale_instance_pool_id` (its id). With several pools, plain `/webhook` routes by it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolLabel>,
+}
+
+/// The label that tells an alert's pool.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PoolLabel {
+    Name(String),
+    Id(String),
+}
+
+impl PoolLabel {
+    fn read<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Option<Self> {
+        let clean = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
+        get("pool")
+            .and_then(clean)
+            .map(PoolLabel::Name)
+            .or_else(|| {
+                get("exoscale_instance_pool_id")
+                    .and_then(clean)
+                    .map(PoolLabel::Id)
+            })
+    }
 }
 
 /// An alert that was read but does not scale, and why.
@@ -164,6 +190,7 @@ pub fn parse(body: &[u8], route: Route) -> Result<Parsed, String> {
                 Ok(direction) => out.firing.push(Firing {
                     direction,
                     name: name.to_owned(),
+                    pool: PoolLabel::read(label),
                 }),
                 Err(reason) => ignore(&mut out, name, reason),
             }
@@ -186,10 +213,13 @@ pub fn parse(body: &[u8], route: Route) -> Result<Parsed, String> {
             .and_then(Value::as_object)
             .and_then(|t| t.get("scale"))
             .and_then(Value::as_str);
+        let tags = obj.get("tags").and_then(Value::as_object);
+        let tag_of = |k: &str| tags.and_then(|t| t.get(k)).and_then(Value::as_str);
         match direction(route, tag) {
             Ok(direction) => out.firing.push(Firing {
                 direction,
                 name: name.to_owned(),
+                pool: PoolLabel::read(tag_of),
             }),
             Err(reason) => ignore(&mut out, name, reason),
         }
@@ -324,6 +354,26 @@ mod tests {
     }
 
     #[test]
+    fn an_alert_names_its_pool_by_name_or_id() {
+        let am: Value = serde_json::from_slice(&reference("alertmanager-webhook.json")).unwrap();
+        let route = Route::Fixed(Direction::Up);
+        let p = parse(&serde_json::to_vec(&am).unwrap(), route).unwrap();
+        assert!(p.firing.iter().all(|f| f.pool.is_none()), "{p:?}");
+        let by_id = with_labels(am.clone(), |a| {
+            a["labels"]["exoscale_instance_pool_id"] = "abc".into()
+        });
+        let p = parse(&by_id, route).unwrap();
+        assert_eq!(p.firing[0].pool, Some(PoolLabel::Id("abc".into())));
+        // `pool` (the name) wins over the id.
+        let both = with_labels(am, |a| {
+            a["labels"]["exoscale_instance_pool_id"] = "abc".into();
+            a["labels"]["pool"] = "gva".into();
+        });
+        let p = parse(&both, route).unwrap();
+        assert_eq!(p.firing[0].pool, Some(PoolLabel::Name("gva".into())));
+    }
+
+    #[test]
     fn the_reference_bodies_are_detected_and_fire() {
         let up = Route::Fixed(Direction::Up);
         let p = parse(&reference("grafana-unified-webhook.json"), up).unwrap();
@@ -420,6 +470,7 @@ mod inbox_tests {
         let up = Firing {
             direction: Direction::Up,
             name: "cpu high".into(),
+            pool: None,
         };
         for _ in 0..1000 {
             inbox.record(Format::GrafanaUnified, std::slice::from_ref(&up));
@@ -429,6 +480,7 @@ mod inbox_tests {
             &[Firing {
                 direction: Direction::Down,
                 name: "GET /down".into(),
+                pool: None,
             }],
         );
         assert_eq!(inbox.pending(), (1000, 1));
