@@ -116,6 +116,7 @@ pub struct FileConfig {
     pub front: front::FrontFile,
     #[serde(default)]
     pub replica: replica::ReplicaFile,
+    #[serde(default)]
     pub kv: kv::KvFile,
 }
 
