@@ -212,7 +212,7 @@ impl PolicyStrategy {
         let fresh = |i: &Input| i.sample_age.is_some_and(|a| a <= behaviour.max_sample_age);
         // Stale if any metric the policy reads is stale.
         let stale = (self.file.uses(Metric::Cpu) && !fresh(&cpu_input))
-            || (self.file.uses(Metric::LoadInFlight) && !fresh(&flight_input));
+            || (self.file.gauge_metric().is_some() && !fresh(&flight_input));
         let values: Vec<f64> = cpu_input.members.iter().filter_map(|m| m.value).collect();
         let average =
             (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64);
@@ -262,10 +262,11 @@ impl PolicyStrategy {
                 }
                 Check::TargetTracking { .. } => {
                     let (metric, t) = tt.next().expect("one per check");
-                    let (input, name) = match metric {
-                        Metric::Cpu => (&cpu_input, "cpu"),
-                        Metric::LoadInFlight => (&flight_input, "load-in-flight"),
+                    let input = match metric {
+                        Metric::Cpu => &cpu_input,
+                        _ => &flight_input,
                     };
+                    let name = metric.name();
                     let r = t.recommend(input);
                     let (value, n) = avg(input);
                     let rec = InputRecord {

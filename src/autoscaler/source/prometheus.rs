@@ -23,6 +23,11 @@ pub const MEMBER_CPU: &str = "sum by (instance) (rate(node_cpu_seconds_total{job
 pub const MEMBER_LOAD_IN_FLIGHT: &str =
     "sum by (instance) (avg_over_time(poolpilot_app_load_in_flight{job=\"app\"}[30s]))";
 
+/// [`MEMBER_LOAD_IN_FLIGHT`]'s shape for any member gauge on the `app` port.
+pub fn member_gauge(name: &str) -> String {
+    format!("sum by (instance) (avg_over_time({name}{{job=\"app\"}}[30s]))")
+}
+
 /// `query` (one of the above) narrowed to one pool's members: every selector of a `job` also
 /// matches the discovery agent's `exoscale_instance_pool_id` target label (`--pool` with several
 /// pools: each reads its own members, not the whole file_sd file).
@@ -235,18 +240,23 @@ pub fn newest_age(samples: &[Sample], now: f64) -> Option<Duration> {
 pub struct PrometheusSource {
     inbox: std::sync::Arc<Inbox>,
     prometheus: Prometheus,
-    in_flight: bool,
+    /// The member gauge the policy reads, if any.
+    gauge: Option<&'static str>,
     /// Only this pool's members ([`for_pool`]); `None`: every series (one pool).
     pool: Option<uuid::Uuid>,
 }
 
 impl PrometheusSource {
-    /// `in_flight`: also read the app's `/load` requests in flight per member.
-    pub fn new(inbox: std::sync::Arc<Inbox>, prometheus: Prometheus, in_flight: bool) -> Self {
+    /// `gauge`: also read this member gauge (e.g. the app's requests in flight) per member.
+    pub fn new(
+        inbox: std::sync::Arc<Inbox>,
+        prometheus: Prometheus,
+        gauge: Option<&'static str>,
+    ) -> Self {
         Self {
             inbox,
             prometheus,
-            in_flight,
+            gauge,
             pool: None,
         }
     }
@@ -273,12 +283,13 @@ impl MetricSource for PrometheusSource {
     async fn collect(&mut self) -> Result<Signals, SourceError> {
         let intents = self.inbox.take();
         let cpu = self.prometheus.instant(&self.query(MEMBER_CPU)).await;
-        let in_flight = if self.in_flight {
-            self.prometheus
-                .instant(&self.query(MEMBER_LOAD_IN_FLIGHT))
-                .await
-        } else {
-            Ok(Vec::new())
+        let in_flight = match self.gauge {
+            Some(name) => {
+                self.prometheus
+                    .instant(&self.query(&member_gauge(name)))
+                    .await
+            }
+            None => Ok(Vec::new()),
         };
         match (cpu, in_flight) {
             (Ok(samples), Ok(in_flight)) => Ok(Signals {
@@ -299,6 +310,14 @@ impl MetricSource for PrometheusSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_in_flight_query_is_the_member_gauge_query_of_its_gauge() {
+        assert_eq!(
+            member_gauge("poolpilot_app_load_in_flight"),
+            MEMBER_LOAD_IN_FLIGHT
+        );
+    }
 
     #[test]
     fn a_pool_reads_only_its_own_members() {

@@ -229,7 +229,8 @@ impl Scraper {
 pub struct ScrapeSource {
     inbox: std::sync::Arc<Inbox>,
     scraper: Scraper,
-    in_flight: bool,
+    /// The member gauge the policy reads (requests in flight by default), if any.
+    gauge: Option<&'static str>,
 }
 
 impl ScrapeSource {
@@ -238,12 +239,12 @@ impl ScrapeSource {
         inbox: std::sync::Arc<Inbox>,
         file_sd: std::path::PathBuf,
         window: std::time::Duration,
-        in_flight: bool,
+        gauge: Option<&'static str>,
     ) -> Self {
         Self {
             inbox,
             scraper: Scraper::new(file_sd, window),
-            in_flight,
+            gauge,
         }
     }
 
@@ -272,14 +273,9 @@ impl MetricSource for ScrapeSource {
                 .collect()
         };
         let samples = to_samples(self.scraper.cpu("node").await);
-        let in_flight = if self.in_flight {
-            to_samples(
-                self.scraper
-                    .gauge("app", "poolpilot_app_load_in_flight")
-                    .await,
-            )
-        } else {
-            Vec::new()
+        let in_flight = match self.gauge {
+            Some(name) => to_samples(self.scraper.gauge("app", name).await),
+            None => Vec::new(),
         };
         Ok(Signals {
             intents,

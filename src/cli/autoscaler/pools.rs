@@ -232,7 +232,7 @@ pub(super) fn build(
         ),
         Some(policy) => {
             let src = p.policy_source.as_ref().expect("a policy has a source");
-            let in_flight = policy.uses(crate::policy::file::Metric::LoadInFlight);
+            let gauge = policy.gauge_metric().and_then(|m| m.gauge());
             let strategy = crate::policy::strategy::PolicyStrategy::new(policy.clone());
             match &src.path {
                 Some(path) => {
@@ -255,7 +255,7 @@ pub(super) fn build(
                     if let Some((user, password)) = &cfg.prometheus_auth {
                         prom = prom.with_basic_auth(user.clone(), password.clone());
                     }
-                    let mut s = PrometheusSource::new(inbox.clone(), prom, in_flight);
+                    let mut s = PrometheusSource::new(inbox.clone(), prom, gauge);
                     if let Some(id) = own {
                         s = s.with_pool(id);
                     }
@@ -263,12 +263,8 @@ pub(super) fn build(
                 }
                 Some(MetricsFrom::Scrape(file)) => {
                     info!(pool = name, policy = %src.label, file_sd = %file.display(), window_ms = cfg.scrape_window.as_millis() as u64, "deciding with a policy; metrics scraped from the discovery targets");
-                    let mut s = ScrapeSource::new(
-                        inbox.clone(),
-                        file.clone(),
-                        cfg.scrape_window,
-                        in_flight,
-                    );
+                    let mut s =
+                        ScrapeSource::new(inbox.clone(), file.clone(), cfg.scrape_window, gauge);
                     if let Some(id) = own {
                         s = s.with_pool(id);
                     }
