@@ -99,8 +99,12 @@ impl Redis {
             .ok()?
             .get_connection_with_timeout(Duration::from_millis(500))
             .ok()?;
-        redis::cmd("PING").query::<String>(&mut c).ok()?;
-        Some(c)
+        // A replica that refuses stale reads refuses PING too, and so answers.
+        match redis::cmd("PING").query::<String>(&mut c) {
+            Ok(_) => Some(c),
+            Err(e) if e.code() == Some("MASTERDOWN") => Some(c),
+            Err(_) => None,
+        }
     }
 
     fn conn(&self) -> redis::Connection {
@@ -848,5 +852,40 @@ async fn the_kv_load_records_every_acknowledged_write_and_verify_finds_a_lost_on
     assert!(
         out.contains(&format!("verified {acked} acknowledged writes")) && out.contains("lost 0"),
         "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_not_in_sync_that_refuses_stale_reads_is_skipped() {
+    // A replica of a primary that is not there never syncs; with `replica-serve-stale-data no`
+    // it answers MASTERDOWN, which the API takes as unavailable: the next replica answers.
+    let primary = Redis::start();
+    let nowhere = common::free_port().to_string();
+    let stale = Redis::with(&[
+        "--replicaof",
+        "127.0.0.1",
+        &nowhere,
+        "--replica-serve-stale-data",
+        "no",
+    ]);
+    let good = Redis::start();
+    good.set("k", "fresh");
+    let base = serve(
+        &primary.url(),
+        &format!("{},{}", stale.url(), good.url()),
+        Duration::from_secs(2),
+    )
+    .await;
+    for _ in 0..4 {
+        let (s, body) = get(&format!("{base}/item?id=k")).await;
+        assert_eq!((s, json(&body)["val"].clone()), (200, "fresh".into()));
+    }
+    let alone = serve(&primary.url(), &stale.url(), Duration::from_secs(2)).await;
+    let (s, body) = get(&format!("{alone}/item?id=k")).await;
+    assert_eq!(s, 503, "{body}");
+    let e = json(&body)["error"].as_str().unwrap().to_lowercase();
+    assert!(
+        e.contains("unavailable") && e.contains("masterdown"),
+        "{body}"
     );
 }
