@@ -99,8 +99,12 @@ impl Redis {
             .ok()?
             .get_connection_with_timeout(Duration::from_millis(500))
             .ok()?;
-        redis::cmd("PING").query::<String>(&mut c).ok()?;
-        Some(c)
+        // A replica that refuses stale reads refuses PING too, and so answers.
+        match redis::cmd("PING").query::<String>(&mut c) {
+            Ok(_) => Some(c),
+            Err(e) if e.code() == Some("MASTERDOWN") => Some(c),
+            Err(_) => None,
+        }
     }
 
     fn conn(&self) -> redis::Connection {
@@ -594,14 +598,20 @@ async fn kv_metrics_pass_promtool() {
     }
 }
 
-/// The binary under `setpriv --pdeathsig TERM`, so it dies with the test; poolpilot's own
-/// variables scrubbed as in every test.
+/// `poolpilot kv ARGS` under `setpriv --pdeathsig TERM`, so it dies with the test; poolpilot's
+/// own variables scrubbed as in every test.
 fn kv_binary(args: &[&str]) -> Command {
+    let mut c = binary(&["kv"]);
+    c.args(args);
+    c
+}
+
+/// `poolpilot ARGS`, dying with the test.
+fn binary(args: &[&str]) -> Command {
     let base = common::base_command();
     let mut c = Command::new("setpriv");
     c.args(["--pdeathsig", "TERM"])
         .arg(base.get_program())
-        .arg("kv")
         .args(args);
     for (k, v) in base.get_envs() {
         match v {
@@ -834,4 +844,164 @@ async fn behind_a_tcp_balancer_reads_follow_the_rotation_and_survive_a_replica_g
         assert_eq!(json(&body)["val"], "b");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kv_load_records_every_acknowledged_write_and_verify_finds_a_lost_one() {
+    use poolpilot::load::kv::{KvLoad, KvWorkload, read_record, verify};
+    use poolpilot::load::{LoadConfig, Mode, Profile};
+    let primary = Redis::start();
+    let replica = Redis::replica_of(&primary);
+    let base = serve(&primary.url(), &replica.url(), Duration::from_secs(2)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("acked.jsonl");
+    let workload = std::sync::Arc::new(
+        KvWorkload::new(KvLoad {
+            base: base.parse().unwrap(),
+            write_ratio: 0.5,
+            keys: 50,
+            acked: Some(record.clone()),
+        })
+        .unwrap(),
+    );
+    let cfg = LoadConfig {
+        url: base.parse().unwrap(),
+        mode: Mode::Closed(Profile::Constant(4.0)),
+        duration: None,
+        requests: Some(400),
+        timeout: Duration::from_secs(5),
+    };
+    let summary = poolpilot::load::run_kv(cfg, workload.clone(), |_| {})
+        .await
+        .unwrap();
+    let counts = workload.finish().unwrap();
+    assert_eq!((summary.requests, summary.failed), (400, 0), "{summary:?}");
+    let records = read_record(&record).unwrap();
+    // Each write made a key of its own, and each one answered `ok` is in the record.
+    assert_eq!(records.len() as u64, counts.writes_acknowledged);
+    assert!(counts.writes_acknowledged > 0);
+    assert_eq!(
+        counts.writes_acknowledged + counts.reads_hit + counts.reads_missed,
+        400
+    );
+    assert_eq!(primary.dbsize(), counts.writes_acknowledged);
+    for r in &records {
+        assert_eq!(primary.get(&r.id).as_deref(), Some(r.val.as_str()));
+    }
+
+    let url: url::Url = base.parse().unwrap();
+    let wait = Duration::from_secs(20);
+    let v = verify(&url, records.clone(), Duration::from_secs(5), wait, 8)
+        .await
+        .unwrap();
+    assert!(v.all_ok(), "{v:?}");
+    assert_eq!(
+        (v.acknowledged, v.ok, v.lost),
+        (records.len() as u64, records.len() as u64, 0)
+    );
+
+    // One write lost (deleted behind the API's back), one changed: both are found, after a
+    // short wait this time.
+    redis::cmd("DEL")
+        .arg(&records[0].id)
+        .query::<()>(&mut primary.conn())
+        .unwrap();
+    if records.len() > 1 {
+        primary.set(&records[1].id, "not what was acknowledged");
+    }
+    eventually("the change to reach the replica", || async {
+        get(&format!("{base}/item?id={}", records[0].id)).await.0 == 404
+    })
+    .await;
+    let v = verify(
+        &url,
+        records.clone(),
+        Duration::from_secs(5),
+        Duration::from_millis(300),
+        8,
+    )
+    .await
+    .unwrap();
+    let wrong = u64::from(records.len() > 1);
+    assert_eq!((v.lost, v.wrong, v.errors), (1, wrong, 0), "{v:?}");
+    assert!(!v.all_ok());
+
+    // The command line says so too, and exits 1.
+    let o = binary(&["load", "--url", &base, "--verify"])
+        .arg(&record)
+        .args(["--verify-wait", "300ms"])
+        .output()
+        .unwrap();
+    let out = common::all_output(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("lost 1"), "{out}");
+
+    // The command line's kv profile, then its check of the record.
+    let second = dir.path().join("second.jsonl");
+    let o = binary(&["load", "--url", &base, "--profile", "kv", "--json"])
+        .args([
+            "--concurrency",
+            "2",
+            "--requests",
+            "60",
+            "--write-ratio",
+            "0.5",
+        ])
+        .arg("--acked")
+        .arg(&second)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", common::all_output(&o));
+    let s = json(&String::from_utf8_lossy(&o.stdout));
+    assert_eq!(
+        (s["requests"].as_u64(), s["failed"].as_u64()),
+        (Some(60), Some(0))
+    );
+    let acked = s["kv"]["writes_acknowledged"].as_u64().unwrap();
+    assert_eq!(read_record(&second).unwrap().len() as u64, acked);
+    let o = binary(&["load", "--url", &base, "--verify"])
+        .arg(&second)
+        .output()
+        .unwrap();
+    let out = common::all_output(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains(&format!("verified {acked} acknowledged writes")) && out.contains("lost 0"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_not_in_sync_that_refuses_stale_reads_is_skipped() {
+    // A replica of a primary that is not there never syncs; with `replica-serve-stale-data no`
+    // it answers MASTERDOWN, which the API takes as unavailable: the next replica answers.
+    let primary = Redis::start();
+    let nowhere = common::free_port().to_string();
+    let stale = Redis::with(&[
+        "--replicaof",
+        "127.0.0.1",
+        &nowhere,
+        "--replica-serve-stale-data",
+        "no",
+    ]);
+    let good = Redis::start();
+    good.set("k", "fresh");
+    let base = serve(
+        &primary.url(),
+        &format!("{},{}", stale.url(), good.url()),
+        Duration::from_secs(2),
+    )
+    .await;
+    for _ in 0..4 {
+        let (s, body) = get(&format!("{base}/item?id=k")).await;
+        assert_eq!((s, json(&body)["val"].clone()), (200, "fresh".into()));
+    }
+    let alone = serve(&primary.url(), &stale.url(), Duration::from_secs(2)).await;
+    let (s, body) = get(&format!("{alone}/item?id=k")).await;
+    assert_eq!(s, 503, "{body}");
+    let e = json(&body)["error"].as_str().unwrap().to_lowercase();
+    assert!(
+        e.contains("unavailable") && e.contains("masterdown"),
+        "{body}"
+    );
 }

@@ -369,23 +369,20 @@ impl Store {
         }
     }
 
-    /// `PING` on the primary and on each replica address: whether each answered.
+    /// `PING` on the primary and on each replica address, all at once (so within one timeout):
+    /// whether each answered.
     pub async fn ping(&self) -> (bool, Vec<bool>) {
         let cmd = redis::cmd("PING");
-        let primary = self
-            .call::<String>(&self.primary, Side::primary, &cmd)
-            .await
-            .is_ok();
-        let mut replicas = Vec::with_capacity(self.replicas.len());
-        for r in &self.replicas {
-            let node = r.pick(false);
-            replicas.push(
-                self.call::<String>(&node, Side::replica, &cmd)
-                    .await
-                    .is_ok(),
-            );
-        }
-        (primary, replicas)
+        let primary = self.call::<String>(&self.primary, Side::primary, &cmd);
+        let replicas = futures_util::future::join_all(self.replicas.iter().map(|r| async {
+            self.call::<String>(&r.pick(false), Side::replica, &cmd)
+                .await
+        }));
+        let (primary, replicas) = tokio::join!(primary, replicas);
+        (
+            primary.is_ok(),
+            replicas.iter().map(Result::is_ok).collect(),
+        )
     }
 }
 

@@ -5,6 +5,7 @@
 //! duration, its request count or the end of its profile, whichever comes first.
 
 mod conn;
+pub mod kv;
 pub mod profile;
 
 use std::collections::BTreeMap;
@@ -214,8 +215,23 @@ fn claim(stats: &Stats, budget: Option<u64>) -> bool {
 }
 
 /// Runs the load; `on_tick` is called about once a second with a snapshot (the progress bar).
-pub async fn run(
+pub async fn run(cfg: LoadConfig, on_tick: impl FnMut(&Summary) + Send) -> anyhow::Result<Summary> {
+    run_with(cfg, None, on_tick).await
+}
+
+/// As [`run`], each request being one of `workload`'s (the `kv` profile) instead of a GET of the
+/// URL; the caller reads the workload's own counts after.
+pub async fn run_kv(
     cfg: LoadConfig,
+    workload: Arc<kv::KvWorkload>,
+    on_tick: impl FnMut(&Summary) + Send,
+) -> anyhow::Result<Summary> {
+    run_with(cfg, Some(workload), on_tick).await
+}
+
+async fn run_with(
+    cfg: LoadConfig,
+    workload: Option<Arc<kv::KvWorkload>>,
     mut on_tick: impl FnMut(&Summary) + Send,
 ) -> anyhow::Result<Summary> {
     let client = conn::pooled_client(cfg.timeout, MAX_WORKERS)?;
@@ -238,7 +254,9 @@ pub async fn run(
                     p.clone(),
                 );
                 let budget = cfg.requests;
-                let mut direct = conn::Connection::for_url(&url, cfg.timeout);
+                let workload = workload.clone();
+                let mut direct =
+                    conn::Connection::for_url(&url, cfg.timeout).filter(|_| workload.is_none());
                 tasks.spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
                         let target = p.value_at(stats.started.elapsed()).round() as usize;
@@ -250,13 +268,18 @@ pub async fn run(
                             stop.store(true, Ordering::Relaxed);
                             break;
                         }
-                        match &mut direct {
-                            Some(c) => {
+                        match (&mut direct, &workload) {
+                            (Some(c), _) => {
                                 let started = Instant::now();
                                 let outcome = c.request().await;
                                 stats.record(started.elapsed(), outcome);
                             }
-                            None => one_request(&client, &url, &stats).await,
+                            (None, Some(w)) => {
+                                let started = Instant::now();
+                                let outcome = w.request(&client).await;
+                                stats.record(started.elapsed(), outcome);
+                            }
+                            (None, None) => one_request(&client, &url, &stats).await,
                         }
                     }
                 });
@@ -294,8 +317,16 @@ pub async fn run(
                     match in_flight.clone().try_acquire_owned() {
                         Ok(permit) => {
                             let (client, url, stats) = (client.clone(), url.clone(), stats.clone());
+                            let workload = workload.clone();
                             spawned.spawn(async move {
-                                one_request(&client, &url, &stats).await;
+                                match workload {
+                                    Some(w) => {
+                                        let started = Instant::now();
+                                        let outcome = w.request(&client).await;
+                                        stats.record(started.elapsed(), outcome);
+                                    }
+                                    None => one_request(&client, &url, &stats).await,
+                                }
                                 drop(permit);
                             });
                         }
