@@ -19,8 +19,19 @@ pub enum Monitoring {
     Embedded,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Profile {
+    /// The course's appliance: the slow app in one pool (or one per zone with --zones).
+    Course,
+    /// The key-value appliance: a Redis primary, a replica pool, an API pool (poolpilot kv).
+    Redis,
+}
+
 #[derive(Debug, Args)]
 pub struct DemoArgs {
+    /// Which appliance the story runs.
+    #[arg(long, value_enum, default_value_t = Profile::Course)]
+    pub profile: Profile,
     /// Shorten every timer so the story takes about three minutes (else the course's: 60 s
     /// ticks, 1 m pending, 10 s /load, 30 s boots).
     #[arg(long)]
@@ -71,6 +82,13 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     if !(1..=3).contains(&args.zones) {
         return Err(ConfigError::invalid("zones", "must be 1, 2 or 3").into());
     }
+    if args.profile == Profile::Redis && (args.zones != 1 || args.policy.is_some()) {
+        return Err(ConfigError::invalid(
+            "profile",
+            "redis runs in one zone with its own two policies (no --zones, no --policy)",
+        )
+        .into());
+    }
     if !(1..=50).contains(&args.clients) {
         return Err(ConfigError::invalid("clients", "must be between 1 and 50").into());
     }
@@ -95,6 +113,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         binary,
         policy,
         zones: args.zones,
+        redis: args.profile == Profile::Redis,
     })
     .await?;
     if outcome.success() {

@@ -17,6 +17,7 @@
 mod cloud;
 pub mod embedded;
 pub mod monitoring;
+mod redis;
 pub mod report;
 mod view;
 mod zones;
@@ -138,6 +139,8 @@ pub struct DemoConfig {
     pub policy: Option<crate::policy::builtin::Source>,
     /// 1: the story of one pool; 2: two zones behind `poolpilot front`, one lost mid-run.
     pub zones: u8,
+    /// The Redis profile: a primary, a replica pool and an API pool ([`redis`]).
+    pub redis: bool,
 }
 
 /// A `--policy` for the demo: a file, or a built-in name. `target-tracking` is the demo's
@@ -287,6 +290,9 @@ impl Secrets {
 
 /// Runs the story; `Ok` carries what happened (its `success()` gives the exit code).
 pub async fn run(cfg: DemoConfig) -> anyhow::Result<Outcome> {
+    if cfg.redis {
+        return redis::run(cfg).await;
+    }
     if cfg.zones > 1 {
         return zones::run(cfg).await;
     }

@@ -348,6 +348,9 @@ impl LocalBackend {
             .arg(SocketAddr::from((addr, APP_PORT)).to_string())
             .arg("--instance-id")
             .arg(name)
+            // A new connection to the replicas' NLB every 2 s: reads follow its rotation within
+            // the demo's ticks (Exoscale's default is 30 s).
+            .args(["--replica-reconnect", "2s"])
             .env(env::REDIS_URL, primary)
             .env(env::REDIS_REPLICAS_URL, replicas)
             .env(env::DRAIN_TOKEN, self.cfg.drain_token.expose())

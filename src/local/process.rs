@@ -44,6 +44,13 @@ impl Process {
         self.child.as_ref().map_or(0, Child::id)
     }
 
+    /// Its exit status once it has exited by itself (`None` while it runs).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// SIGTERM, then waits up to [`GRACE`] and kills. Blocks the calling thread until the child
     /// is reaped: call it from a thread of its own or `spawn_blocking` (or use [`Self::stop_async`]).
     pub fn stop(mut self) {
