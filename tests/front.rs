@@ -148,13 +148,7 @@ async fn start(cfg: FrontConfig) -> Running {
     });
     let mut s2 = stopping;
     tokio::spawn(async move {
-        shutdown::serve_with(
-            listener,
-            front.router(),
-            async move { s2.wait().await },
-            limits,
-        )
-        .await
+        poolpilot::front::serve(front, listener, async move { s2.wait().await }, limits).await
     });
     Running {
         url,

@@ -21,7 +21,11 @@
 
 pub mod backend;
 pub mod budget;
+pub mod pool;
 pub mod proxy;
+mod serve;
+
+pub use serve::serve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,6 +36,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use http_body_util::BodyExt;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -89,6 +94,8 @@ struct CodeLabel {
 #[derive(Debug)]
 pub struct Metrics {
     responses: Family<CodeLabel, Counter>,
+    /// `responses{code="200"}`, resolved once: nearly every response.
+    responses_ok: Counter,
     attempts: Family<AttemptLabels, Counter>,
     /// Each backend's attempt counters by outcome (ok, non200, timeout, error), resolved once:
     /// the hot path increments without building labels.
@@ -123,8 +130,11 @@ impl Metrics {
                 })
             })
             .collect();
+        let responses: Family<CodeLabel, Counter> = Family::default();
+        let responses_ok = responses.get_or_create(&CodeLabel { code: 200 }).clone();
         let m = Self {
-            responses: Family::default(),
+            responses,
+            responses_ok,
             attempts,
             attempt_counters,
             ejections: Family::default(),
@@ -181,6 +191,10 @@ impl Metrics {
     }
 
     fn client_response(&self, status: StatusCode) {
+        if status == StatusCode::OK {
+            self.responses_ok.inc();
+            return;
+        }
         self.responses
             .get_or_create(&CodeLabel {
                 code: status.as_u16(),
@@ -221,18 +235,16 @@ pub struct Front {
     pub cfg: FrontConfig,
     pub backends: Backends,
     pub budget: RetryBudget,
-    pub client: proxy::Upstream,
     pub metrics: Metrics,
 }
 
 impl Front {
     pub fn new(cfg: FrontConfig, registry: &mut Registry) -> Self {
-        let backends = Backends::new(cfg.backends.clone(), cfg.ejection);
+        let backends = Backends::new(cfg.backends.clone(), cfg.ejection, cfg.connect_timeout);
         let metrics = Metrics::new(registry, &cfg.backends);
         metrics.refresh(&backends);
         Self {
             budget: RetryBudget::new(cfg.retry_ratio, cfg.retry_min),
-            client: proxy::client(cfg.connect_timeout),
             backends,
             metrics,
             cfg,
@@ -247,7 +259,7 @@ impl Front {
     }
 
     /// Probes the ejected backends whose cool-down is over, every `probe_interval`, until
-    /// `stop` says so.
+    /// `stop` says so; closes the idle backend connections unused for too long.
     pub async fn probe_loop(self: Arc<Self>, mut stop: shutdown::Stopping) {
         let mut tick = tokio::time::interval(self.cfg.probe_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -258,24 +270,40 @@ impl Front {
             }
             for i in self.backends.due_for_probe(Instant::now()) {
                 let b = self.backends.get(i);
-                let url = format!("{}{}", b.base, self.cfg.health_path);
-                let Ok(uri) = url.parse::<axum::http::Uri>() else {
-                    continue;
-                };
-                let req = axum::http::Request::get(uri)
-                    .body(axum::body::Body::empty())
-                    .expect("a probe request");
                 let ok = matches!(
-                    tokio::time::timeout(self.cfg.try_timeout, self.client.request(req)).await,
-                    Ok(Ok(r)) if r.status() == StatusCode::OK
+                    tokio::time::timeout(self.cfg.try_timeout, self.probe(b)).await,
+                    Ok(Ok(true))
                 );
                 if ok {
                     self.backends.readmit(i);
                     info!(backend = %b.name, "backend answered its health check: back in rotation");
                 }
             }
+            let now = Instant::now();
+            for i in 0..self.backends.len() {
+                self.backends.get(i).upstream.reap(now);
+            }
             self.metrics.refresh(&self.backends);
         }
+    }
+
+    /// One health check: `GET health_path` answered 200 (its body read, so the connection
+    /// is kept).
+    async fn probe(&self, b: &backend::Backend) -> Result<bool, pool::UpstreamError> {
+        let conn = b.upstream.checkout().await?;
+        let uri = format!("{}{}", conn.target.prefix, self.cfg.health_path)
+            .parse::<axum::http::Uri>()
+            .map_err(|_| pool::UpstreamError::Target(conn.target.base.clone()))?;
+        let req = axum::http::Request::get(uri)
+            .header(axum::http::header::HOST, conn.target.host.clone())
+            .body(pool::kept(bytes::Bytes::new()))
+            .expect("a probe request");
+        let resp = b.upstream.send(conn, req).await?;
+        let ok = resp.status() == StatusCode::OK;
+        let _ = http_body_util::Limited::new(resp.into_body(), 1 << 16)
+            .collect()
+            .await;
+        Ok(ok)
     }
 }
 
@@ -323,9 +351,9 @@ pub async fn run(cfg: FrontConfig) -> anyhow::Result<()> {
     });
     telemetry::notify_ready();
     let _watchdog = telemetry::spawn_watchdog();
-    let served = shutdown::serve_with(
+    let served = serve(
+        front.clone(),
         listener,
-        front.router(),
         async move {
             shutdown::signal().await;
             stop.stop();
