@@ -102,13 +102,31 @@ impl Payload {
     }
 }
 
+/// The client a connection comes from.
+#[derive(Clone, Debug)]
+pub struct Client {
+    /// Its address, as `X-Forwarded-For` gives it.
+    ip: HeaderValue,
+}
+
+impl Client {
+    pub fn new(peer: SocketAddr) -> Self {
+        Self {
+            ip: HeaderValue::from_str(&peer.ip().to_string())
+                .expect("an address is a header value"),
+        }
+    }
+}
+
 /// The front's one handler as an axum handler (for [`Front::router`]).
 pub async fn forward(
     State(front): State<Arc<Front>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request<axum::body::Body>,
 ) -> Response<axum::body::Body> {
-    handle(front, peer, req).await.map(axum::body::Body::new)
+    handle(front, Client::new(peer), req)
+        .await
+        .map(axum::body::Body::new)
 }
 
 /// One attempt on one backend: a connection from its pool, the request, the response head.
@@ -139,7 +157,7 @@ async fn attempt(
 
 /// Forwards one client request (every path, every method): the backend's answer, or the
 /// front's own 503 (or 400/413 for a request it cannot forward).
-pub async fn handle<B>(front: Arc<Front>, peer: SocketAddr, req: Request<B>) -> Response<ProxyBody>
+pub async fn handle<B>(front: Arc<Front>, client: Client, req: Request<B>) -> Response<ProxyBody>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -155,10 +173,14 @@ where
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok())
     {
-        Some(prev) => format!("{prev}, {}", peer.ip()),
-        None => peer.ip().to_string(),
+        Some(prev) => HeaderValue::from_maybe_shared(Bytes::from(format!(
+            "{prev}, {}",
+            client.ip.to_str().unwrap_or_default()
+        )))
+        .ok(),
+        None => Some(client.ip.clone()),
     };
-    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(xff)) {
+    if let Some(v) = xff {
         parts.headers.insert("x-forwarded-for", v);
     }
     parts

@@ -48,9 +48,11 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let front = front.clone();
+        // The peer's part of X-Forwarded-For, written once per connection.
+        let client = proxy::Client::new(peer);
         let service = service_fn(move |req: hyper::Request<Incoming>| {
-            let front = front.clone();
-            async move { Ok::<_, Infallible>(proxy::handle(front, peer, req).await) }
+            let (front, client) = (front.clone(), client.clone());
+            async move { Ok::<_, Infallible>(proxy::handle(front, client, req).await) }
         });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
