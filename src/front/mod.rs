@@ -21,6 +21,7 @@
 
 pub mod backend;
 pub mod budget;
+pub mod nlb;
 pub mod pool;
 pub mod proxy;
 mod serve;
@@ -106,6 +107,9 @@ pub struct Metrics {
     pub retries: Counter,
     pub retries_denied: Counter,
     pub duration: Histogram,
+    /// `--pool`: failed listings of a zone's load balancers, and NLB address changes followed.
+    pub pool_lookup_errors: Counter,
+    pub pool_address_changes: Counter,
 }
 
 impl Metrics {
@@ -145,6 +149,8 @@ impl Metrics {
             duration: Histogram::new([
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
             ]),
+            pool_lookup_errors: Counter::default(),
+            pool_address_changes: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("poolpilot_front");
         r.register(
@@ -181,6 +187,16 @@ impl Metrics {
             "retries_denied",
             "Retries the retry budget refused",
             m.retries_denied.clone(),
+        );
+        r.register(
+            "pool_lookup_errors",
+            "--pool: failed listings of a zone's load balancers (the last known addresses stay)",
+            m.pool_lookup_errors.clone(),
+        );
+        r.register(
+            "pool_address_changes",
+            "--pool: a pool's NLB address changed and the backend followed it",
+            m.pool_address_changes.clone(),
         );
         r.register(
             "request_duration_seconds",
@@ -325,8 +341,16 @@ pub fn admin_router(front: Arc<Front>, registry: Arc<Registry>) -> axum::Router 
         .route("/healthz", get(|| async { "ok\n" }))
 }
 
-/// Binds both listeners, serves until SIGTERM, then lets requests under way finish.
-pub async fn run(cfg: FrontConfig) -> anyhow::Result<()> {
+/// Finds the pools' NLBs (`pools`, appended to the backends as `name=http://NLB:PORT`), binds
+/// both listeners, serves until SIGTERM, then lets requests under way finish.
+pub async fn run(mut cfg: FrontConfig, pools: Option<nlb::Pools>) -> anyhow::Result<()> {
+    let first_pool = cfg.backends.len();
+    if let Some(p) = &pools {
+        for (spec, base) in p.pools.iter().zip(nlb::resolve(p).await?) {
+            info!(backend = %spec.name, pool = %spec.pool, zone = spec.zone.name(), url = %base, "found the pool's NLB");
+            cfg.backends.push((spec.name.clone(), base));
+        }
+    }
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
@@ -344,6 +368,8 @@ pub async fn run(cfg: FrontConfig) -> anyhow::Result<()> {
     );
     let (stop, stopping) = shutdown::stop_switch();
     let prober = tokio::spawn(front.clone().probe_loop(stopping.clone()));
+    let follower =
+        pools.map(|p| tokio::spawn(nlb::follow(front.clone(), p, first_pool, stopping.clone())));
     let admin_app = admin_router(front.clone(), Arc::new(registry));
     let mut admin_stop = stopping.clone();
     let admin_task = tokio::spawn(async move {
@@ -362,6 +388,9 @@ pub async fn run(cfg: FrontConfig) -> anyhow::Result<()> {
     )
     .await;
     let _ = prober.await;
+    if let Some(f) = follower {
+        let _ = f.await;
+    }
     let _ = admin_task.await;
     served.context("front server")
 }
