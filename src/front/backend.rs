@@ -467,6 +467,27 @@ mod tests {
     }
 
     #[test]
+    fn a_new_address_keeps_the_name_counts_and_ejection_state() {
+        let b = two(EjectMode::Total);
+        let now = Instant::now();
+        for _ in 0..11 {
+            b.record(0, Outcome::Non200, now);
+        }
+        assert_eq!(b.set_base(0, "http://127.0.0.1:9"), Ok(true));
+        assert_eq!(b.set_base(0, "http://127.0.0.1:9"), Ok(false));
+        assert!(b.set_base(0, "ftp://x").is_err());
+        let s = &b.status(now)[0];
+        assert_eq!(
+            (s.name.as_str(), s.url.as_str()),
+            ("a", "http://127.0.0.1:9")
+        );
+        assert_eq!(
+            (s.state, s.requests, s.non200, s.ejections),
+            (State::Ejected, 11, 11, 1)
+        );
+    }
+
+    #[test]
     fn round_robin_skips_what_this_request_already_tried() {
         let b = Backends::new(
             (0..3)
