@@ -11,9 +11,11 @@
 //! ```
 //!
 //! The parts: [`backend`] (the ejection state machine, on a clock passed in), [`budget`] (how
-//! many retries the load allows), [`proxy`] (forwarding one request). The main listener is
-//! served like the other daemons' (`shutdown::serve_with`: header timeout, connection limit,
-//! graceful stop on SIGTERM), so a slow client holds one connection slot and nothing else.
+//! many retries the load allows), [`pool`] (each backend's keep-alive connections and its
+//! address), [`proxy`] (forwarding one request), [`nlb`] (`--pool`: the pools' NLBs found and
+//! followed through the API). The main listener ([`serve`]) has the other daemons' limits
+//! (header timeout, connection limit, graceful stop on SIGTERM), so a slow client holds one
+//! connection slot and nothing else.
 //!
 //! Anchors: Envoy's outlier detection (consecutive 5xx, ejection time growing with each
 //! ejection, max ejection percent) and retry budgets, HAProxy's `observe layer7`/`error-limit`
