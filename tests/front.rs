@@ -148,13 +148,7 @@ async fn start(cfg: FrontConfig) -> Running {
     });
     let mut s2 = stopping;
     tokio::spawn(async move {
-        shutdown::serve_with(
-            listener,
-            front.router(),
-            async move { s2.wait().await },
-            limits,
-        )
-        .await
+        poolpilot::front::serve(front, listener, async move { s2.wait().await }, limits).await
     });
     Running {
         url,
@@ -470,6 +464,34 @@ fn bad_configuration_exits_64_naming_the_field() {
         (
             vec!["--backend", "http://x", "--retry-budget=1.5"],
             "retry-budget",
+        ),
+        (vec!["--pool", "ch-gva-2:not-a-uuid"], "pool"),
+        (
+            vec!["--pool", "mars-1:7d4b3c2a-0000-4000-8000-000000000001"],
+            "pool",
+        ),
+        (
+            vec![
+                "--backend",
+                "ch-gva-2=http://x",
+                "--pool",
+                "ch-gva-2:7d4b3c2a-0000-4000-8000-000000000001",
+            ],
+            "pool",
+        ),
+        (
+            vec![
+                "--pool",
+                "ch-gva-2:7d4b3c2a-0000-4000-8000-000000000001",
+                "--pool-refresh",
+                "1ms",
+            ],
+            "pool-refresh",
+        ),
+        // No credentials in the environment (base_command clears them).
+        (
+            vec!["--pool", "ch-gva-2:7d4b3c2a-0000-4000-8000-000000000001"],
+            "EXOSCALE_API_KEY",
         ),
     ];
     common::each_exits_64_naming_the_field(

@@ -6,8 +6,10 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{CliError, FileConfig};
-use crate::config::{ConfigError, Dur, Layer, env};
+use crate::config::{self, ConfigError, Dur, Layer, Zone, env};
+use crate::exoscale::{Client, ClientConfig};
 use crate::front::backend::{EjectMode, Ejection};
+use crate::front::nlb::{PoolSpec, Pools};
 use crate::front::{self, FrontConfig};
 use crate::shutdown::Limits;
 
@@ -26,6 +28,14 @@ pub struct FrontArgs {
     /// A backend, `[NAME=]http://HOST:PORT[/PREFIX]` (repeatable): e.g. each zone's NLB.
     #[arg(long = "backend", value_name = "[NAME=]URL")]
     pub backends: Vec<String>,
+    /// An instance pool as a backend, `[NAME=]ZONE:POOL_ID` (repeatable): its NLB's address is
+    /// found through the Exoscale API (EXOSCALE_API_KEY/SECRET) and followed; NAME defaults to
+    /// the zone.
+    #[arg(long = "pool", value_name = "[NAME=]ZONE:POOL_ID")]
+    pub pools: Vec<String>,
+    /// How often the pools' NLB addresses are looked up again.
+    #[arg(long, value_name = "DURATION")]
+    pub pool_refresh: Option<Dur>,
     /// A backend is ejected after more than this many failures (non-200, timeout, refused).
     #[arg(long, value_name = "N")]
     pub eject_after: Option<u32>,
@@ -74,6 +84,8 @@ pub struct FrontFile {
     pub listen: Option<SocketAddr>,
     pub admin_listen: Option<SocketAddr>,
     pub backends: Option<Vec<String>>,
+    pub pools: Option<Vec<String>>,
+    pub pool_refresh: Option<Dur>,
     pub eject_after: Option<u32>,
     pub eject_mode: Option<EjectMode>,
     pub cooldown: Option<Dur>,
@@ -157,10 +169,10 @@ pub fn resolve(args: &FrontArgs, file: &FrontFile) -> Result<FrontConfig, Config
     } else {
         args.backends.clone()
     };
-    if specs.is_empty() {
+    if specs.is_empty() && pool_specs(args, file).is_empty() {
         return Err(ConfigError::invalid(
             "backend",
-            "give at least one (--backend NAME=http://HOST:PORT, repeatable)",
+            "give at least one (--backend NAME=http://HOST:PORT or --pool ZONE:POOL_ID, repeatable)",
         ));
     }
     let mut backends = Vec::new();
@@ -264,9 +276,101 @@ pub fn resolve(args: &FrontArgs, file: &FrontFile) -> Result<FrontConfig, Config
     })
 }
 
+fn pool_specs(args: &FrontArgs, file: &FrontFile) -> Vec<String> {
+    if args.pools.is_empty() {
+        file.pools.clone().unwrap_or_default()
+    } else {
+        args.pools.clone()
+    }
+}
+
+/// `[NAME=]ZONE:POOL_ID`.
+fn parse_pool(spec: &str) -> Result<PoolSpec, ConfigError> {
+    let (name, rest) = match spec.split_once('=') {
+        Some((n, r)) => (Some(n.trim()), r.trim()),
+        None => (None, spec.trim()),
+    };
+    let (zone, id) = rest.split_once(':').ok_or_else(|| {
+        ConfigError::invalid("pool", format!("`{spec}`: expected [NAME=]ZONE:POOL_ID"))
+    })?;
+    let zone: Zone = zone
+        .parse()
+        .map_err(|e| ConfigError::invalid("pool", format!("`{spec}`: {e}")))?;
+    let pool = config::parse_pool_id("pool", Some(id))?;
+    let name = name.map_or_else(|| zone.name().to_owned(), str::to_owned);
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(ConfigError::invalid(
+            "pool",
+            format!("name `{name}` (`{spec}`): letters, digits, `-`, `_`, `.` only"),
+        ));
+    }
+    Ok(PoolSpec { name, zone, pool })
+}
+
+/// The `--pool` backends (none: `None`), with one API client per zone (credentials and
+/// endpoint from the environment, as the other subcommands'), named apart from `backends`.
+pub fn resolve_pools(
+    args: &FrontArgs,
+    file: &FrontFile,
+    backends: &[(String, String)],
+) -> Result<Option<Pools>, ConfigError> {
+    let specs = pool_specs(args, file);
+    if specs.is_empty() {
+        return Ok(None);
+    }
+    let mut pools: Vec<PoolSpec> = Vec::new();
+    for s in &specs {
+        let p = parse_pool(s)?;
+        if backends.iter().any(|(n, _)| *n == p.name) || pools.iter().any(|q| q.name == p.name) {
+            return Err(ConfigError::invalid(
+                "pool",
+                format!(
+                    "the backend name `{}` is given twice (name pools of one zone: NAME=ZONE:POOL_ID)",
+                    p.name
+                ),
+            ));
+        }
+        pools.push(p);
+    }
+    let refresh = args
+        .pool_refresh
+        .pick(file.pool_refresh, Dur::secs(60))
+        .get();
+    if refresh < Duration::from_millis(100) {
+        return Err(ConfigError::invalid(
+            "pool-refresh",
+            "must be at least 100ms",
+        ));
+    }
+    let mut clients: Vec<(Zone, Client)> = Vec::new();
+    for p in &pools {
+        if clients.iter().any(|(z, _)| *z == p.zone) {
+            continue;
+        }
+        let mut cfg = ClientConfig::from_env(p.zone)?;
+        // The front retries a failed listing itself, with its own backoff, keeping the last
+        // known addresses meanwhile.
+        cfg.retry.max_retries = 0;
+        cfg.request_timeout = Duration::from_secs(10);
+        let client =
+            Client::new(cfg).map_err(|e| ConfigError::invalid("api client", e.to_string()))?;
+        clients.push((p.zone, client));
+    }
+    Ok(Some(Pools {
+        pools,
+        clients,
+        refresh,
+    }))
+}
+
 pub async fn run(args: FrontArgs, file: FileConfig) -> Result<(), CliError> {
     let cfg = resolve(&args, &file.front)?;
-    front::run(cfg).await?;
+    let pools = resolve_pools(&args, &file.front, &cfg.backends)?;
+    front::run(cfg, pools).await?;
     Ok(())
 }
 
@@ -284,6 +388,18 @@ mod tests {
             parse_backend("http://127.0.0.1:8081/app/", 1).unwrap(),
             ("127.0.0.1:8081".into(), "http://127.0.0.1:8081/app".into())
         );
+        let p = parse_pool("de-fra-1:7d4b3c2a-0000-4000-8000-000000000001").unwrap();
+        assert_eq!((p.name.as_str(), p.zone), ("de-fra-1", Zone::DeFra1));
+        let p = parse_pool("fra=de-fra-1:7d4b3c2a-0000-4000-8000-000000000001").unwrap();
+        assert_eq!(p.name, "fra");
+        for bad in [
+            "de-fra-1",
+            "mars-1:7d4b3c2a-0000-4000-8000-000000000001",
+            "de-fra-1:not-a-uuid",
+            "a b=de-fra-1:7d4b3c2a-0000-4000-8000-000000000001",
+        ] {
+            assert!(parse_pool(bad).is_err(), "{bad}");
+        }
         for bad in [
             "https://x",
             "gva=ftp://x",

@@ -15,11 +15,13 @@
 //! `max_ejection_percent` at its strictest): it keeps the traffic, flagged as failing, and the
 //! front says so in its status and metrics.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+
+use super::pool::{Target, Upstream};
 
 /// How failures are counted before an ejection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum, serde::Deserialize)]
@@ -78,6 +80,16 @@ pub enum State {
     Failing,
 }
 
+impl State {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => State::Healthy,
+            1 => State::Ejected,
+            _ => State::Failing,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Health {
     state: State,
@@ -86,17 +98,36 @@ struct Health {
     ejections: u32,
     /// When an ejected backend may be probed back in.
     ejected_until: Option<Instant>,
-    requests: u64,
-    non200: u64,
 }
 
-/// One backend: a name, the base URL requests are forwarded to, its health.
+/// One backend: a name, where requests are forwarded to, its health.
+///
+/// The hot path (picking a backend, recording a success) reads and counts with atomics; the
+/// lock is taken for failures and state changes, and the state is mirrored in `state` under it.
 #[derive(Debug)]
 pub struct Backend {
     pub name: String,
-    /// `http://host:port` (and an optional path prefix), no trailing slash.
-    pub base: String,
+    /// Its connections, and its address (`http://host:port` and an optional path prefix).
+    pub upstream: Arc<Upstream>,
     health: Mutex<Health>,
+    /// `health.state`, readable without the lock.
+    state: AtomicU8,
+    /// No failure counted and not failing: a success in consecutive mode has nothing to reset.
+    clean: AtomicBool,
+    requests: AtomicU64,
+    non200: AtomicU64,
+}
+
+impl Backend {
+    /// The base URL requests go to now.
+    pub fn base(&self) -> String {
+        self.upstream.target().base.clone()
+    }
+
+    fn set_state(&self, h: &mut Health, state: State) {
+        h.state = state;
+        self.state.store(state as u8, Ordering::Release);
+    }
 }
 
 /// What the status page shows of one backend.
@@ -133,21 +164,30 @@ pub struct Backends {
 }
 
 impl Backends {
-    pub fn new(list: Vec<(String, String)>, rules: Ejection) -> Self {
+    /// `list`: (name, base URL as `cli::front` normalises it).
+    ///
+    /// # Panics
+    /// On a base URL that is not `http://HOST[:PORT][/PREFIX]` (the configuration checks it).
+    pub fn new(list: Vec<(String, String)>, rules: Ejection, connect_timeout: Duration) -> Self {
         Self {
             list: list
                 .into_iter()
                 .map(|(name, base)| Backend {
+                    upstream: Upstream::new(
+                        Target::parse(&base).unwrap_or_else(|e| panic!("backend {name}: {e}")),
+                        connect_timeout,
+                    ),
                     name,
-                    base,
                     health: Mutex::new(Health {
                         state: State::Healthy,
                         failures: 0,
                         ejections: 0,
                         ejected_until: None,
-                        requests: 0,
-                        non200: 0,
                     }),
+                    state: AtomicU8::new(State::Healthy as u8),
+                    clean: AtomicBool::new(true),
+                    requests: AtomicU64::new(0),
+                    non200: AtomicU64::new(0),
                 })
                 .collect(),
             rules,
@@ -168,7 +208,13 @@ impl Backends {
     }
 
     fn state(&self, i: usize) -> State {
-        self.list[i].health.lock().expect("backend lock").state
+        State::from_u8(self.list[i].state.load(Ordering::Acquire))
+    }
+
+    /// Points backend `i` at a new base URL (an NLB's address changed); its name, counts and
+    /// ejection state stay. False when it was there already.
+    pub fn set_base(&self, i: usize, base: &str) -> Result<bool, String> {
+        Ok(self.list[i].upstream.set_target(Target::parse(base)?))
     }
 
     /// The backend for the next attempt, round robin over those in rotation and not yet tried
@@ -188,21 +234,27 @@ impl Backends {
 
     /// Records one attempt's outcome at `now`.
     pub fn record(&self, i: usize, outcome: Outcome, now: Instant) -> Change {
-        {
-            let mut h = self.list[i].health.lock().expect("backend lock");
-            h.requests += 1;
-            if outcome == Outcome::Non200 {
-                h.non200 += 1;
-            }
-            if outcome == Outcome::Ok {
-                if self.rules.mode == EjectMode::Consecutive {
-                    h.failures = 0;
-                    if h.state == State::Failing {
-                        h.state = State::Healthy;
-                    }
+        let b = &self.list[i];
+        b.requests.fetch_add(1, Ordering::Relaxed);
+        if outcome == Outcome::Ok {
+            // Total mode: a success changes nothing. Consecutive: it resets the count, which
+            // needs the lock only when there is something to reset.
+            if self.rules.mode == EjectMode::Consecutive && !b.clean.load(Ordering::Acquire) {
+                let mut h = b.health.lock().expect("backend lock");
+                h.failures = 0;
+                if h.state == State::Failing {
+                    b.set_state(&mut h, State::Healthy);
                 }
-                return Change::None;
+                b.clean.store(true, Ordering::Release);
             }
+            return Change::None;
+        }
+        if outcome == Outcome::Non200 {
+            b.non200.fetch_add(1, Ordering::Relaxed);
+        }
+        {
+            let mut h = b.health.lock().expect("backend lock");
+            b.clean.store(false, Ordering::Release);
             h.failures = h.failures.saturating_add(1);
             if h.failures <= self.rules.after || h.state == State::Ejected {
                 return Change::None;
@@ -213,13 +265,13 @@ impl Backends {
         let others_in_rotation = (0..self.list.len())
             .filter(|j| *j != i && self.state(*j) != State::Ejected)
             .count();
-        let mut h = self.list[i].health.lock().expect("backend lock");
+        let mut h = b.health.lock().expect("backend lock");
         if h.state == State::Ejected {
             return Change::None;
         }
         if others_in_rotation == 0 {
             let was = h.state;
-            h.state = State::Failing;
+            b.set_state(&mut h, State::Failing);
             return if was == State::Failing {
                 Change::None
             } else {
@@ -232,7 +284,7 @@ impl Backends {
             .cooldown
             .saturating_mul(h.ejections)
             .min(self.rules.max_cooldown);
-        h.state = State::Ejected;
+        b.set_state(&mut h, State::Ejected);
         h.ejected_until = Some(now + cooldown);
         Change::Ejected(cooldown)
     }
@@ -252,18 +304,19 @@ impl Backends {
     /// one goes back to healthy once another is in rotation again.
     pub fn readmit(&self, i: usize) {
         {
-            let mut h = self.list[i].health.lock().expect("backend lock");
+            let b = &self.list[i];
+            let mut h = b.health.lock().expect("backend lock");
             if h.state != State::Ejected {
                 return;
             }
-            h.state = State::Healthy;
+            b.set_state(&mut h, State::Healthy);
             h.failures = 0;
             h.ejected_until = None;
         }
         for b in &self.list {
             let mut h = b.health.lock().expect("backend lock");
             if h.state == State::Failing {
-                h.state = State::Healthy;
+                b.set_state(&mut h, State::Healthy);
                 h.failures = 0;
             }
         }
@@ -281,12 +334,12 @@ impl Backends {
                 let h = b.health.lock().expect("backend lock");
                 Status {
                     name: b.name.clone(),
-                    url: b.base.clone(),
+                    url: b.base(),
                     state: h.state,
                     failures: h.failures,
                     ejections: h.ejections,
-                    requests: h.requests,
-                    non200: h.non200,
+                    requests: b.requests.load(Ordering::Relaxed),
+                    non200: b.non200.load(Ordering::Relaxed),
                     ejected_for_ms: h
                         .ejected_until
                         .map(|u| u.saturating_duration_since(now).as_millis() as u64),
@@ -312,6 +365,7 @@ mod tests {
                 cooldown: Duration::from_secs(30),
                 max_cooldown: Duration::from_secs(300),
             },
+            Duration::from_secs(1),
         )
     }
 
@@ -413,6 +467,27 @@ mod tests {
     }
 
     #[test]
+    fn a_new_address_keeps_the_name_counts_and_ejection_state() {
+        let b = two(EjectMode::Total);
+        let now = Instant::now();
+        for _ in 0..11 {
+            b.record(0, Outcome::Non200, now);
+        }
+        assert_eq!(b.set_base(0, "http://127.0.0.1:9"), Ok(true));
+        assert_eq!(b.set_base(0, "http://127.0.0.1:9"), Ok(false));
+        assert!(b.set_base(0, "ftp://x").is_err());
+        let s = &b.status(now)[0];
+        assert_eq!(
+            (s.name.as_str(), s.url.as_str()),
+            ("a", "http://127.0.0.1:9")
+        );
+        assert_eq!(
+            (s.state, s.requests, s.non200, s.ejections),
+            (State::Ejected, 11, 11, 1)
+        );
+    }
+
+    #[test]
     fn round_robin_skips_what_this_request_already_tried() {
         let b = Backends::new(
             (0..3)
@@ -424,6 +499,7 @@ mod tests {
                 cooldown: Duration::from_secs(1),
                 max_cooldown: Duration::from_secs(1),
             },
+            Duration::from_secs(1),
         );
         let mut tried = vec![];
         while let Some(i) = b.pick(&tried) {

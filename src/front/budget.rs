@@ -4,22 +4,21 @@
 //! `ratio` to the load instead of multiplying it by the attempt count. (Ejection does the rest:
 //! a backend out of rotation gets no attempts at all.)
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Debug)]
 pub struct RetryBudget {
     ratio: f64,
     min_concurrent: u64,
-    requests: Arc<AtomicU64>,
-    retries: Arc<AtomicU64>,
+    requests: AtomicU64,
+    retries: AtomicU64,
 }
 
 /// Counts one request (or retry) as under way until dropped.
 #[derive(Debug)]
-pub struct UnderWay(Arc<AtomicU64>);
+pub struct UnderWay<'a>(&'a AtomicU64);
 
-impl Drop for UnderWay {
+impl Drop for UnderWay<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
@@ -30,19 +29,19 @@ impl RetryBudget {
         Self {
             ratio,
             min_concurrent,
-            requests: Arc::new(AtomicU64::new(0)),
-            retries: Arc::new(AtomicU64::new(0)),
+            requests: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
         }
     }
 
     /// A client request arrived; it is under way until the guard is dropped.
-    pub fn request(&self) -> UnderWay {
+    pub fn request(&self) -> UnderWay<'_> {
         self.requests.fetch_add(1, Ordering::SeqCst);
-        UnderWay(self.requests.clone())
+        UnderWay(&self.requests)
     }
 
     /// A retry, if one more fits; it is under way until the guard is dropped.
-    pub fn try_retry(&self) -> Option<UnderWay> {
+    pub fn try_retry(&self) -> Option<UnderWay<'_>> {
         let requests = self.requests.load(Ordering::SeqCst);
         let allowed = self
             .min_concurrent
@@ -58,7 +57,7 @@ impl RetryBudget {
                 Ordering::SeqCst,
                 Ordering::SeqCst,
             ) {
-                Ok(_) => return Some(UnderWay(self.retries.clone())),
+                Ok(_) => return Some(UnderWay(&self.retries)),
                 Err(now) => current = now,
             }
         }

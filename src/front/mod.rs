@@ -11,9 +11,11 @@
 //! ```
 //!
 //! The parts: [`backend`] (the ejection state machine, on a clock passed in), [`budget`] (how
-//! many retries the load allows), [`proxy`] (forwarding one request). The main listener is
-//! served like the other daemons' (`shutdown::serve_with`: header timeout, connection limit,
-//! graceful stop on SIGTERM), so a slow client holds one connection slot and nothing else.
+//! many retries the load allows), [`pool`] (each backend's keep-alive connections and its
+//! address), [`proxy`] (forwarding one request), [`nlb`] (`--pool`: the pools' NLBs found and
+//! followed through the API). The main listener ([`serve`]) has the other daemons' limits
+//! (header timeout, connection limit, graceful stop on SIGTERM), so a slow client holds one
+//! connection slot and nothing else.
 //!
 //! Anchors: Envoy's outlier detection (consecutive 5xx, ejection time growing with each
 //! ejection, max ejection percent) and retry budgets, HAProxy's `observe layer7`/`error-limit`
@@ -21,7 +23,12 @@
 
 pub mod backend;
 pub mod budget;
+pub mod nlb;
+pub mod pool;
 pub mod proxy;
+mod serve;
+
+pub use serve::serve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,6 +39,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use http_body_util::BodyExt;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -89,6 +97,8 @@ struct CodeLabel {
 #[derive(Debug)]
 pub struct Metrics {
     responses: Family<CodeLabel, Counter>,
+    /// `responses{code="200"}`, resolved once: nearly every response.
+    responses_ok: Counter,
     attempts: Family<AttemptLabels, Counter>,
     /// Each backend's attempt counters by outcome (ok, non200, timeout, error), resolved once:
     /// the hot path increments without building labels.
@@ -99,6 +109,9 @@ pub struct Metrics {
     pub retries: Counter,
     pub retries_denied: Counter,
     pub duration: Histogram,
+    /// `--pool`: failed listings of a zone's load balancers, and NLB address changes followed.
+    pub pool_lookup_errors: Counter,
+    pub pool_address_changes: Counter,
 }
 
 impl Metrics {
@@ -123,8 +136,11 @@ impl Metrics {
                 })
             })
             .collect();
+        let responses: Family<CodeLabel, Counter> = Family::default();
+        let responses_ok = responses.get_or_create(&CodeLabel { code: 200 }).clone();
         let m = Self {
-            responses: Family::default(),
+            responses,
+            responses_ok,
             attempts,
             attempt_counters,
             ejections: Family::default(),
@@ -135,6 +151,8 @@ impl Metrics {
             duration: Histogram::new([
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
             ]),
+            pool_lookup_errors: Counter::default(),
+            pool_address_changes: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("poolpilot_front");
         r.register(
@@ -173,6 +191,16 @@ impl Metrics {
             m.retries_denied.clone(),
         );
         r.register(
+            "pool_lookup_errors",
+            "--pool: failed listings of a zone's load balancers (the last known addresses stay)",
+            m.pool_lookup_errors.clone(),
+        );
+        r.register(
+            "pool_address_changes",
+            "--pool: a pool's NLB address changed and the backend followed it",
+            m.pool_address_changes.clone(),
+        );
+        r.register(
             "request_duration_seconds",
             "From a client's request to the start of the answer",
             m.duration.clone(),
@@ -181,6 +209,10 @@ impl Metrics {
     }
 
     fn client_response(&self, status: StatusCode) {
+        if status == StatusCode::OK {
+            self.responses_ok.inc();
+            return;
+        }
         self.responses
             .get_or_create(&CodeLabel {
                 code: status.as_u16(),
@@ -221,18 +253,16 @@ pub struct Front {
     pub cfg: FrontConfig,
     pub backends: Backends,
     pub budget: RetryBudget,
-    pub client: proxy::Upstream,
     pub metrics: Metrics,
 }
 
 impl Front {
     pub fn new(cfg: FrontConfig, registry: &mut Registry) -> Self {
-        let backends = Backends::new(cfg.backends.clone(), cfg.ejection);
+        let backends = Backends::new(cfg.backends.clone(), cfg.ejection, cfg.connect_timeout);
         let metrics = Metrics::new(registry, &cfg.backends);
         metrics.refresh(&backends);
         Self {
             budget: RetryBudget::new(cfg.retry_ratio, cfg.retry_min),
-            client: proxy::client(cfg.connect_timeout),
             backends,
             metrics,
             cfg,
@@ -247,7 +277,7 @@ impl Front {
     }
 
     /// Probes the ejected backends whose cool-down is over, every `probe_interval`, until
-    /// `stop` says so.
+    /// `stop` says so; closes the idle backend connections unused for too long.
     pub async fn probe_loop(self: Arc<Self>, mut stop: shutdown::Stopping) {
         let mut tick = tokio::time::interval(self.cfg.probe_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -258,24 +288,40 @@ impl Front {
             }
             for i in self.backends.due_for_probe(Instant::now()) {
                 let b = self.backends.get(i);
-                let url = format!("{}{}", b.base, self.cfg.health_path);
-                let Ok(uri) = url.parse::<axum::http::Uri>() else {
-                    continue;
-                };
-                let req = axum::http::Request::get(uri)
-                    .body(axum::body::Body::empty())
-                    .expect("a probe request");
                 let ok = matches!(
-                    tokio::time::timeout(self.cfg.try_timeout, self.client.request(req)).await,
-                    Ok(Ok(r)) if r.status() == StatusCode::OK
+                    tokio::time::timeout(self.cfg.try_timeout, self.probe(b)).await,
+                    Ok(Ok(true))
                 );
                 if ok {
                     self.backends.readmit(i);
                     info!(backend = %b.name, "backend answered its health check: back in rotation");
                 }
             }
+            let now = Instant::now();
+            for i in 0..self.backends.len() {
+                self.backends.get(i).upstream.reap(now);
+            }
             self.metrics.refresh(&self.backends);
         }
+    }
+
+    /// One health check: `GET health_path` answered 200 (its body read, so the connection
+    /// is kept).
+    async fn probe(&self, b: &backend::Backend) -> Result<bool, pool::UpstreamError> {
+        let conn = b.upstream.checkout().await?;
+        let uri = format!("{}{}", conn.target.prefix, self.cfg.health_path)
+            .parse::<axum::http::Uri>()
+            .map_err(|_| pool::UpstreamError::Target(conn.target.base.clone()))?;
+        let req = axum::http::Request::get(uri)
+            .header(axum::http::header::HOST, conn.target.host.clone())
+            .body(pool::kept(bytes::Bytes::new()))
+            .expect("a probe request");
+        let resp = b.upstream.send(conn, req).await?;
+        let ok = resp.status() == StatusCode::OK;
+        let _ = http_body_util::Limited::new(resp.into_body(), 1 << 16)
+            .collect()
+            .await;
+        Ok(ok)
     }
 }
 
@@ -297,8 +343,16 @@ pub fn admin_router(front: Arc<Front>, registry: Arc<Registry>) -> axum::Router 
         .route("/healthz", get(|| async { "ok\n" }))
 }
 
-/// Binds both listeners, serves until SIGTERM, then lets requests under way finish.
-pub async fn run(cfg: FrontConfig) -> anyhow::Result<()> {
+/// Finds the pools' NLBs (`pools`, appended to the backends as `name=http://NLB:PORT`), binds
+/// both listeners, serves until SIGTERM, then lets requests under way finish.
+pub async fn run(mut cfg: FrontConfig, pools: Option<nlb::Pools>) -> anyhow::Result<()> {
+    let first_pool = cfg.backends.len();
+    if let Some(p) = &pools {
+        for (spec, base) in p.pools.iter().zip(nlb::resolve(p).await?) {
+            info!(backend = %spec.name, pool = %spec.pool, zone = spec.zone.name(), url = %base, "found the pool's NLB");
+            cfg.backends.push((spec.name.clone(), base));
+        }
+    }
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
@@ -316,6 +370,8 @@ pub async fn run(cfg: FrontConfig) -> anyhow::Result<()> {
     );
     let (stop, stopping) = shutdown::stop_switch();
     let prober = tokio::spawn(front.clone().probe_loop(stopping.clone()));
+    let follower =
+        pools.map(|p| tokio::spawn(nlb::follow(front.clone(), p, first_pool, stopping.clone())));
     let admin_app = admin_router(front.clone(), Arc::new(registry));
     let mut admin_stop = stopping.clone();
     let admin_task = tokio::spawn(async move {
@@ -323,9 +379,9 @@ pub async fn run(cfg: FrontConfig) -> anyhow::Result<()> {
     });
     telemetry::notify_ready();
     let _watchdog = telemetry::spawn_watchdog();
-    let served = shutdown::serve_with(
+    let served = serve(
+        front.clone(),
         listener,
-        front.router(),
         async move {
             shutdown::signal().await;
             stop.stop();
@@ -334,6 +390,9 @@ pub async fn run(cfg: FrontConfig) -> anyhow::Result<()> {
     )
     .await;
     let _ = prober.await;
+    if let Some(f) = follower {
+        let _ = f.await;
+    }
     let _ = admin_task.await;
     served.context("front server")
 }

@@ -4,34 +4,23 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
+use axum::http::uri::PathAndQuery;
 use axum::http::{
-    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header,
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header,
 };
 use bytes::Bytes;
-use http_body_util::BodyExt;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::{BodyExt, Either};
+use hyper::body::Body;
 use tracing::{debug, info, warn};
 
 use super::Front;
-use super::backend::{Change, Outcome};
+use super::backend::{Backend, Change, Outcome};
+use super::pool::{self, PooledBody, ProxyBody, UpBody, UpstreamError};
 
-pub type Upstream = Client<HttpConnector, Body>;
-
-/// A keep-alive connection pool per backend (hyper's pool is keyed by host and port).
-pub fn client(connect_timeout: Duration) -> Upstream {
-    let mut http = HttpConnector::new();
-    http.set_connect_timeout(Some(connect_timeout));
-    http.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(http)
-}
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Methods a retry cannot do harm with (RFC 9110 9.2.2, idempotent).
 fn idempotent(m: &Method) -> bool {
@@ -44,6 +33,10 @@ fn idempotent(m: &Method) -> bool {
 /// Removes the hop-by-hop headers (RFC 9110 7.6.1): the fixed list and whatever `Connection`
 /// names.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Most messages carry none of them: one pass over the names instead of a lookup each.
+    if !h.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
@@ -69,25 +62,38 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-fn plain(status: StatusCode, text: String) -> Response<Body> {
+/// The fixed hop-by-hop list, and `Connection` (which may name more).
+fn is_hop_by_hop(n: &HeaderName) -> bool {
+    *n == header::CONNECTION
+        || *n == header::PROXY_AUTHENTICATE
+        || *n == header::PROXY_AUTHORIZATION
+        || *n == header::TE
+        || *n == header::TRAILER
+        || *n == header::TRANSFER_ENCODING
+        || *n == header::UPGRADE
+        || n.as_str() == "keep-alive"
+        || n.as_str() == "proxy-connection"
+}
+
+fn plain(status: StatusCode, text: String) -> Response<ProxyBody> {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Body::from(text))
+        .body(pool::own(text))
         .expect("a plain response")
 }
 
 /// The request body, kept for retries when it is small enough; else streamed to one backend.
 enum Payload {
     Kept(Bytes),
-    Stream(Option<Body>),
+    Stream(Option<axum::body::Body>),
 }
 
 impl Payload {
-    fn take(&mut self) -> Body {
+    fn take(&mut self) -> UpBody {
         match self {
-            Payload::Kept(b) => Body::from(b.clone()),
-            Payload::Stream(b) => b.take().unwrap_or_else(Body::empty),
+            Payload::Kept(b) => pool::kept(b.clone()),
+            Payload::Stream(b) => Either::Right(b.take().unwrap_or_else(axum::body::Body::empty)),
         }
     }
 
@@ -96,12 +102,66 @@ impl Payload {
     }
 }
 
-/// The front's one handler: every path, every method.
+/// The client a connection comes from.
+#[derive(Clone, Debug)]
+pub struct Client {
+    /// Its address, as `X-Forwarded-For` gives it.
+    ip: HeaderValue,
+}
+
+impl Client {
+    pub fn new(peer: SocketAddr) -> Self {
+        Self {
+            ip: HeaderValue::from_str(&peer.ip().to_string())
+                .expect("an address is a header value"),
+        }
+    }
+}
+
+/// The front's one handler as an axum handler (for [`Front::router`]).
 pub async fn forward(
     State(front): State<Arc<Front>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request<Body>,
-) -> Response<Body> {
+    req: Request<axum::body::Body>,
+) -> Response<axum::body::Body> {
+    handle(front, Client::new(peer), req)
+        .await
+        .map(axum::body::Body::new)
+}
+
+/// One attempt on one backend: a connection from its pool, the request, the response head.
+async fn attempt(
+    backend: &Backend,
+    method: &Method,
+    path: &PathAndQuery,
+    headers: HeaderMap,
+    body: UpBody,
+) -> Result<Response<PooledBody>, UpstreamError> {
+    let conn = backend.upstream.checkout().await?;
+    let uri = if conn.target.prefix.is_empty() {
+        Uri::from(path.clone())
+    } else {
+        format!("{}{}", conn.target.prefix, path)
+            .parse()
+            .map_err(|_| UpstreamError::Target(conn.target.base.clone()))?
+    };
+    let mut up = Request::new(body);
+    *up.method_mut() = method.clone();
+    *up.uri_mut() = uri;
+    *up.headers_mut() = headers;
+    up.headers_mut()
+        .entry(header::HOST)
+        .or_insert_with(|| conn.target.host.clone());
+    backend.upstream.send(conn, up).await
+}
+
+/// Forwards one client request (every path, every method): the backend's answer, or the
+/// front's own 503 (or 400/413 for a request it cannot forward).
+pub async fn handle<B>(front: Arc<Front>, client: Client, req: Request<B>) -> Response<ProxyBody>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     let started = Instant::now();
     let _under_way = front.budget.request();
     let mut retrying = Vec::new();
@@ -113,10 +173,14 @@ pub async fn forward(
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok())
     {
-        Some(prev) => format!("{prev}, {}", peer.ip()),
-        None => peer.ip().to_string(),
+        Some(prev) => HeaderValue::from_maybe_shared(Bytes::from(format!(
+            "{prev}, {}",
+            client.ip.to_str().unwrap_or_default()
+        )))
+        .ok(),
+        None => Some(client.ip.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         parts.headers.insert("x-forwarded-for", v);
     }
     parts
@@ -124,7 +188,6 @@ pub async fn forward(
         .insert("x-forwarded-proto", HeaderValue::from_static("http"));
 
     let may_retry = front.cfg.retry_non_idempotent || idempotent(&parts.method);
-    use axum::body::HttpBody as _;
     let mut payload = if may_retry && body.is_end_stream() {
         // No body (most GETs): nothing to read or keep.
         Payload::Kept(Bytes::new())
@@ -158,14 +221,14 @@ pub async fn forward(
             }
         }
     } else {
-        Payload::Stream(Some(body))
+        Payload::Stream(Some(axum::body::Body::new(body)))
     };
 
     let path = parts
         .uri
         .path_and_query()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "/".into());
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let mut tried: Vec<usize> = Vec::new();
     let mut last_failure = String::new();
     loop {
@@ -188,24 +251,25 @@ pub async fn forward(
         }
         tried.push(i);
         let backend = front.backends.get(i);
-        let uri = match format!("{}{}", backend.base, path).parse::<axum::http::Uri>() {
-            Ok(u) => u,
-            Err(e) => {
-                front.metrics.client_response(StatusCode::BAD_REQUEST);
-                return plain(
-                    StatusCode::BAD_REQUEST,
-                    format!("bad request target: {e}\n"),
-                );
-            }
+        // The last attempt this request may make takes the headers; the others a copy.
+        let headers = if !payload.retryable() || tried.len() > front.cfg.retries as usize {
+            std::mem::take(&mut parts.headers)
+        } else {
+            parts.headers.clone()
         };
-        let mut up = Request::builder()
-            .method(parts.method.clone())
-            .uri(uri)
-            .body(payload.take())
-            .expect("an upstream request");
-        *up.headers_mut() = parts.headers.clone();
-        let attempt = tokio::time::timeout(front.cfg.try_timeout, front.client.request(up)).await;
-        let outcome = match &attempt {
+        let result = tokio::time::timeout(
+            front.cfg.try_timeout,
+            attempt(backend, &parts.method, &path, headers, payload.take()),
+        )
+        .await;
+        if let Ok(Err(UpstreamError::Target(t))) = &result {
+            front.metrics.client_response(StatusCode::BAD_REQUEST);
+            return plain(
+                StatusCode::BAD_REQUEST,
+                format!("bad request target for {t}\n"),
+            );
+        }
+        let outcome = match &result {
             Ok(Ok(r)) if r.status() == StatusCode::OK => Outcome::Ok,
             Ok(Ok(_)) => Outcome::Non200,
             Ok(Err(_)) => Outcome::Error,
@@ -224,7 +288,7 @@ pub async fn forward(
                 warn!(backend = %backend.name, "backend past its failure limit but the last in rotation: it keeps the traffic");
             }
         }
-        match attempt {
+        match result {
             Ok(Ok(resp)) if outcome == Outcome::Ok => {
                 let (mut rp, body) = resp.into_parts();
                 strip_hop_by_hop(&mut rp.headers);
@@ -233,7 +297,7 @@ pub async fn forward(
                     .metrics
                     .duration
                     .observe(started.elapsed().as_secs_f64());
-                return Response::from_parts(rp, Body::new(body));
+                return Response::from_parts(rp, Either::Left(body));
             }
             Ok(Ok(resp)) => {
                 last_failure = format!("{} answered {}", backend.name, resp.status());

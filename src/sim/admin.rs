@@ -24,6 +24,10 @@ pub(super) fn routes() -> Router<Arc<Sim>> {
         .route("/faults", post(add_faults).delete(clear_faults))
         .route("/requests", get(requests).delete(clear_requests))
         .route("/template-downloads", put(hold_downloads))
+        .route(
+            "/load-balancer/{id}/address",
+            put(set_load_balancer_address),
+        )
 }
 
 fn uuid(raw: &str) -> Result<Uuid, ApiError> {
@@ -170,4 +174,41 @@ async fn hold_downloads(
     let b: HoldBody = parse(&body)?;
     sim.downloads_held.send_replace(b.hold);
     Ok(axum::Json(json!({"hold": b.hold})).into_response())
+}
+
+/// `PUT /admin/load-balancer/{id}/address {"ip": "127.0.0.1", "port": 18080}`: moves an NLB (a
+/// new address, its services on another port), as a re-created NLB would be; either field may
+/// be left out. A test points the NLB at a real local listener, then moves it.
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct AddressBody {
+    ip: Option<std::net::Ipv4Addr>,
+    port: Option<u16>,
+}
+
+async fn set_load_balancer_address(
+    Ax(sim): Ax<Arc<Sim>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let id = uuid(&id)?;
+    let b: AddressBody = parse(&body)?;
+    sim.with_state(|s| {
+        let lb = s
+            .load_balancers
+            .get_mut(&id)
+            .ok_or_else(|| ApiError::not_found("load balancer", id))?;
+        if let Some(ip) = b.ip {
+            lb.ip = ip;
+        }
+        if let Some(port) = b.port {
+            for svc in &mut lb.services {
+                svc.port = port;
+            }
+        }
+        Ok(axum::Json(
+            json!({"ip": lb.ip, "ports": lb.services.iter().map(|s| s.port).collect::<Vec<_>>()}),
+        )
+        .into_response())
+    })
 }
