@@ -827,7 +827,8 @@ fn grafanas_unit_gets_its_own_credentials_and_no_exoscale_secret() {
     assert!(env.starts_with("/etc/poolpilot/env") && env.contains("jsonencode(api_env)"));
     let module = text("terraform/userdata/main.tf");
     let api = &module[module.find("    api = {").unwrap()..];
-    let api = &api[..api.find('}').unwrap()];
+    // To the block's own closing brace (its values interpolate `${...}`).
+    let api = &api[..api.find("\n    }").unwrap()];
     assert!(api.contains("EXOSCALE_API_SECRET"), "{api}");
     assert!(
         !api.contains("GRAFANA"),

@@ -6,28 +6,25 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::redis::Redis;
 use common::{base_command, each_exits_64_naming_the_field, free_port, stderr};
 use poolpilot::local::process::{self, Process};
 
 const TOKEN: &str = "replica-drain-token";
 
-/// A throwaway redis-server on 127.0.0.1 (no persistence), optionally a replica of `primary`.
-fn redis_server(port: u16, primary: Option<u16>) -> Process {
-    let mut c = Command::new("redis-server");
-    c.args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-        .args(["--repl-ping-replica-period", "1", "--repl-timeout", "5"])
-        .args(["--replica-serve-stale-data", "no"])
-        .stdout(std::process::Stdio::null());
-    if let Some(p) = primary {
-        c.args(["--replicaof", "127.0.0.1", &p.to_string()]);
-    }
-    let p = process::spawn(format!("redis-server :{port}"), &mut c)
-        .expect("redis-server is required (apt-get install redis-server)");
-    wait_until(Duration::from_secs(20), "redis-server to listen", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    p
+/// A replica of `primary` as the members run it: no stale reads, a ping every second.
+fn replica_of(primary: &Redis) -> Redis {
+    Redis::with(&[
+        "--replicaof",
+        "127.0.0.1",
+        &primary.port.to_string(),
+        "--repl-ping-replica-period",
+        "1",
+        "--repl-timeout",
+        "5",
+        "--replica-serve-stale-data",
+        "no",
+    ])
 }
 
 fn sidecar(redis_port: u16) -> (Process, String) {
@@ -41,18 +38,10 @@ fn sidecar(redis_port: u16) -> (Process, String) {
         .stderr(std::process::Stdio::null());
     let p = process::spawn("replica sidecar", &mut c).unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    wait_until(Duration::from_secs(20), "the sidecar to listen", || {
+    common::redis::wait_for("the sidecar to listen", || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
     (p, base)
-}
-
-fn wait_until(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) {
-    let end = Instant::now() + limit;
-    while !ok() {
-        assert!(Instant::now() < end, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 async fn health(base: &str) -> (u16, String) {
@@ -89,9 +78,9 @@ async fn drain(base: &str, method: reqwest::Method, token: &str) -> u16 {
 
 #[tokio::test]
 async fn health_follows_the_replication_link_and_the_drain_switch() {
-    let (p1, p2) = (free_port(), free_port());
-    let primary = redis_server(p1, None);
-    let _replica = redis_server(p2, Some(p1));
+    let mut primary = Redis::start();
+    let replica = replica_of(&primary);
+    let p2 = replica.port;
     let (_s, base) = sidecar(p2);
 
     assert_eq!(
@@ -140,9 +129,8 @@ async fn health_follows_the_replication_link_and_the_drain_switch() {
 
 #[tokio::test]
 async fn a_primary_or_no_redis_at_all_is_not_healthy() {
-    let p = free_port();
-    let _primary = redis_server(p, None);
-    let (_s, base) = sidecar(p);
+    let primary = Redis::start();
+    let (_s, base) = sidecar(primary.port);
     let (code, why) = health(&base).await;
     assert_eq!(code, 503);
     assert!(why.contains("not a replica"), "{why}");
@@ -189,8 +177,8 @@ async fn a_replica_pool_behind_the_tcp_nlb_serves_the_primarys_data_only_once_in
     use poolpilot::sim::{Sim, State, Timing};
     use std::sync::Arc;
 
-    let p = free_port();
-    let _primary = redis_server(p, None);
+    let primary = Redis::start();
+    let p = primary.port;
     let mut w = redis::Client::open(format!("redis://127.0.0.1:{p}"))
         .unwrap()
         .get_connection()

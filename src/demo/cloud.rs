@@ -16,6 +16,19 @@ use crate::local::backend::{APP_PORT, LocalBackend, LocalConfig, MemberKind, Quo
 use crate::local::nlb::{Nlb, NlbConfig};
 use crate::sim::{RunningSim, Sim, State, Timing};
 
+/// The NLB service's health check, as Terraform sets it: HTTP `/health` on the members' 8080,
+/// at the run's timings.
+pub(super) fn healthcheck(t: &Timings) -> crate::exoscale::Healthcheck {
+    crate::exoscale::Healthcheck {
+        mode: "http".into(),
+        port: APP_PORT,
+        uri: Some("/health".into()),
+        interval: t.nlb_interval.as_secs().max(1),
+        timeout: t.nlb_timeout.as_secs().max(1),
+        retries: u64::from(t.nlb_retries),
+    }
+}
+
 /// The simulated cloud: the API simulator with `poolpilot app` instances, and its NLB.
 pub(super) struct Cloud {
     pub(super) zone: Zone,
@@ -70,14 +83,7 @@ impl Cloud {
         let pool = state
             .create_pool(now, None, "demo", 1, "standard.micro", false)
             .map_err(|e| anyhow::anyhow!("creating the pool: {}", e.message))?;
-        let hc = crate::exoscale::Healthcheck {
-            mode: "http".into(),
-            port: APP_PORT,
-            uri: Some("/health".into()),
-            interval: t.nlb_interval.as_secs().max(1),
-            timeout: t.nlb_timeout.as_secs().max(1),
-            retries: u64::from(t.nlb_retries),
-        };
+        let hc = healthcheck(t);
         let nlb_addr = nlb_listener.local_addr()?;
         let nlb_port = nlb_addr.port();
         let nlb_ip = match cfg.nlb_listen.ip() {

@@ -105,6 +105,11 @@ impl Timings {
         }
     }
 
+    /// `--fast`'s timings, or the course's.
+    pub fn of(fast: bool) -> Self {
+        if fast { Self::fast() } else { Self::course() }
+    }
+
     /// A drained member is evicted after the NLB has seen its failing checks and its longest
     /// request has finished.
     pub fn drain_wait(&self) -> Duration {
@@ -296,11 +301,7 @@ pub async fn run(cfg: DemoConfig) -> anyhow::Result<Outcome> {
     if cfg.zones > 1 {
         return zones::run(cfg).await;
     }
-    let t = if cfg.fast {
-        Timings::fast()
-    } else {
-        Timings::course()
-    };
+    let t = Timings::of(cfg.fast);
     let paths = Paths::prepare(&cfg.out)?;
     let nlb_listener = tokio::net::TcpListener::bind(cfg.nlb_listen)
         .await

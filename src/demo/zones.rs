@@ -196,11 +196,7 @@ async fn watch(
 }
 
 pub async fn run(mut cfg: DemoConfig) -> anyhow::Result<Outcome> {
-    let t = if cfg.fast {
-        Timings::fast()
-    } else {
-        Timings::course()
-    };
+    let t = Timings::of(cfg.fast);
     let n = usize::from(cfg.zones).min(ZONES.len());
     if cfg.policy.is_none() {
         cfg.policy = Some(super::resolve_policy("target-tracking").map_err(anyhow::Error::msg)?);

@@ -290,6 +290,21 @@ impl LocalBackend {
         Ok(())
     }
 
+    /// `poolpilot <args>` as a member's process: the drain token, text logs to `<name>.log`, no
+    /// systemd notification.
+    fn poolpilot(&self, name: &str, args: &[String]) -> Result<Command, BackendError> {
+        let mut cmd = Command::new(&self.cfg.binary);
+        cmd.args(args)
+            .env(env::DRAIN_TOKEN, self.cfg.drain_token.expose())
+            .env(env::LOG_FORMAT, "text")
+            .env_remove(env::NOTIFY_SOCKET)
+            .env_remove(env::WATCHDOG_USEC)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(self.log_file(name)?);
+        Ok(cmd)
+    }
+
     /// A replica member: redis-server, then its sidecar.
     fn spawn_replica(
         &self,
@@ -315,21 +330,18 @@ impl LocalBackend {
             .stdout(self.log_file(&format!("{name}-redis"))?)
             .stderr(Stdio::null());
         let redis = self.spawn(format!("{name} redis-server"), &mut redis)?;
-        let mut sidecar = Command::new(&self.cfg.binary);
-        sidecar
-            .arg("replica")
-            .arg("--listen")
-            .arg(SocketAddr::from((addr, APP_PORT)).to_string())
-            .arg("--redis")
-            .arg(format!("redis://{addr}:{REDIS_PORT}"))
-            .args(["--max-last-io", "3s"])
-            .env(env::DRAIN_TOKEN, self.cfg.drain_token.expose())
-            .env(env::LOG_FORMAT, "text")
-            .env_remove(env::NOTIFY_SOCKET)
-            .env_remove(env::WATCHDOG_USEC)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(self.log_file(name)?);
+        let mut sidecar = self.poolpilot(
+            name,
+            &[
+                "replica".into(),
+                "--listen".into(),
+                SocketAddr::from((addr, APP_PORT)).to_string(),
+                "--redis".into(),
+                format!("redis://{addr}:{REDIS_PORT}"),
+                "--max-last-io".into(),
+                "3s".into(),
+            ],
+        )?;
         let sidecar = self.spawn(format!("{name} sidecar"), &mut sidecar)?;
         Ok(vec![redis, sidecar])
     }
@@ -342,49 +354,40 @@ impl LocalBackend {
         primary: &str,
         replicas: &str,
     ) -> Result<Process, BackendError> {
-        let mut cmd = Command::new(&self.cfg.binary);
-        cmd.arg("kv")
-            .arg("--listen")
-            .arg(SocketAddr::from((addr, APP_PORT)).to_string())
-            .arg("--instance-id")
-            .arg(name)
-            // A new connection to the replicas' NLB every 2 s: reads follow its rotation within
-            // the demo's ticks (Exoscale's default is 30 s).
-            .args(["--replica-reconnect", "2s"])
-            .env(env::REDIS_URL, primary)
-            .env(env::REDIS_REPLICAS_URL, replicas)
-            .env(env::DRAIN_TOKEN, self.cfg.drain_token.expose())
-            .env(env::LOG_FORMAT, "text")
-            .env_remove(env::NOTIFY_SOCKET)
-            .env_remove(env::WATCHDOG_USEC)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(self.log_file(name)?);
+        let mut cmd = self.poolpilot(
+            name,
+            &[
+                "kv".into(),
+                "--listen".into(),
+                SocketAddr::from((addr, APP_PORT)).to_string(),
+                "--instance-id".into(),
+                name.into(),
+                // A new connection to the replicas' NLB every 2 s: reads follow its rotation
+                // within the demo's ticks (Exoscale's default is 30 s).
+                "--replica-reconnect".into(),
+                "2s".into(),
+            ],
+        )?;
+        cmd.env(env::REDIS_URL, primary)
+            .env(env::REDIS_REPLICAS_URL, replicas);
         self.spawn(name.to_owned(), &mut cmd)
     }
 
     /// The app process of an instance on `addr`.
     fn spawn_app(&self, name: &str, addr: Ipv4Addr) -> Result<Process, BackendError> {
-        let log = self.log_file(name)?;
-        let mut cmd = Command::new(&self.cfg.binary);
-        let shared =
+        let mut args =
             crate::config::unit_args("app").map_err(|e| BackendError::Start(format!("{e:#}")))?;
-        cmd.args(shared)
-            .arg("--listen")
-            .arg(SocketAddr::from((addr, APP_PORT)).to_string())
-            .arg("--node-listen")
-            .arg(SocketAddr::from((addr, NODE_PORT)).to_string())
-            .arg("--cpu-capacity")
-            .arg(self.cfg.capacity.to_string())
-            .arg("--load-seconds")
-            .arg(humantime::format_duration(self.cfg.load_duration).to_string())
-            .env(env::DRAIN_TOKEN, self.cfg.drain_token.expose())
-            .env(env::LOG_FORMAT, "text")
-            .env_remove(env::NOTIFY_SOCKET)
-            .env_remove(env::WATCHDOG_USEC)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
+        args.extend([
+            "--listen".into(),
+            SocketAddr::from((addr, APP_PORT)).to_string(),
+            "--node-listen".into(),
+            SocketAddr::from((addr, NODE_PORT)).to_string(),
+            "--cpu-capacity".into(),
+            self.cfg.capacity.to_string(),
+            "--load-seconds".into(),
+            humantime::format_duration(self.cfg.load_duration).to_string(),
+        ]);
+        let mut cmd = self.poolpilot(name, &args)?;
         self.spawn(name.to_owned(), &mut cmd)
     }
 

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: an in-process simulator and a client for it.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -36,7 +36,7 @@ use uuid::Uuid;
 
 use super::{DemoConfig, Outcome, Paths, Secrets, Timings, free_port, secs, spawn, wait_http};
 use crate::config::{Zone, env, unit_args};
-use crate::exoscale::{Credentials, Healthcheck};
+use crate::exoscale::Credentials;
 use crate::local::backend::{
     APP_PORT, LocalBackend, LocalConfig, MemberKind, QuotaMode, REDIS_PORT,
 };
@@ -127,14 +127,7 @@ impl Cloud {
                 .create_pool(now, Some(id), name, 1, "standard.micro", false)
                 .map_err(|e| anyhow::anyhow!("creating the pool {name}: {}", e.message))?;
         }
-        let hc = Healthcheck {
-            mode: "http".into(),
-            port: APP_PORT,
-            uri: Some("/health".into()),
-            interval: t.nlb_interval.as_secs().max(1),
-            timeout: t.nlb_timeout.as_secs().max(1),
-            retries: u64::from(t.nlb_retries),
-        };
+        let hc = super::cloud::healthcheck(t);
         let ip = |a: SocketAddr| match a.ip() {
             std::net::IpAddr::V4(v4) => v4,
             std::net::IpAddr::V6(_) => Ipv4Addr::LOCALHOST,
@@ -396,11 +389,7 @@ fn start_load(
 }
 
 pub async fn run(cfg: DemoConfig) -> anyhow::Result<Outcome> {
-    let t = if cfg.fast {
-        Timings::fast()
-    } else {
-        Timings::course()
-    };
+    let t = Timings::of(cfg.fast);
     let paths = Paths::prepare(&cfg.out)?;
     let api_listener = tokio::net::TcpListener::bind(cfg.nlb_listen)
         .await
