@@ -11,7 +11,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::redis::{Redis, wait_for};
+use common::redis::Redis;
 use poolpilot::kv::{KvConfig, RedisUrl};
 
 /// Serves the API in this process on a loopback port; returns its base URL.
