@@ -19,6 +19,14 @@ backtick, `<>&` and non-ASCII letters, this checks that:
   through it only with backendsFromEnvironment, and refuses a front with no backends at all; front.nix's Elastic IP unit, run as systemd would (its ${VAR} expanded
   from that file) in a network namespace of its own, puts the address on lo, where a listener
   on 0.0.0.0 answers it;
+- each pool is wired to the module as the root module wires the instance pools (the pool holds
+  its members' user-data, the monitor's holds the pool ids), so a member's user-data that
+  depended on the pool ids fails here as a dependency cycle, as it would fail `terraform plan`;
+- profile = "redis": a replica's env file yields exactly the primary's address and the drain
+  token, an API member's exactly REDIS_URL (the primary), REDIS_REPLICAS_URL (the replicas'
+  NLB) and the drain token, neither holds the API secret or another token; the monitor's names
+  its two pools replicas=ZONE:ID,api=ZONE:ID and carries the primary's exporters as file_sd
+  targets (node 9100, redis 9121), readable by Prometheus;
 - Prometheus' web config passes `promtool check web-config`, and a real Prometheus started with
   it answers 401 without the password, 401 with a wrong one, and 200 with the right one; with
   prometheus_auth = false (no hash) it answers without one.
@@ -60,6 +68,10 @@ HARD = "a: b #c \"dq\" 'sq' `bt` <&> ünï"
 POOL_IDS = {"ch-gva-2": "9a6a2f25-8b5a-4f2b-9d3e-2d2f0b6c1e01", "de-fra-1": "0d7c51e2-4f3a-4c1b-8e2d-6a5b4c3d2e1f"}
 NLBS = {"ch-gva-2": "198.51.100.10", "de-fra-1": "198.51.100.20"}
 EIP = "203.0.113.7"
+KV_POOLS = {"replicas": "3e1d2c4b-5a69-4b7c-8d9e-0f1a2b3c4d5e", "api": "7f6e5d4c-3b2a-4190-8877-665544332211"}
+KV = {"primary": "198.51.100.30", "replicas": "198.51.100.31"}
+# Readable by other users: not a secret (Prometheus reads it as its own user).
+PUBLIC_FILES = {"/etc/poolpilot/redis-primary.json"}
 VALUES = {
     "zone": "ch-gva-2",
     "api_key": "EXO0123456789abcdef",
@@ -75,22 +87,37 @@ VALUES = {
 }
 
 
-def render(auth, zones=("ch-gva-2",), front=False):
-    """Renders the module with Terraform (the pools of `zones`, the front or not); returns
-    {output name: text or None}."""
+def render(auth, zones=("ch-gva-2",), front=False, kv=False):
+    """Renders the module with Terraform (the pools of `zones`, the front or not; or, with kv,
+    profile = "redis"'s two pools); returns {output name: text or None}. Each pool is a
+    terraform_data holding its id and the user-data its members get, wired as the root module
+    wires the instance pools: a member's user-data that depended on the pool ids would be a
+    dependency cycle, which Terraform refuses here."""
     root = tempfile.mkdtemp(prefix="userdata-tf-")
     try:
         hash_expr = "bcrypt(var.v.prometheus_password, 6)" if auth else "null"
-        values = dict(VALUES, pools={z: POOL_IDS[z] for z in zones},
+        values = dict(VALUES, pools={} if kv else {z: POOL_IDS[z] for z in zones},
                       front_backends={z: NLBS[z] for z in zones} if front else {},
-                      elastic_ip=EIP if front else None)
+                      elastic_ip=EIP if front else None,
+                      kv_pools=KV_POOLS if kv else {},
+                      kv=KV if kv else None)
         with open(os.path.join(root, "main.tf"), "w") as f:
             f.write(f'''
 variable "v" {{ type = any }}
+resource "terraform_data" "pool" {{
+  for_each = var.v.pools
+  input    = {{ id = each.value, user_data = module.u.pool }}
+}}
+resource "terraform_data" "kv" {{
+  for_each = var.v.kv_pools
+  input    = {{ id = each.value, user_data = each.key == "api" ? module.u.kv : module.u.replica }}
+}}
 module "u" {{
   source = {json.dumps(MODULE)}
   zone = var.v.zone
-  pools = var.v.pools
+  pools = {{ for z, p in terraform_data.pool : z => p.output.id }}
+  kv = var.v.kv
+  kv_pools = length(var.v.kv_pools) == 0 ? null : {{ replicas = try(terraform_data.kv["replicas"].output.id, null), api = try(terraform_data.kv["api"].output.id, null) }}
   front_backends = var.v.front_backends
   elastic_ip = var.v.elastic_ip
   api_key = var.v.api_key
@@ -116,6 +143,14 @@ output "pool" {{
 output "front" {{
   value = module.u.front
 }}
+output "replica" {{
+  value     = module.u.replica
+  sensitive = true
+}}
+output "kv" {{
+  value     = module.u.kv
+  sensitive = true
+}}
 ''')
         with open(os.path.join(root, "v.auto.tfvars.json"), "w") as f:
             json.dump({"v": values}, f, ensure_ascii=False)
@@ -137,7 +172,8 @@ def files_of(cloud_config, which):
     check(isinstance(doc, dict) and set(doc) == {"write_files"}, f"{which}: only write_files expected, got {doc!r:.200}")
     out = {}
     for f in doc["write_files"]:
-        check(f.get("owner") == "root:root" and f.get("permissions") == "0600", f"{which}: {f['path']} must be root-only 0600")
+        mode = "0644" if f.get("path") in PUBLIC_FILES else "0600"
+        check(f.get("owner") == "root:root" and f.get("permissions") == mode, f"{which}: {f['path']} must be root's, {mode}")
         check(isinstance(f.get("content"), str), f"{which}: {f['path']}: content must be a string, got {f.get('content')!r}")
         out[f["path"]] = f["content"]
     return out
@@ -434,6 +470,35 @@ check(VALUES["prometheus_password"] not in web, "the web config must hold the ha
 pw = VALUES["prometheus_password"]
 got = prometheus_answers(web, [None, ("prometheus", pw + "x"), ("prometheus", pw)])
 check(got == [401, 401, 200], f"Prometheus with the web config: without / wrong / right password answered {got}, expected [401, 401, 200]")
+
+# --- profile = "redis": the replicas', the API members' and the monitor's user-data ---
+red = render(auth=True, kv=True)
+check(red.get("pool") is not None and red.get("front") is None, "redis: no front user-data")
+rep_files = files_of(red["replica"], "replica")
+kv_files = files_of(red["kv"], "kv")
+check(set(rep_files) == {"/etc/poolpilot/env"} and set(kv_files) == {"/etc/poolpilot/env"}, f"redis members: files {sorted(rep_files)}, {sorted(kv_files)}")
+rep_env, kv_env = read_env(rep_files["/etc/poolpilot/env"]), read_env(kv_files["/etc/poolpilot/env"])
+check(rep_env == {"POOLPILOT_REDIS_PRIMARY": KV["primary"], "POOLPILOT_DRAIN_TOKEN": VALUES["drain_token"]},
+      f"replica: the env file yields {rep_env!r}")
+check(kv_env == {"REDIS_URL": f"redis://{KV['primary']}:6379", "REDIS_REPLICAS_URL": f"redis://{KV['replicas']}:6379",
+                 "POOLPILOT_DRAIN_TOKEN": VALUES["drain_token"]}, f"kv: the env file yields {kv_env!r}")
+for which, text in (("replica", red["replica"]), ("kv", red["kv"])):
+    for secret in ("api_secret", "webhook_token", "prometheus_password", "grafana_admin_password"):
+        check(VALUES[secret] not in text, f"{which}: its user-data must hold no {secret}")
+red_mon = files_of(red["monitor"], "monitor (redis)")
+check(set(red_mon) == expected_files | {"/etc/poolpilot/redis-primary.json"}, f"monitor (redis): files {sorted(red_mon)}")
+red_api = read_env(red_mon["/etc/poolpilot/env"])
+check(red_api == {"EXOSCALE_ZONE": "ch-gva-2",
+                  "EXOSCALE_INSTANCEPOOL_ID": f"replicas=ch-gva-2:{KV_POOLS['replicas']},api=ch-gva-2:{KV_POOLS['api']}",
+                  "EXOSCALE_API_KEY": VALUES["api_key"], "EXOSCALE_API_SECRET": VALUES["api_secret"]},
+      f"monitor (redis): the two pools, named as the kv monitor's per-pool tables name them: {red_api!r}")
+check(read_env(red_mon["/etc/poolpilot/autoscaler.env"]) == auto, "monitor (redis): the autoscaler's env file is the course's")
+sd = json.loads(red_mon["/etc/poolpilot/redis-primary.json"])
+want_sd = sorted([(f"{KV['primary']}:{port}", name) for name, port in (("node", 9100), ("redis", 9121))])
+got_sd = sorted((t, g["labels"].get("exoscale_target_name")) for g in sd for t in g["targets"])
+check(got_sd == want_sd and all(g["labels"].get("exoscale_target_port") == g["targets"][0].rsplit(":", 1)[1] for g in sd),
+      f"monitor (redis): the primary's file_sd targets {got_sd}, expected {want_sd}")
+check("/etc/poolpilot/redis-primary.json" not in mon, "monitor (course): no Redis primary targets")
 
 # --- prometheus_auth = false: the course checker's case ---
 mon_open = files_of(render(auth=False)["monitor"], "monitor (no auth)")
