@@ -370,7 +370,7 @@ let
       services.cloud-init.enable = true;
       services.poolpilot = {
         package = "pkg"; environmentFile = "/etc/poolpilot/env";
-        discovery.enable = false; autoscaler.enable = false; app.enable = false;
+        discovery.enable = false; autoscaler.enable = false; app.enable = false; kv.enable = false; replica.enable = false;
         front = {
           enable = true; backendsFromEnvironment = fromEnv;
           settings = { listen = "0.0.0.0:80"; adminListen = "127.0.0.1:9180"; backends = backendList; ejectAfter = 10; ejectMode = "total"; cooldown = "30s"; tryTimeout = "15s"; };
