@@ -27,11 +27,17 @@ backtick, `<>&` and non-ASCII letters, this checks that:
   NLB) and the drain token, neither holds the API secret or another token; the monitor's names
   its two pools replicas=ZONE:ID,api=ZONE:ID and carries the primary's exporters as file_sd
   targets (node 9100, redis 9121), readable by Prometheus;
+- the Redis roles (nixos-modules/redis-primary.nix, redis-replica.nix, evaluated by Nix with a
+  minimal lib): the replica's oneshot turns the replica env file into one `replicaof` line and
+  refuses anything but an IPv4 address; a real primary and a real replica started with the
+  modules' settings replicate a write, the primary keeps an AOF, and the replica refuses reads
+  (MASTERDOWN) once its primary stops;
 - Prometheus' web config passes `promtool check web-config`, and a real Prometheus started with
   it answers 401 without the password, 401 with a wrong one, and 200 with the right one; with
   prometheus_auth = false (no hash) it answers without one.
 
-Usage: checks/userdata_test.py [terraform/]   Needs: terraform, python3-yaml, prometheus, promtool
+Usage: checks/userdata_test.py [terraform/]   Needs: terraform, python3-yaml, prometheus, promtool,
+redis-server and redis-cli (Debian's redis-server), nix-instantiate
 """
 import json
 import os
@@ -504,6 +510,132 @@ check("/etc/poolpilot/redis-primary.json" not in mon, "monitor (course): no Redi
 mon_open = files_of(render(auth=False)["monitor"], "monitor (no auth)")
 got = prometheus_answers(mon_open["/etc/poolpilot/prometheus-web.yml"], [None])
 check(got == [200], f"Prometheus without authentication answered {got}")
+
+
+# --- profile = "redis": the replica's Redis, as its modules configure it, with a real Redis ---
+# nixos-modules/redis-primary.nix and redis-replica.nix evaluated by Nix with a minimal lib and
+# pkgs: their Redis settings rendered as nixpkgs' module renders them (`key value`, booleans as
+# yes/no), the replica's oneshot script run on the replica's env file from the user-data above.
+# Then a real primary and a real replica (127.0.0.1, ports of their own) with those settings:
+# the replica follows the primary the script named, reads back a write, and, once the primary
+# stops, refuses reads (no stale data) instead of answering them.
+REDIS_ROLE_EXPR = r'''
+{ path }:
+let
+  m = import path {
+    config = { services.cloud-init.enable = true; services.poolpilot.environmentFile = "/etc/poolpilot/env"; };
+    lib = { optional = c: v: if c then [ v ] else [ ]; };
+    pkgs = { gnugrep = "/usr"; };
+  };
+  redis = m.services.redis.servers."";
+in {
+  settings = redis.settings;
+  appendOnly = redis.appendOnly;
+  save = redis.save or null;
+  script = m.systemd.services.poolpilot-redis-primary.script or null;
+  maxLastIo = m.services.poolpilot.replica.settings.maxLastIo or null;
+}
+'''
+
+
+def redis_role(name):
+    r = subprocess.run(["nix-instantiate", "--eval", "--strict", "--json", "--expr", REDIS_ROLE_EXPR,
+                        "--arg", "path", os.path.join(TF_DIR, "..", "nixos-modules", f"{name}.nix")],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        check(False, f"nixos-modules/{name}.nix does not evaluate: {r.stderr[-800:]}")
+        return None
+    return json.loads(r.stdout)
+
+
+def redis_conf(role, port, workdir):
+    """The role's settings as nixpkgs writes them, with this test's port and directory."""
+    lines = [f"port {port}", "bind 127.0.0.1", f"dir {workdir}", "daemonize no", "logfile \"\"",
+             f"appendonly {'yes' if role['appendOnly'] else 'no'}"]
+    if role["save"] == []:
+        lines.append('save ""')
+    for k, v in sorted(role["settings"].items()):
+        lines.append(f"{k} {'yes' if v is True else 'no' if v is False else v}")
+    return "\n".join(lines) + "\n"
+
+
+def redis_cli(port, *args):
+    return subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args], capture_output=True, text=True, timeout=10)
+
+
+def wait_for(cond, what, seconds=30):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.1)
+    check(False, f"{what}: not within {seconds} s")
+    return False
+
+
+if shutil.which("nix-instantiate") is None or shutil.which("redis-server") is None:
+    print("userdata: SKIPPED the Redis roles (needs nix-instantiate and redis-server)")
+else:
+    primary_role, replica_role = redis_role("redis-primary"), redis_role("redis-replica")
+    if primary_role and replica_role:
+        check(primary_role["appendOnly"] is True and replica_role["appendOnly"] is False and replica_role["save"] == [],
+              "the primary persists (AOF), a replica does not")
+        check(replica_role["settings"].get("replica-serve-stale-data") is False and replica_role["settings"].get("repl-ping-replica-period") == 1
+              and replica_role["settings"].get("repl-timeout") == 5 and primary_role["settings"].get("repl-ping-replica-period") == 1,
+              f"replica settings: {replica_role['settings']}")
+        check(replica_role["maxLastIo"] == "3s", f"the sidecar's --max-last-io must fit the 1 s ping: {replica_role['maxLastIo']}")
+        d = tempfile.mkdtemp(prefix="userdata-redis-")
+        procs = []
+        try:
+            include = os.path.join(d, "replicaof.conf")
+            script = replica_role["script"].replace("/run/poolpilot-redis/replicaof.conf", include)
+
+            def run_script(env_text):
+                envf = os.path.join(d, "env")
+                with open(envf, "w") as f:
+                    f.write(env_text)
+                return subprocess.run(["env", "-i", "PATH=/usr/bin:/bin", "bash", "-c", 'set -a; . "$1"; set +a; exec bash -c "$2"',
+                                       "sh", envf, script], capture_output=True, text=True)
+
+            # A hostile value never reaches Redis' configuration.
+            bad = run_script('POOLPILOT_REDIS_PRIMARY="198.51.100.1 6379\nrequirepass x"\n')
+            check(bad.returncode != 0 and not os.path.exists(include), f"the replicaof script must refuse a non-address: rc={bad.returncode}")
+            check(run_script("").returncode != 0, "the replicaof script must fail without POOLPILOT_REDIS_PRIMARY")
+            # The user-data's env file, with the primary moved to 127.0.0.1 (the test's own).
+            env_text = rep_files["/etc/poolpilot/env"].replace(KV["primary"], "127.0.0.1")
+            ok = run_script(env_text)
+            check(ok.returncode == 0, f"the replicaof script failed: {ok.stderr}")
+            pport, rport = free_port(), free_port()
+            if ok.returncode == 0:
+                with open(include) as f:
+                    check(f.read() == "replicaof 127.0.0.1 6379\n", "the include file must be one replicaof line")
+                with open(include, "w") as f:
+                    f.write(f"replicaof 127.0.0.1 {pport}\n")  # the test's primary port
+            for name, role, port in (("primary", primary_role, pport), ("replica", replica_role, rport)):
+                wd = os.path.join(d, name)
+                os.mkdir(wd)
+                conf = os.path.join(wd, "redis.conf")
+                settings = dict(role["settings"])
+                if "include" in settings:
+                    settings["include"] = include
+                with open(conf, "w") as f:
+                    f.write(redis_conf(dict(role, settings=settings), port, wd))
+                procs.append(subprocess.Popen(["redis-server", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            if wait_for(lambda: "master_link_status:up" in redis_cli(rport, "INFO", "replication").stdout, "the replica's link to the primary"):
+                info = redis_cli(rport, "INFO", "replication").stdout
+                check("role:slave" in info and f"master_port:{pport}" in info, f"the replica follows the primary: {info[:300]}")
+                check(redis_cli(pport, "SET", "k", "v").stdout.strip() == "OK", "a write to the primary")
+                wait_for(lambda: redis_cli(rport, "GET", "k").stdout.strip() == "v", "the write read back from the replica")
+                check(redis_cli(pport, "CONFIG", "GET", "appendonly").stdout.split() == ["appendonly", "yes"], "the primary's AOF is on")
+                procs[0].terminate()
+                procs[0].wait(timeout=30)
+                wait_for(lambda: "MASTERDOWN" in redis_cli(rport, "GET", "k").stdout, "a replica without its primary refuses reads")
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+                    p.wait(timeout=30)
+            shutil.rmtree(d, ignore_errors=True)
 
 if failures:
     for f in failures:
