@@ -23,7 +23,15 @@ Terraform is installed, evaluated by Terraform itself for one zone and for two).
   `template delete` call, plus object storage on the image buckets only;
 - the hourly cost, evaluated by Terraform, is the README's for one zone and for two with the
   front, and null with a note for an unknown instance type;
-- `terraform fmt -check -recursive` passes, and every .nix file parses (nix-instantiate).
+- profile = "redis": a fixed primary, a replica pool and an API pool in the one zone, the API's
+  NLB on 80 and the replicas' on 6379, both health-checked on HTTP /health at 8080 (the kv
+  member, the replica's sidecar); the course's resources keep their expressions (app_zones is
+  every zone unless redis); its rules exactly as listed (only the API members' 8080 open to the
+  world, Redis from the replicas' and the API's groups only, exporters from the monitor); the
+  layout refuses it with two zones or the front; its cost evaluated by Terraform;
+- `terraform fmt -check -recursive` passes, and every .nix file parses (nix-instantiate); every
+  image templates.tf builds is a flake output and has images/<role>.nix; the kv monitor's
+  Prometheus configuration passes promtool.
 
 Usage: checks/terraform_test.py [terraform/]     Needs: pip install python-hcl2
 """
@@ -493,6 +501,39 @@ else:
     flake = open(os.path.join(REPO, "flake.nix")).read()
     check('front-image = image "front";' in flake and 'front = mkSystem "front";' in flake,
           "flake.nix must build the front's image (packages.front-image from nixosConfigurations.front)")
+    # Every image templates.tf builds with image_source = "nix" is a flake output, from a
+    # nixosConfiguration of its role, and images/<role>.nix builds it without the flake.
+    attrs = dict(re.findall(r'^\s*(\w+)\s*=\s*(?:local\.redis \? "kv-monitor-image" : )?"([a-z-]+-image)"', open(os.path.join(DIR, "templates.tf")).read(), re.M))
+    check(set(attrs) == {"pool", "monitor", "front", "primary", "replica", "kv"}, f"templates.tf image_attrs: {attrs}")
+    for attr in set(attrs.values()) | {"kv-monitor-image"}:
+        role = attr[:-len("-image")]
+        check(f'{attr} = image "{role}";' in flake and f'{role} = mkSystem "{role}";' in flake,
+              f"flake.nix must build {attr} from nixosConfigurations.{role}")
+        check(os.path.exists(os.path.join(REPO, "images", f"{role}.nix")), f"images/{role}.nix is missing")
+    # The kv monitor's per-pool tables are named as the user-data names the pools.
+    kv_monitor = open(os.path.join(REPO, "nixos-modules", "kv-monitor.nix")).read()
+    check(re.search(r"replicas = \{ policy = \.\./examples/policies/kv-replicas\.toml; drainPort = 8080; \};", kv_monitor)
+          and re.search(r"api = \{ policy = \.\./examples/policies/kv-api\.toml; drainPort = 8080; \};", kv_monitor)
+          and '"replicas=${var.zone}:${var.kv_pools.replicas},api=${var.zone}:${var.kv_pools.api}"' in open(os.path.join(DIR, "userdata", "main.tf")).read(),
+          "the kv monitor's pools (replicas, api) must be the names EXOSCALE_INSTANCEPOOL_ID gives them")
+    # Its Prometheus configuration, as Nix builds it, passes promtool (rules from the repository).
+    if shutil.which("promtool"):
+        for am in ("false", "true"):
+            r = subprocess.run(["nix-instantiate", "--eval", "--strict", "--json", "--expr",
+                                f"import {os.path.join(REPO, 'nixos-modules', 'kv-prometheus.nix')} {{ alertmanager = {am}; }}"],
+                               capture_output=True, text=True)
+            check(r.returncode == 0, f"kv-prometheus.nix does not evaluate: {r.stderr[-500:]}")
+            if r.returncode == 0:
+                text = json.loads(r.stdout).replace("/etc/poolpilot/prometheus/rules.yml", os.path.join(REPO, "monitoring", "prometheus", "rules.yml"))
+                check("job_name: redis" in text and "/etc/poolpilot/redis-primary.json" in text and ("alerting:" in text) == (am == "true"),
+                      "kv-prometheus.nix: the redis job, the primary's targets, alerting only with Alertmanager")
+                with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
+                    f.write(text)
+                r = subprocess.run(["promtool", "check", "config", f.name], capture_output=True, text=True)
+                os.unlink(f.name)
+                check(r.returncode == 0, f"kv-prometheus.nix (alertmanager = {am}): promtool: {r.stdout}{r.stderr}")
+    else:
+        print("terraform: SKIPPED promtool on kv-prometheus.nix (promtool not installed)")
 
 if failures:
     for f in failures:
