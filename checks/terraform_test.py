@@ -159,6 +159,9 @@ for name, nlb, pool, port, target in [("kv_http", "api", "api", 80, 8080), ("kv_
     # sync and not drained), never Redis itself.
     check(unq(hc.get("mode")) == "http" and hc.get("port") == 8080 and unq(hc.get("uri")) == "/health",
           f"NLB service {name}: the health check must be HTTP /health on 8080: {hc}")
+tmpl_names = next((l["template_names"] for l in blocks["locals"] if "template_names" in l), "")
+check(tmpl_names == '${{for role, i in local.images : role => "${var.name_prefix}-${role == "monitor" && local.redis ? "kv-monitor" : role}-${substr(i.digest, 0, 12)}"}}',
+      f"template names: the course's as ever, the kv monitor's its own (same sources, another image): {tmpl_names!r}")
 check(datas.get(("exoscale_template", "redis"), {}).get("for_each") == '${toset(local.redis ? ["primary", "replica", "kv"] : [])}',
       "the redis templates (primary, replica, kv) are read only with redis")
 

@@ -62,7 +62,9 @@ locals {
     file   = var.image_source == "files" ? try(abspath(var.image_files[role]), "") : ""
     url    = var.image_source == "urls" ? try(var.image_urls[role].url, "") : ""
   } }
-  template_names = { for role, i in local.images : role => "${var.name_prefix}-${role}-${substr(i.digest, 0, 12)}" }
+  # The kv monitor is another image than the course's monitor from the same sources (the same
+  # nix digest): its own name, so switching profiles never reuses the other's template.
+  template_names = { for role, i in local.images : role => "${var.name_prefix}-${role == "monitor" && local.redis ? "kv-monitor" : role}-${substr(i.digest, 0, 12)}" }
 }
 
 resource "terraform_data" "template" {
