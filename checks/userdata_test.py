@@ -31,7 +31,10 @@ backtick, `<>&` and non-ASCII letters, this checks that:
   minimal lib): the replica's oneshot turns the replica env file into one `replicaof` line and
   refuses anything but an IPv4 address; a real primary and a real replica started with the
   modules' settings replicate a write, the primary keeps an AOF, and the replica refuses reads
-  (MASTERDOWN) once its primary stops;
+  (MASTERDOWN) once its primary stops; the kv monitor's Prometheus configuration
+  (nixos-modules/kv-prometheus.nix), run by a real Prometheus on the primary's file_sd file
+  from the user-data and a discovery file, scrapes the replicas' and the primary's Redis
+  exporters and not the API members' (nothing listens there), and node_exporter everywhere;
 - Prometheus' web config passes `promtool check web-config`, and a real Prometheus started with
   it answers 401 without the password, 401 with a wrong one, and 200 with the right one; with
   prometheus_auth = false (no hash) it answers without one.
@@ -511,6 +514,74 @@ mon_open = files_of(render(auth=False)["monitor"], "monitor (no auth)")
 got = prometheus_answers(mon_open["/etc/poolpilot/prometheus-web.yml"], [None])
 check(got == [200], f"Prometheus without authentication answered {got}")
 
+
+# --- profile = "redis": the kv monitor's Prometheus on the primary's targets from the user-data ---
+# nixos-modules/kv-prometheus.nix as Nix evaluates it, its paths moved into a temporary
+# directory, run by a real Prometheus with the primary's file_sd file from the monitor's
+# user-data above and a discovery file as the agent writes it (a replica and an API member, each
+# listed on node, app and redis): the `redis` job must scrape the replica's and the primary's
+# exporters and not the API member's 9121 (nothing listens there), the `node` job every member
+# and the primary.
+def kv_prometheus_targets():
+    r = subprocess.run(["nix-instantiate", "--eval", "--strict", "--json", "--expr",
+                        f"import {os.path.join(TF_DIR, '..', 'nixos-modules', 'kv-prometheus.nix')} {{ }}"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        check(False, f"kv-prometheus.nix does not evaluate: {r.stderr[-500:]}")
+        return None
+    d = tempfile.mkdtemp(prefix="userdata-kvprom-")
+    try:
+        os.mkdir(os.path.join(d, "sd"))
+        with open(os.path.join(d, "primary.json"), "w") as f:
+            f.write(red_mon["/etc/poolpilot/redis-primary.json"])
+        members = {"poolpilot-replicas-a1b2c": "127.0.0.2", "poolpilot-api-d3e4f": "127.0.0.3"}
+        groups = [{"targets": [f"{ip}:{port}"], "labels": {"exoscale_instance_name": name, "exoscale_target_name": tname,
+                                                          "exoscale_target_port": str(port), "exoscale_zone": "ch-gva-2"}}
+                  for name, ip in members.items() for tname, port in (("node", 9100), ("app", 8080), ("redis", 9121))]
+        with open(os.path.join(d, "sd", "config.json"), "w") as f:
+            json.dump(groups, f)
+        text = (json.loads(r.stdout).replace("/srv/service-discovery/*.json", os.path.join(d, "sd", "*.json"))
+                .replace("/etc/poolpilot/redis-primary.json", os.path.join(d, "primary.json"))
+                .replace("/etc/poolpilot/prometheus/rules.yml", os.path.join(TF_DIR, "..", "monitoring", "prometheus", "rules.yml")))
+        cfg = os.path.join(d, "prometheus.yml")
+        with open(cfg, "w") as f:
+            f.write(text)
+        port = free_port()
+        p = subprocess.Popen(["prometheus", f"--config.file={cfg}", f"--storage.tsdb.path={d}/data",
+                              f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        want_jobs = {"node", "app", "redis", "poolpilot"}
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and p.poll() is None:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/targets?state=active", timeout=5) as resp:
+                        active = json.load(resp)["data"]["activeTargets"]
+                    got = {}
+                    for t in active:
+                        got.setdefault(t["labels"]["job"], set()).add(t["labels"]["instance"])
+                    if want_jobs <= set(got) and len(got.get("node", ())) == 3:
+                        return got
+                except (OSError, ValueError, KeyError):
+                    pass
+                time.sleep(0.2)
+            check(False, f"the kv monitor's Prometheus listed no targets within 60 s: {p.stderr.read().decode()[-1500:] if p.poll() is not None else ''}")
+            return None
+        finally:
+            if p.poll() is None:
+                p.terminate()
+            p.wait(timeout=30)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+if shutil.which("nix-instantiate") is None:
+    print("userdata: SKIPPED the kv monitor's Prometheus (needs nix-instantiate)")
+else:
+    got = kv_prometheus_targets()
+    if got is not None:
+        check(got["redis"] == {"127.0.0.2:9121", f"{KV['primary']}:9121"}, f"kv monitor: the redis job scrapes {sorted(got['redis'])}")
+        check(got["node"] == {"127.0.0.2:9100", "127.0.0.3:9100", f"{KV['primary']}:9100"}, f"kv monitor: the node job scrapes {sorted(got['node'])}")
+        check(got["app"] == {"127.0.0.2:8080", "127.0.0.3:8080"}, f"kv monitor: the app job scrapes {sorted(got['app'])}")
 
 # --- profile = "redis": the replica's Redis, as its modules configure it, with a real Redis ---
 # nixos-modules/redis-primary.nix and redis-replica.nix evaluated by Nix with a minimal lib and
