@@ -16,7 +16,9 @@ backtick, `<>&` and non-ASCII letters, this checks that:
 - the front's user-data (with the front only) yields exactly its backends and Elastic IP; the
   front unit's wrapper (nixos-modules/poolpilot.nix) turns those backends into exactly one
   --backend flag each, and the module (evaluated by Nix with a minimal lib) runs the front
-  through it only with backendsFromEnvironment, and refuses a front with no backends at all; front.nix's Elastic IP unit, run as systemd would (its ${VAR} expanded
+  through it only with backendsFromEnvironment, and refuses a front with no backends at all; the
+  kv and replica units run units.json's command lines, the kv unit with its environment file
+  required, the sidecar's optional, and their [kv]/[replica] keys are settings.json's; front.nix's Elastic IP unit, run as systemd would (its ${VAR} expanded
   from that file) in a network namespace of its own, puts the address on lo, where a listener
   on 0.0.0.0 answers it;
 - each pool is wired to the module as the root module wires the instance pools (the pool holds
@@ -420,6 +422,32 @@ else:
               f"assertions: {env_unit['assertions'] + plain_unit['assertions']}")
         check(not all(a["assertion"] for a in bare_unit["assertions"]),
               "no backends and none from the environment must fail the evaluation")
+
+# The kv and replica units of the same module (the same minimal lib): their command lines come
+# from units.json, the kv unit needs the environment file (REDIS_URL), the sidecar does not.
+KV_UNITS_EXPR = FRONT_UNIT_EXPR.replace(
+    "discovery.enable = false; autoscaler.enable = false; app.enable = false; kv.enable = false; replica.enable = false;",
+    'discovery.enable = false; autoscaler.enable = false; app.enable = false; '
+    'kv = { enable = true; settings = { listen = "0.0.0.0:8080"; redisTimeout = null; replicaConnections = null; replicaReconnect = "30s"; }; }; '
+    'replica = { enable = true; settings = { listen = "0.0.0.0:8080"; redis = "redis://127.0.0.1:6379"; maxLastIo = "3s"; }; };'
+).replace("enable = true; backendsFromEnvironment = fromEnv;", "enable = false; backendsFromEnvironment = fromEnv;").replace(
+    """  execStart = m.config.systemd.services.poolpilot-front.serviceConfig.ExecStart;
+  environmentFile = m.config.systemd.services.poolpilot-front.serviceConfig.EnvironmentFile;
+  ports = m.config.networking.firewall.allowedTCPPorts;""",
+    """  kv = { inherit (m.config.systemd.services.poolpilot-kv.serviceConfig) ExecStart EnvironmentFile; };
+  replica = { inherit (m.config.systemd.services.poolpilot-replica.serviceConfig) ExecStart EnvironmentFile; };""")
+if shutil.which("nix-instantiate") is not None:
+    r = subprocess.run(["nix-instantiate", "--eval", "--strict", "--json", "--expr", KV_UNITS_EXPR,
+                        "--arg", "path", os.path.abspath(os.path.join(TF_DIR, "..", "nixos-modules", "poolpilot.nix")),
+                        "--arg", "fromEnv", "false", "--argstr", "backends", ""], capture_output=True, text=True)
+    check(r.returncode == 0, f"nix-instantiate poolpilot.nix (kv, replica): {r.stderr[-800:]}")
+    if r.returncode == 0:
+        units = json.loads(r.stdout)
+        check(units["kv"]["ExecStart"] == "'/pkg/bin/poolpilot' '--config' '/toml/poolpilot-kv.toml' 'kv'"
+              and units["kv"]["EnvironmentFile"] == ["/etc/poolpilot/env"], f"the kv unit: {units['kv']}")
+        check(units["replica"]["ExecStart"] == "'/pkg/bin/poolpilot' '--config' '/toml/poolpilot-replica.toml' 'replica'"
+              and units["replica"]["EnvironmentFile"] == ["-/etc/poolpilot/env"], f"the replica unit: {units['replica']}")
+        check(all(a["assertion"] for a in units["assertions"]), f"kv/replica assertions (settings.json keys): {units['assertions']}")
 
 argv = wrapper_argv(front["/etc/poolpilot/env"])
 check(argv == ["poolpilot", "front", "--backend", f"ch-gva-2=http://{NLBS['ch-gva-2']}:80",
