@@ -78,6 +78,11 @@
         monitor = { imports = [ ./nixos-modules/poolpilot.nix ./nixos-modules/monitor.nix withPackage ]; };
         pool-node = { imports = [ ./nixos-modules/poolpilot.nix ./nixos-modules/pool-node.nix withPackage ]; };
         front = { imports = [ ./nixos-modules/poolpilot.nix ./nixos-modules/front.nix withPackage ]; };
+        # The key-value appliance (Terraform's profile = "redis").
+        kv-monitor = { imports = [ ./nixos-modules/poolpilot.nix ./nixos-modules/kv-monitor.nix withPackage ]; };
+        redis-primary = { imports = [ ./nixos-modules/poolpilot.nix ./nixos-modules/redis-primary.nix withPackage ]; };
+        redis-replica = { imports = [ ./nixos-modules/poolpilot.nix ./nixos-modules/redis-replica.nix withPackage ]; };
+        kv-node = { imports = [ ./nixos-modules/poolpilot.nix ./nixos-modules/kv-node.nix withPackage ]; };
       };
 
       mkSystem = role: nixpkgs.lib.nixosSystem {
@@ -86,13 +91,17 @@
           nixosModules.${role}
           ./images/exoscale.nix
           { poolpilot.role = role; }
-        ] ++ lib.optional (role == "monitor") ./images/monitor-firewall.nix;
+        ] ++ lib.optional (role == "monitor" || role == "kv-monitor") ./images/monitor-firewall.nix;
       };
 
       nixosConfigurations = {
         monitor = mkSystem "monitor";
         pool-node = mkSystem "pool-node";
         front = mkSystem "front";
+        kv-monitor = mkSystem "kv-monitor";
+        redis-primary = mkSystem "redis-primary";
+        redis-replica = mkSystem "redis-replica";
+        kv-node = mkSystem "kv-node";
       };
 
       image = name: nixosConfigurations.${name}.config.system.build.exoscaleImage;
@@ -104,6 +113,10 @@
         monitor-image = image "monitor";
         pool-node-image = image "pool-node";
         front-image = image "front";
+        kv-monitor-image = image "kv-monitor";
+        redis-primary-image = image "redis-primary";
+        redis-replica-image = image "redis-replica";
+        kv-node-image = image "kv-node";
       };
 
       inherit nixosModules nixosConfigurations;

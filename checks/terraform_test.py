@@ -23,7 +23,15 @@ Terraform is installed, evaluated by Terraform itself for one zone and for two).
   `template delete` call, plus object storage on the image buckets only;
 - the hourly cost, evaluated by Terraform, is the README's for one zone and for two with the
   front, and null with a note for an unknown instance type;
-- `terraform fmt -check -recursive` passes, and every .nix file parses (nix-instantiate).
+- profile = "redis": a fixed primary, a replica pool and an API pool in the one zone, the API's
+  NLB on 80 and the replicas' on 6379, both health-checked on HTTP /health at 8080 (the kv
+  member, the replica's sidecar); the course's resources keep their expressions (app_zones is
+  every zone unless redis); its rules exactly as listed (only the API members' 8080 open to the
+  world, Redis from the replicas' and the API's groups only, exporters from the monitor); the
+  layout refuses it with two zones or the front; its cost evaluated by Terraform;
+- `terraform fmt -check -recursive` passes, and every .nix file parses (nix-instantiate); every
+  image templates.tf builds is a flake output and has images/<role>.nix; the kv monitor's
+  Prometheus configuration passes promtool.
 
 Usage: checks/terraform_test.py [terraform/]     Needs: pip install python-hcl2
 """
@@ -74,10 +82,10 @@ check(required == {"exoscale_key", "exoscale_secret"}, f"variables without a def
 # 1. A pool, an NLB and an NLB service per zone; ignore_changes covers each pool's size.
 res = blocks["resource"]
 pools = [b for (t, _), b in res.items() if t == "exoscale_instance_pool"]
-check(len(pools) == 1, f"expected one instance pool resource (for_each over the zones), found {len(pools)}")
+check(len(pools) == 2, f"expected two instance pool resources (the course's, for_each over the zones; the redis profile's kv), found {len(pools)}")
 for t, name in [("exoscale_instance_pool", "app"), ("exoscale_nlb", "app"), ("exoscale_nlb_service", "http")]:
     r = res.get((t, name), {})
-    check(r.get("for_each") == "${toset(local.zones)}", f"{t}.{name} must be one per zone: for_each = {r.get('for_each')!r}")
+    check(r.get("for_each") == "${toset(local.app_zones)}", f"{t}.{name} must be one per zone (none with profile = redis): for_each = {r.get('for_each')!r}")
     check(r.get("zone") == "${each.key}", f"{t}.{name} must be in its zone: zone = {r.get('zone')!r}")
 check(res.get(("exoscale_nlb_service", "http"), {}).get("instance_pool_id") == "${exoscale_instance_pool.app[each.key].id}",
       "each zone's NLB service must send to that zone's pool")
@@ -112,9 +120,50 @@ for path in sorted(glob.glob(os.path.join(DIR, "*.tf"))):
             for dtype, named in d.items():
                 for name, body in named.items():
                     datas[(unq(dtype), unq(name))] = body
-check(datas.get(("exoscale_template", "pool"), {}).get("for_each") == "${toset(local.zones)}", "the pool template must be read in every zone")
+check(datas.get(("exoscale_template", "pool"), {}).get("for_each") == "${toset(local.app_zones)}", "the pool template must be read in every zone (none with profile = redis)")
 check(datas.get(("exoscale_template", "monitor"), {}).get("zone") == "${local.primary_zone}", "the monitor template: the first zone")
 check(datas.get(("exoscale_template", "front"), {}).get("count") == "${local.front ? 1 : 0}", "the front template: only with the front")
+
+# 1b. profile = "redis": a fixed primary, a replica pool and an API pool, the API's NLB on 80
+# and the replicas' on 6379 (health-checked through the sidecar), nothing of the course's.
+# The course's resources keep their expressions: app_zones is every zone unless redis.
+tmpl_locals = next((l for l in blocks["locals"] if "app_zones" in l), {})
+check(tmpl_locals.get("app_zones") == "${local.redis ? [] : local.zones}" and tmpl_locals.get("redis") == '${module.layout.profile == "redis"}',
+      f"local.app_zones must be every zone for the course and none for redis: {tmpl_locals.get('app_zones')!r}, {tmpl_locals.get('redis')!r}")
+check(unq(blocks["variable"].get("profile", {}).get("default")) == "course", "variable profile must default to \"course\"")
+primary = res.get(("exoscale_compute_instance", "redis_primary"), {})
+check(primary.get("count") == "${local.redis ? 1 : 0}" and primary.get("zone") == "${local.primary_zone}"
+      and primary.get("template_id") == '${data.exoscale_template.redis["primary"].id}'
+      and primary.get("security_group_ids") == ["${exoscale_security_group.redis_primary[0].id}"],
+      f"the Redis primary: one fixed instance in the zone, only with redis, in its own group: {primary}")
+kvpool = res.get(("exoscale_instance_pool", "kv"), {})
+kv_locals = next((l for l in blocks["locals"] if "kv_pools" in l), {})
+check(kvpool.get("for_each") == "${local.kv_pools}" and kvpool.get("zone") == "${local.primary_zone}"
+      and kvpool.get("security_group_ids") == ["${exoscale_security_group.kv[each.key].id}"]
+      and kvpool.get("user_data") == '${each.key == "api" ? module.userdata.kv : module.userdata.replica}'
+      and kvpool.get("template_id") == "${data.exoscale_template.redis[each.value.template].id}",
+      f"the redis pools: one per entry of local.kv_pools, each in its group, with its user-data and template: {kvpool}")
+check(re.fullmatch(r'\$\{local\.redis \? \{replicas = \{[^{}]*template = "replica"\}, api = \{[^{}]*template = "kv"\}\} : \{\}\}', str(kv_locals.get("kv_pools", ""))) is not None,
+      f"local.kv_pools: replicas (the replica template) and api (the kv template), only with redis: {kv_locals.get('kv_pools')!r}")
+check(res.get(("exoscale_nlb", "kv"), {}).get("for_each") == '${local.redis ? toset(["api", "replicas"]) : toset([])}',
+      "the redis NLBs: the API's and the replicas', only with redis")
+for name, nlb, pool, port, target in [("kv_http", "api", "api", 80, 8080), ("kv_redis", "replicas", "replicas", 6379, 6379)]:
+    svc = res.get(("exoscale_nlb_service", name), {})
+    hc = svc.get("healthcheck", [{}])
+    hc = hc[0] if isinstance(hc, list) else hc
+    check(svc.get("count") == "${local.redis ? 1 : 0}" and svc.get("nlb_id") == f'${{exoscale_nlb.kv["{nlb}"].id}}'
+          and svc.get("instance_pool_id") == f'${{exoscale_instance_pool.kv["{pool}"].id}}'
+          and (svc.get("port"), svc.get("target_port")) == (port, target) and unq(svc.get("protocol")) == "tcp",
+          f"NLB service {name}: {port} -> {target} on the {pool} pool through the {nlb} NLB: {svc}")
+    # Both health checks ask HTTP /health on 8080: the kv member, or the replica's sidecar (in
+    # sync and not drained), never Redis itself.
+    check(unq(hc.get("mode")) == "http" and hc.get("port") == 8080 and unq(hc.get("uri")) == "/health",
+          f"NLB service {name}: the health check must be HTTP /health on 8080: {hc}")
+tmpl_names = next((l["template_names"] for l in blocks["locals"] if "template_names" in l), "")
+check(tmpl_names == '${{for role, i in local.images : role => "${var.name_prefix}-${role == "monitor" && local.redis ? "kv-monitor" : role}-${substr(i.digest, 0, 12)}"}}',
+      f"template names: the course's as ever, the kv monitor's its own (same sources, another image): {tmpl_names!r}")
+check(datas.get(("exoscale_template", "redis"), {}).get("for_each") == '${toset(local.redis ? ["primary", "replica", "kv"] : [])}',
+      "the redis templates (primary, replica, kv) are read only with redis")
 
 # 2. Secrets are sensitive, and so is every output that exposes one.
 secret_vars = {n for n in blocks["variable"] if re.search(r"secret|password|token|^exoscale_key$", n)}
@@ -159,17 +208,19 @@ check(app_sources.startswith("${local.front ? {front = {cidr = \"${exoscale_comp
       f"with the front, the app port admits the front's and the monitor's addresses only: {app_sources}")
 # Every rule, by what it opens: (ports, source, group, count) exactly.
 expected_rules = {
-    "pool_app": ((8080, 8080), "0.0.0.0/0", "pool", "${local.front ? 0 : 1}"),
+    "pool_app": ((8080, 8080), "0.0.0.0/0", "pool", "${local.front || local.redis ? 0 : 1}"),
     "pool_app_from": ((8080, 8080), "${each.value.cidr}", "pool", None),
     "pool_app_healthcheck": ((8080, 8080), "public:public-nlb-healthcheck-sources", "pool", "${local.front ? 1 : 0}"),
     "pool_node_exporter": ((9100, 9100), "${local.monitor_cidr}", "pool", None),
     "front_http": ((80, 80), "0.0.0.0/0", "front", "${local.front ? 1 : 0}"),
 }
 rules = {name: r for (t, name), r in blocks["resource"].items() if t == "exoscale_security_group_rule"}
-check(set(rules) == set(expected_rules) | {"admin"}, f"security group rules: {sorted(rules)}")
+check(set(rules) == set(expected_rules) | {"admin", "kv"}, f"security group rules: {sorted(rules)}")
 check(rules.get("pool_app_from", {}).get("for_each") == "${local.app_sources}", "pool_app_from must iterate local.app_sources")
 for name, r in rules.items():
     check(unq(r.get("type", "")).upper() == "INGRESS", f"rule {name}: only ingress rules are expected")
+    if name == "kv":
+        continue  # profile = "redis", one zone: checked in 1b.
     check("user_security_group_id" not in r, f"rule {name}: sources are addresses (a group may not match another zone's traffic)")
     cidr = unq(r.get("cidr", ""))
     if name == "admin":
@@ -186,6 +237,42 @@ for name, r in rules.items():
     check(r.get("count") == count, f"rule {name}: count = {r.get('count')!r}, expected {count!r}")
     if source == "0.0.0.0/0":
         check(ports in [(8080, 8080), (80, 80)], f"rule {name}: only the app port (without the front) and 80 (on the front) are opened to the world")
+
+# The redis profile's rules (local.kv_rules, one resource): exactly these, by what they open.
+# Only the API members' 8080 is open to the world (the API NLB's port 80 reaches it); Redis
+# (6379) only from the groups that need it; the exporters and the sidecar from the monitor.
+kv_rules_text = str(next((l["kv_rules"] for l in blocks["locals"] if "kv_rules" in l), ""))
+got_kv = {m[0]: (m[1], int(m[2]), unq(m[3]), unq(m[4]), unq(m[5])) for m in re.findall(
+    r'"([a-z-]+)" = \{group = "(\w+)", port = (\d+), cidr = ([^,]+), from = ([^,]+), public = ([^,]+), what = ', kv_rules_text)}
+M = "local.monitor_cidr"
+expected_kv = {
+    "primary-redis-replicas": ("primary", 6379, "null", "replicas", "null"),
+    "primary-redis-api": ("primary", 6379, "null", "api", "null"),
+    "primary-node-exporter": ("primary", 9100, M, "null", "null"),
+    "primary-redis-exporter": ("primary", 9121, M, "null", "null"),
+    "replicas-redis-api": ("replicas", 6379, "null", "api", "null"),
+    "replicas-sidecar-check": ("replicas", 8080, "null", "null", "public-nlb-healthcheck-sources"),
+    "replicas-sidecar-monitor": ("replicas", 8080, M, "null", "null"),
+    "replicas-node-exporter": ("replicas", 9100, M, "null", "null"),
+    "replicas-redis-exporter": ("replicas", 9121, M, "null", "null"),
+    "api-http": ("api", 8080, "0.0.0.0/0", "null", "null"),
+    "api-node-exporter": ("api", 9100, M, "null", "null"),
+}
+check(kv_rules_text.startswith("${local.redis ? {") and kv_rules_text.endswith(": {}}"), "local.kv_rules: only with redis")
+check(got_kv == expected_kv, f"local.kv_rules differ: {sorted(set(got_kv.items()) ^ set(expected_kv.items()))}")
+world = [n for n, r in got_kv.items() if r[2] == "0.0.0.0/0"]
+check(world == ["api-http"], f"redis: only the API members' 8080 (behind the NLB's 80) is open to the world: {world}")
+for n, (g, port, cidr, frm, pub) in got_kv.items():
+    check(sum(x != "null" for x in (cidr, frm, pub)) == 1, f"kv rule {n}: exactly one source")
+    check(port != 6379 or frm in ("replicas", "api"), f"kv rule {n}: Redis only from the replicas' or the API members' group")
+kv_rule = rules.get("kv", {})
+check(kv_rule.get("for_each") == "${local.kv_rules}" and kv_rule.get("security_group_id") == "${local.kv_groups[each.value.group]}"
+      and kv_rule.get("user_security_group_id") == "${each.value.from == null ? null : local.kv_groups[each.value.from]}"
+      and kv_rule.get("cidr") == "${each.value.cidr}" and kv_rule.get("public_security_group") == "${each.value.public}"
+      and kv_rule.get("start_port") == "${each.value.port}" and kv_rule.get("end_port") == "${each.value.port}",
+      f"the kv rule resource must open exactly what local.kv_rules says: {kv_rule}")
+check(re.search(r'"\$\{g\}-ssh-\$\{c\}" => \{group = g, port = 22, cidr = c, what = "SSH"\}', str(admin)) is not None,
+      "redis: SSH from admin_cidrs on the primary, the replicas and the API members (port 22 only)")
 
 # 4. The user-data installs nothing.
 forbidden = re.compile(
@@ -277,29 +364,34 @@ def terraform_in(files, *cmds):
         shutil.rmtree(root, ignore_errors=True)
 
 
-def layout(zones, front=None):
+def layout(zones, front=None, profile=None, expect_error=None):
     main = f"""
 module "l" {{
   source          = {json.dumps(os.path.abspath(os.path.join(DIR, "layout")))}
   zones           = {json.dumps(zones)}
   front           = {json.dumps(front)}
+  {"" if profile is None else f"profile = {json.dumps(profile)}"}
   name_prefix     = "poolpilot"
   template_bucket = "poolpilot-templates-0a1b2c3d"
 }}
 output "l" {{ value = module.l }}
 """
     r = terraform_in({"main.tf": main}, ["apply", "-auto-approve", "-input=false", "-no-color"], ["output", "-json"])
+    if expect_error is not None:
+        check(r.returncode != 0 and expect_error in " ".join(r.stderr.split()),
+              f"layout {zones} front={front} profile={profile}: must be refused with {expect_error!r}: {r.stderr[-800:]}")
+        return None
     if r.returncode != 0:
         check(False, f"layout {zones}: terraform failed: {r.stdout[-1500:]}{r.stderr[-1500:]}")
         return None
     return json.loads(r.stdout)["l"]["value"]
 
 
-def zones_accepted(zones):
+def zones_accepted(zones, **more):
     """Whether variables.tf's validation accepts zones = ZONES (a plan of variables.tf alone)."""
     with open(os.path.join(DIR, "variables.tf")) as f:
         variables = f.read()
-    tfvars = json.dumps({"exoscale_key": "EXO0", "exoscale_secret": "s", "zones": zones})
+    tfvars = json.dumps(dict({"exoscale_key": "EXO0", "exoscale_secret": "s", "zones": zones}, **more))
     r = terraform_in({"variables.tf": variables, "t.auto.tfvars.json": tfvars},
                      ["plan", "-input=false", "-no-color", "-lock=false"])
     if r.returncode != 0 and "Invalid value for variable" not in r.stderr:
@@ -333,6 +425,21 @@ else:
           "zones: null, one, two and all eight zones must be accepted")
     for bad in ([], ["ch-gva-2", "ch-gva-2"], ["ch-gva-3"], ["ch-gva-2", "us-east-1"]):
         check(not zones_accepted(bad), f"zones = {bad} must be refused")
+    # profile: course (the default, null = unset here) and redis accepted, anything else refused.
+    check(zones_accepted(None, profile="course") and zones_accepted(None, profile="redis"), "profile course and redis must be accepted")
+    check(not zones_accepted(None, profile="Redis") and not zones_accepted(None, profile=""), "an unknown profile must be refused")
+    # The layout with profile = "redis": its four templates in its one zone, no pool and no front
+    # template; the course's layout unchanged with profile = "course" given explicitly; two zones
+    # or the front refused with a message saying why.
+    red = layout(["de-fra-1"], profile="redis")
+    course_explicit = layout(["de-fra-1", "ch-gva-2"], profile="course")
+    if red and course_explicit and two:
+        check(set(red["templates"]) == {"monitor/de-fra-1", "primary/de-fra-1", "replica/de-fra-1", "kv/de-fra-1"} and red["front"] is False
+              and red["profile"] == "redis", f"redis: the monitor's, primary's, replicas' and API's templates in its zone: {sorted(red['templates'])}")
+        check(red["buckets"] == {"de-fra-1": "poolpilot-templates-0a1b2c3d"}, f"redis: one bucket: {red['buckets']}")
+        check(course_explicit == two, "profile = \"course\" given explicitly must lay out exactly what the default does")
+    layout(["de-fra-1", "ch-gva-2"], profile="redis", expect_error="profile = \"redis\" runs in one zone without the front")
+    layout(["de-fra-1"], front=True, profile="redis", expect_error="profile = \"redis\" runs in one zone without the front")
     # The cost output, evaluated by Terraform: outputs.tf's price locals and hourly_cost_eur
     # with variables.tf and the layout module (the machines themselves need the provider).
     outputs_tf = open(os.path.join(DIR, "outputs.tf")).read()
@@ -342,12 +449,14 @@ module "layout" {{
   source          = {json.dumps(os.path.abspath(os.path.join(DIR, "layout")))}
   zones           = var.zones == null ? [var.zone] : var.zones
   front           = var.front
+  profile         = var.profile
   name_prefix     = var.name_prefix
   template_bucket = "poolpilot-templates-0a1b2c3d"
 }}
 locals {{
   zones = module.layout.zones
   front = module.layout.front
+  redis = module.layout.profile == "redis"
 }}
 """)
 
@@ -364,6 +473,17 @@ locals {{
         c = cost(**tfvars)
         got = (round(c.get("at_initial_size") or 0, 5), round(c.get("at_max_size") or 0, 5))
         check(got == (initial, at_max), f"hourly_cost_eur {tfvars}: {got}, README says {(initial, at_max)}")
+    # profile = "redis" (README): the monitor and the primary (standard.small each, with their
+    # disks), two NLBs, 4 templates; two pools (replicas, API) of standard.micro at 1 and at 4.
+    fixed = 0.02333 + 2 * 0.03472 + 10 * 0.00014 + 0.02333 + 10 * 0.00014 + 4 * 10 * 0.00028
+    member = 0.00729 + 10 * 0.00014
+    c = cost(profile="redis")
+    got = (round(c.get("at_initial_size") or 0, 5), round(c.get("at_max_size") or 0, 5))
+    check(got == (round(fixed + 2 * member, 5), round(fixed + 8 * member, 5)) == (0.14748, 0.19962),
+          f"hourly_cost_eur redis: {got}, expected {(round(fixed + 2 * member, 5), round(fixed + 8 * member, 5))} (README: 0.14748, 0.19962)")
+    c = cost(profile="redis", redis_instance_type="standard.huge")
+    check(c.get("at_initial_size") is None and "unknown price for standard.huge" in c.get("note", ""),
+          f"an unknown primary type must give a null cost with a note: {c}")
     c = cost(zones=["ch-gva-2", "de-fra-1"], front_instance_type="standard.huge")
     check(c.get("at_initial_size") is None and "unknown price for standard.huge" in c.get("note", ""),
           f"an unknown front type must give a null cost with a note: {c}")
@@ -384,6 +504,39 @@ else:
     flake = open(os.path.join(REPO, "flake.nix")).read()
     check('front-image = image "front";' in flake and 'front = mkSystem "front";' in flake,
           "flake.nix must build the front's image (packages.front-image from nixosConfigurations.front)")
+    # Every image templates.tf builds with image_source = "nix" is a flake output, from a
+    # nixosConfiguration of its role, and images/<role>.nix builds it without the flake.
+    attrs = dict(re.findall(r'^\s*(\w+)\s*=\s*(?:local\.redis \? "kv-monitor-image" : )?"([a-z-]+-image)"', open(os.path.join(DIR, "templates.tf")).read(), re.M))
+    check(set(attrs) == {"pool", "monitor", "front", "primary", "replica", "kv"}, f"templates.tf image_attrs: {attrs}")
+    for attr in set(attrs.values()) | {"kv-monitor-image"}:
+        role = attr[:-len("-image")]
+        check(f'{attr} = image "{role}";' in flake and f'{role} = mkSystem "{role}";' in flake,
+              f"flake.nix must build {attr} from nixosConfigurations.{role}")
+        check(os.path.exists(os.path.join(REPO, "images", f"{role}.nix")), f"images/{role}.nix is missing")
+    # The kv monitor's per-pool tables are named as the user-data names the pools.
+    kv_monitor = open(os.path.join(REPO, "nixos-modules", "kv-monitor.nix")).read()
+    check(re.search(r"replicas = \{ policy = \.\./examples/policies/kv-replicas\.toml; drainPort = 8080; \};", kv_monitor)
+          and re.search(r"api = \{ policy = \.\./examples/policies/kv-api\.toml; drainPort = 8080; \};", kv_monitor)
+          and '"replicas=${var.zone}:${var.kv_pools.replicas},api=${var.zone}:${var.kv_pools.api}"' in open(os.path.join(DIR, "userdata", "main.tf")).read(),
+          "the kv monitor's pools (replicas, api) must be the names EXOSCALE_INSTANCEPOOL_ID gives them")
+    # Its Prometheus configuration, as Nix builds it, passes promtool (rules from the repository).
+    if shutil.which("promtool"):
+        for am in ("false", "true"):
+            r = subprocess.run(["nix-instantiate", "--eval", "--strict", "--json", "--expr",
+                                f"import {os.path.join(REPO, 'nixos-modules', 'kv-prometheus.nix')} {{ alertmanager = {am}; }}"],
+                               capture_output=True, text=True)
+            check(r.returncode == 0, f"kv-prometheus.nix does not evaluate: {r.stderr[-500:]}")
+            if r.returncode == 0:
+                text = json.loads(r.stdout).replace("/etc/poolpilot/prometheus/rules.yml", os.path.join(REPO, "monitoring", "prometheus", "rules.yml"))
+                check("job_name: redis" in text and "/etc/poolpilot/redis-primary.json" in text and ("alerting:" in text) == (am == "true"),
+                      "kv-prometheus.nix: the redis job, the primary's targets, alerting only with Alertmanager")
+                with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
+                    f.write(text)
+                r = subprocess.run(["promtool", "check", "config", f.name], capture_output=True, text=True)
+                os.unlink(f.name)
+                check(r.returncode == 0, f"kv-prometheus.nix (alertmanager = {am}): promtool: {r.stdout}{r.stderr}")
+    else:
+        print("terraform: SKIPPED promtool on kv-prometheus.nix (promtool not installed)")
 
 if failures:
     for f in failures:

@@ -16,14 +16,33 @@ backtick, `<>&` and non-ASCII letters, this checks that:
 - the front's user-data (with the front only) yields exactly its backends and Elastic IP; the
   front unit's wrapper (nixos-modules/poolpilot.nix) turns those backends into exactly one
   --backend flag each, and the module (evaluated by Nix with a minimal lib) runs the front
-  through it only with backendsFromEnvironment, and refuses a front with no backends at all; front.nix's Elastic IP unit, run as systemd would (its ${VAR} expanded
+  through it only with backendsFromEnvironment, and refuses a front with no backends at all; the
+  kv and replica units run units.json's command lines, the kv unit with its environment file
+  required, the sidecar's optional, and their [kv]/[replica] keys are settings.json's; front.nix's Elastic IP unit, run as systemd would (its ${VAR} expanded
   from that file) in a network namespace of its own, puts the address on lo, where a listener
   on 0.0.0.0 answers it;
+- each pool is wired to the module as the root module wires the instance pools (the pool holds
+  its members' user-data, the monitor's holds the pool ids), so a member's user-data that
+  depended on the pool ids fails here as a dependency cycle, as it would fail `terraform plan`;
+- profile = "redis": a replica's env file yields exactly the primary's address and the drain
+  token, an API member's exactly REDIS_URL (the primary), REDIS_REPLICAS_URL (the replicas'
+  NLB) and the drain token, neither holds the API secret or another token; the monitor's names
+  its two pools replicas=ZONE:ID,api=ZONE:ID and carries the primary's exporters as file_sd
+  targets (node 9100, redis 9121), readable by Prometheus;
+- the Redis roles (nixos-modules/redis-primary.nix, redis-replica.nix, evaluated by Nix with a
+  minimal lib): the replica's oneshot turns the replica env file into one `replicaof` line and
+  refuses anything but an IPv4 address; a real primary and a real replica started with the
+  modules' settings replicate a write, the primary keeps an AOF, and the replica refuses reads
+  (MASTERDOWN) once its primary stops; the kv monitor's Prometheus configuration
+  (nixos-modules/kv-prometheus.nix), run by a real Prometheus on the primary's file_sd file
+  from the user-data and a discovery file, scrapes the replicas' and the primary's Redis
+  exporters and not the API members' (nothing listens there), and node_exporter everywhere;
 - Prometheus' web config passes `promtool check web-config`, and a real Prometheus started with
   it answers 401 without the password, 401 with a wrong one, and 200 with the right one; with
   prometheus_auth = false (no hash) it answers without one.
 
-Usage: checks/userdata_test.py [terraform/]   Needs: terraform, python3-yaml, prometheus, promtool
+Usage: checks/userdata_test.py [terraform/]   Needs: terraform, python3-yaml, prometheus, promtool,
+redis-server and redis-cli (Debian's redis-server), nix-instantiate
 """
 import json
 import os
@@ -60,6 +79,10 @@ HARD = "a: b #c \"dq\" 'sq' `bt` <&> ünï"
 POOL_IDS = {"ch-gva-2": "9a6a2f25-8b5a-4f2b-9d3e-2d2f0b6c1e01", "de-fra-1": "0d7c51e2-4f3a-4c1b-8e2d-6a5b4c3d2e1f"}
 NLBS = {"ch-gva-2": "198.51.100.10", "de-fra-1": "198.51.100.20"}
 EIP = "203.0.113.7"
+KV_POOLS = {"replicas": "3e1d2c4b-5a69-4b7c-8d9e-0f1a2b3c4d5e", "api": "7f6e5d4c-3b2a-4190-8877-665544332211"}
+KV = {"primary": "198.51.100.30", "replicas": "198.51.100.31"}
+# Readable by other users: not a secret (Prometheus reads it as its own user).
+PUBLIC_FILES = {"/etc/poolpilot/redis-primary.json"}
 VALUES = {
     "zone": "ch-gva-2",
     "api_key": "EXO0123456789abcdef",
@@ -75,22 +98,37 @@ VALUES = {
 }
 
 
-def render(auth, zones=("ch-gva-2",), front=False):
-    """Renders the module with Terraform (the pools of `zones`, the front or not); returns
-    {output name: text or None}."""
+def render(auth, zones=("ch-gva-2",), front=False, kv=False):
+    """Renders the module with Terraform (the pools of `zones`, the front or not; or, with kv,
+    profile = "redis"'s two pools); returns {output name: text or None}. Each pool is a
+    terraform_data holding its id and the user-data its members get, wired as the root module
+    wires the instance pools: a member's user-data that depended on the pool ids would be a
+    dependency cycle, which Terraform refuses here."""
     root = tempfile.mkdtemp(prefix="userdata-tf-")
     try:
         hash_expr = "bcrypt(var.v.prometheus_password, 6)" if auth else "null"
-        values = dict(VALUES, pools={z: POOL_IDS[z] for z in zones},
+        values = dict(VALUES, pools={} if kv else {z: POOL_IDS[z] for z in zones},
                       front_backends={z: NLBS[z] for z in zones} if front else {},
-                      elastic_ip=EIP if front else None)
+                      elastic_ip=EIP if front else None,
+                      kv_pools=KV_POOLS if kv else {},
+                      kv=KV if kv else None)
         with open(os.path.join(root, "main.tf"), "w") as f:
             f.write(f'''
 variable "v" {{ type = any }}
+resource "terraform_data" "pool" {{
+  for_each = var.v.pools
+  input    = {{ id = each.value, user_data = module.u.pool }}
+}}
+resource "terraform_data" "kv" {{
+  for_each = var.v.kv_pools
+  input    = {{ id = each.value, user_data = each.key == "api" ? module.u.kv : module.u.replica }}
+}}
 module "u" {{
   source = {json.dumps(MODULE)}
   zone = var.v.zone
-  pools = var.v.pools
+  pools = {{ for z, p in terraform_data.pool : z => p.output.id }}
+  kv = var.v.kv
+  kv_pools = length(var.v.kv_pools) == 0 ? null : {{ replicas = try(terraform_data.kv["replicas"].output.id, null), api = try(terraform_data.kv["api"].output.id, null) }}
   front_backends = var.v.front_backends
   elastic_ip = var.v.elastic_ip
   api_key = var.v.api_key
@@ -116,6 +154,14 @@ output "pool" {{
 output "front" {{
   value = module.u.front
 }}
+output "replica" {{
+  value     = module.u.replica
+  sensitive = true
+}}
+output "kv" {{
+  value     = module.u.kv
+  sensitive = true
+}}
 ''')
         with open(os.path.join(root, "v.auto.tfvars.json"), "w") as f:
             json.dump({"v": values}, f, ensure_ascii=False)
@@ -137,7 +183,8 @@ def files_of(cloud_config, which):
     check(isinstance(doc, dict) and set(doc) == {"write_files"}, f"{which}: only write_files expected, got {doc!r:.200}")
     out = {}
     for f in doc["write_files"]:
-        check(f.get("owner") == "root:root" and f.get("permissions") == "0600", f"{which}: {f['path']} must be root-only 0600")
+        mode = "0644" if f.get("path") in PUBLIC_FILES else "0600"
+        check(f.get("owner") == "root:root" and f.get("permissions") == mode, f"{which}: {f['path']} must be root's, {mode}")
         check(isinstance(f.get("content"), str), f"{which}: {f['path']}: content must be a string, got {f.get('content')!r}")
         out[f["path"]] = f["content"]
     return out
@@ -334,7 +381,7 @@ let
       services.cloud-init.enable = true;
       services.poolpilot = {
         package = "pkg"; environmentFile = "/etc/poolpilot/env";
-        discovery.enable = false; autoscaler.enable = false; app.enable = false;
+        discovery.enable = false; autoscaler.enable = false; app.enable = false; kv.enable = false; replica.enable = false;
         front = {
           enable = true; backendsFromEnvironment = fromEnv;
           settings = { listen = "0.0.0.0:80"; adminListen = "127.0.0.1:9180"; backends = backendList; ejectAfter = 10; ejectMode = "total"; cooldown = "30s"; tryTimeout = "15s"; };
@@ -375,6 +422,32 @@ else:
               f"assertions: {env_unit['assertions'] + plain_unit['assertions']}")
         check(not all(a["assertion"] for a in bare_unit["assertions"]),
               "no backends and none from the environment must fail the evaluation")
+
+# The kv and replica units of the same module (the same minimal lib): their command lines come
+# from units.json, the kv unit needs the environment file (REDIS_URL), the sidecar does not.
+KV_UNITS_EXPR = FRONT_UNIT_EXPR.replace(
+    "discovery.enable = false; autoscaler.enable = false; app.enable = false; kv.enable = false; replica.enable = false;",
+    'discovery.enable = false; autoscaler.enable = false; app.enable = false; '
+    'kv = { enable = true; settings = { listen = "0.0.0.0:8080"; redisTimeout = null; replicaConnections = null; replicaReconnect = "30s"; }; }; '
+    'replica = { enable = true; settings = { listen = "0.0.0.0:8080"; redis = "redis://127.0.0.1:6379"; maxLastIo = "3s"; }; };'
+).replace("enable = true; backendsFromEnvironment = fromEnv;", "enable = false; backendsFromEnvironment = fromEnv;").replace(
+    """  execStart = m.config.systemd.services.poolpilot-front.serviceConfig.ExecStart;
+  environmentFile = m.config.systemd.services.poolpilot-front.serviceConfig.EnvironmentFile;
+  ports = m.config.networking.firewall.allowedTCPPorts;""",
+    """  kv = { inherit (m.config.systemd.services.poolpilot-kv.serviceConfig) ExecStart EnvironmentFile; };
+  replica = { inherit (m.config.systemd.services.poolpilot-replica.serviceConfig) ExecStart EnvironmentFile; };""")
+if shutil.which("nix-instantiate") is not None:
+    r = subprocess.run(["nix-instantiate", "--eval", "--strict", "--json", "--expr", KV_UNITS_EXPR,
+                        "--arg", "path", os.path.abspath(os.path.join(TF_DIR, "..", "nixos-modules", "poolpilot.nix")),
+                        "--arg", "fromEnv", "false", "--argstr", "backends", ""], capture_output=True, text=True)
+    check(r.returncode == 0, f"nix-instantiate poolpilot.nix (kv, replica): {r.stderr[-800:]}")
+    if r.returncode == 0:
+        units = json.loads(r.stdout)
+        check(units["kv"]["ExecStart"] == "'/pkg/bin/poolpilot' '--config' '/toml/poolpilot-kv.toml' 'kv'"
+              and units["kv"]["EnvironmentFile"] == ["/etc/poolpilot/env"], f"the kv unit: {units['kv']}")
+        check(units["replica"]["ExecStart"] == "'/pkg/bin/poolpilot' '--config' '/toml/poolpilot-replica.toml' 'replica'"
+              and units["replica"]["EnvironmentFile"] == ["-/etc/poolpilot/env"], f"the replica unit: {units['replica']}")
+        check(all(a["assertion"] for a in units["assertions"]), f"kv/replica assertions (settings.json keys): {units['assertions']}")
 
 argv = wrapper_argv(front["/etc/poolpilot/env"])
 check(argv == ["poolpilot", "front", "--backend", f"ch-gva-2=http://{NLBS['ch-gva-2']}:80",
@@ -435,10 +508,233 @@ pw = VALUES["prometheus_password"]
 got = prometheus_answers(web, [None, ("prometheus", pw + "x"), ("prometheus", pw)])
 check(got == [401, 401, 200], f"Prometheus with the web config: without / wrong / right password answered {got}, expected [401, 401, 200]")
 
+# --- profile = "redis": the replicas', the API members' and the monitor's user-data ---
+red = render(auth=True, kv=True)
+check(red.get("pool") is not None and red.get("front") is None, "redis: no front user-data")
+rep_files = files_of(red["replica"], "replica")
+kv_files = files_of(red["kv"], "kv")
+check(set(rep_files) == {"/etc/poolpilot/env"} and set(kv_files) == {"/etc/poolpilot/env"}, f"redis members: files {sorted(rep_files)}, {sorted(kv_files)}")
+rep_env, kv_env = read_env(rep_files["/etc/poolpilot/env"]), read_env(kv_files["/etc/poolpilot/env"])
+check(rep_env == {"POOLPILOT_REDIS_PRIMARY": KV["primary"], "POOLPILOT_DRAIN_TOKEN": VALUES["drain_token"]},
+      f"replica: the env file yields {rep_env!r}")
+check(kv_env == {"REDIS_URL": f"redis://{KV['primary']}:6379", "REDIS_REPLICAS_URL": f"redis://{KV['replicas']}:6379",
+                 "POOLPILOT_DRAIN_TOKEN": VALUES["drain_token"]}, f"kv: the env file yields {kv_env!r}")
+for which, text in (("replica", red["replica"]), ("kv", red["kv"])):
+    for secret in ("api_secret", "webhook_token", "prometheus_password", "grafana_admin_password"):
+        check(VALUES[secret] not in text, f"{which}: its user-data must hold no {secret}")
+red_mon = files_of(red["monitor"], "monitor (redis)")
+check(set(red_mon) == expected_files | {"/etc/poolpilot/redis-primary.json"}, f"monitor (redis): files {sorted(red_mon)}")
+red_api = read_env(red_mon["/etc/poolpilot/env"])
+check(red_api == {"EXOSCALE_ZONE": "ch-gva-2",
+                  "EXOSCALE_INSTANCEPOOL_ID": f"replicas=ch-gva-2:{KV_POOLS['replicas']},api=ch-gva-2:{KV_POOLS['api']}",
+                  "EXOSCALE_API_KEY": VALUES["api_key"], "EXOSCALE_API_SECRET": VALUES["api_secret"]},
+      f"monitor (redis): the two pools, named as the kv monitor's per-pool tables name them: {red_api!r}")
+check(read_env(red_mon["/etc/poolpilot/autoscaler.env"]) == auto, "monitor (redis): the autoscaler's env file is the course's")
+sd = json.loads(red_mon["/etc/poolpilot/redis-primary.json"])
+want_sd = sorted([(f"{KV['primary']}:{port}", name) for name, port in (("node", 9100), ("redis", 9121))])
+got_sd = sorted((t, g["labels"].get("exoscale_target_name")) for g in sd for t in g["targets"])
+check(got_sd == want_sd and all(g["labels"].get("exoscale_target_port") == g["targets"][0].rsplit(":", 1)[1] for g in sd),
+      f"monitor (redis): the primary's file_sd targets {got_sd}, expected {want_sd}")
+check("/etc/poolpilot/redis-primary.json" not in mon, "monitor (course): no Redis primary targets")
+
 # --- prometheus_auth = false: the course checker's case ---
 mon_open = files_of(render(auth=False)["monitor"], "monitor (no auth)")
 got = prometheus_answers(mon_open["/etc/poolpilot/prometheus-web.yml"], [None])
 check(got == [200], f"Prometheus without authentication answered {got}")
+
+
+# --- profile = "redis": the kv monitor's Prometheus on the primary's targets from the user-data ---
+# nixos-modules/kv-prometheus.nix as Nix evaluates it, its paths moved into a temporary
+# directory, run by a real Prometheus with the primary's file_sd file from the monitor's
+# user-data above and a discovery file as the agent writes it (a replica and an API member, each
+# listed on node, app and redis): the `redis` job must scrape the replica's and the primary's
+# exporters and not the API member's 9121 (nothing listens there), the `node` job every member
+# and the primary.
+def kv_prometheus_targets():
+    r = subprocess.run(["nix-instantiate", "--eval", "--strict", "--json", "--expr",
+                        f"import {os.path.join(TF_DIR, '..', 'nixos-modules', 'kv-prometheus.nix')} {{ }}"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        check(False, f"kv-prometheus.nix does not evaluate: {r.stderr[-500:]}")
+        return None
+    d = tempfile.mkdtemp(prefix="userdata-kvprom-")
+    try:
+        os.mkdir(os.path.join(d, "sd"))
+        with open(os.path.join(d, "primary.json"), "w") as f:
+            f.write(red_mon["/etc/poolpilot/redis-primary.json"])
+        members = {"poolpilot-replicas-a1b2c": "127.0.0.2", "poolpilot-api-d3e4f": "127.0.0.3"}
+        groups = [{"targets": [f"{ip}:{port}"], "labels": {"exoscale_instance_name": name, "exoscale_target_name": tname,
+                                                          "exoscale_target_port": str(port), "exoscale_zone": "ch-gva-2"}}
+                  for name, ip in members.items() for tname, port in (("node", 9100), ("app", 8080), ("redis", 9121))]
+        with open(os.path.join(d, "sd", "config.json"), "w") as f:
+            json.dump(groups, f)
+        text = (json.loads(r.stdout).replace("/srv/service-discovery/*.json", os.path.join(d, "sd", "*.json"))
+                .replace("/etc/poolpilot/redis-primary.json", os.path.join(d, "primary.json"))
+                .replace("/etc/poolpilot/prometheus/rules.yml", os.path.join(TF_DIR, "..", "monitoring", "prometheus", "rules.yml")))
+        cfg = os.path.join(d, "prometheus.yml")
+        with open(cfg, "w") as f:
+            f.write(text)
+        port = free_port()
+        p = subprocess.Popen(["prometheus", f"--config.file={cfg}", f"--storage.tsdb.path={d}/data",
+                              f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        want_jobs = {"node", "app", "redis", "poolpilot"}
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and p.poll() is None:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/targets?state=active", timeout=5) as resp:
+                        active = json.load(resp)["data"]["activeTargets"]
+                    got = {}
+                    for t in active:
+                        got.setdefault(t["labels"]["job"], set()).add(t["labels"]["instance"])
+                    if want_jobs <= set(got) and len(got.get("node", ())) == 3:
+                        return got
+                except (OSError, ValueError, KeyError):
+                    pass
+                time.sleep(0.2)
+            check(False, f"the kv monitor's Prometheus listed no targets within 60 s: {p.stderr.read().decode()[-1500:] if p.poll() is not None else ''}")
+            return None
+        finally:
+            if p.poll() is None:
+                p.terminate()
+            p.wait(timeout=30)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+if shutil.which("nix-instantiate") is None:
+    print("userdata: SKIPPED the kv monitor's Prometheus (needs nix-instantiate)")
+else:
+    got = kv_prometheus_targets()
+    if got is not None:
+        check(got["redis"] == {"127.0.0.2:9121", f"{KV['primary']}:9121"}, f"kv monitor: the redis job scrapes {sorted(got['redis'])}")
+        check(got["node"] == {"127.0.0.2:9100", "127.0.0.3:9100", f"{KV['primary']}:9100"}, f"kv monitor: the node job scrapes {sorted(got['node'])}")
+        check(got["app"] == {"127.0.0.2:8080", "127.0.0.3:8080"}, f"kv monitor: the app job scrapes {sorted(got['app'])}")
+
+# --- profile = "redis": the replica's Redis, as its modules configure it, with a real Redis ---
+# nixos-modules/redis-primary.nix and redis-replica.nix evaluated by Nix with a minimal lib and
+# pkgs: their Redis settings rendered as nixpkgs' module renders them (`key value`, booleans as
+# yes/no), the replica's oneshot script run on the replica's env file from the user-data above.
+# Then a real primary and a real replica (127.0.0.1, ports of their own) with those settings:
+# the replica follows the primary the script named, reads back a write, and, once the primary
+# stops, refuses reads (no stale data) instead of answering them.
+REDIS_ROLE_EXPR = r'''
+{ path }:
+let
+  m = import path {
+    config = { services.cloud-init.enable = true; services.poolpilot.environmentFile = "/etc/poolpilot/env"; };
+    lib = { optional = c: v: if c then [ v ] else [ ]; };
+    pkgs = { gnugrep = "/usr"; };
+  };
+  redis = m.services.redis.servers."";
+in {
+  settings = redis.settings;
+  appendOnly = redis.appendOnly;
+  save = redis.save or null;
+  script = m.systemd.services.poolpilot-redis-primary.script or null;
+  maxLastIo = m.services.poolpilot.replica.settings.maxLastIo or null;
+}
+'''
+
+
+def redis_role(name):
+    r = subprocess.run(["nix-instantiate", "--eval", "--strict", "--json", "--expr", REDIS_ROLE_EXPR,
+                        "--arg", "path", os.path.join(TF_DIR, "..", "nixos-modules", f"{name}.nix")],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        check(False, f"nixos-modules/{name}.nix does not evaluate: {r.stderr[-800:]}")
+        return None
+    return json.loads(r.stdout)
+
+
+def redis_conf(role, port, workdir):
+    """The role's settings as nixpkgs writes them, with this test's port and directory."""
+    lines = [f"port {port}", "bind 127.0.0.1", f"dir {workdir}", "daemonize no", "logfile \"\"",
+             f"appendonly {'yes' if role['appendOnly'] else 'no'}"]
+    if role["save"] == []:
+        lines.append('save ""')
+    for k, v in sorted(role["settings"].items()):
+        lines.append(f"{k} {'yes' if v is True else 'no' if v is False else v}")
+    return "\n".join(lines) + "\n"
+
+
+def redis_cli(port, *args):
+    return subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args], capture_output=True, text=True, timeout=10)
+
+
+def wait_for(cond, what, seconds=30):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.1)
+    check(False, f"{what}: not within {seconds} s")
+    return False
+
+
+if shutil.which("nix-instantiate") is None or shutil.which("redis-server") is None:
+    print("userdata: SKIPPED the Redis roles (needs nix-instantiate and redis-server)")
+else:
+    primary_role, replica_role = redis_role("redis-primary"), redis_role("redis-replica")
+    if primary_role and replica_role:
+        check(primary_role["appendOnly"] is True and replica_role["appendOnly"] is False and replica_role["save"] == [],
+              "the primary persists (AOF), a replica does not")
+        check(replica_role["settings"].get("replica-serve-stale-data") is False and replica_role["settings"].get("repl-ping-replica-period") == 1
+              and replica_role["settings"].get("repl-timeout") == 5 and primary_role["settings"].get("repl-ping-replica-period") == 1,
+              f"replica settings: {replica_role['settings']}")
+        check(replica_role["maxLastIo"] == "3s", f"the sidecar's --max-last-io must fit the 1 s ping: {replica_role['maxLastIo']}")
+        d = tempfile.mkdtemp(prefix="userdata-redis-")
+        procs = []
+        try:
+            include = os.path.join(d, "replicaof.conf")
+            script = replica_role["script"].replace("/run/poolpilot-redis/replicaof.conf", include)
+
+            def run_script(env_text):
+                envf = os.path.join(d, "env")
+                with open(envf, "w") as f:
+                    f.write(env_text)
+                return subprocess.run(["env", "-i", "PATH=/usr/bin:/bin", "bash", "-c", 'set -a; . "$1"; set +a; exec bash -c "$2"',
+                                       "sh", envf, script], capture_output=True, text=True)
+
+            # A hostile value never reaches Redis' configuration.
+            bad = run_script('POOLPILOT_REDIS_PRIMARY="198.51.100.1 6379\nrequirepass x"\n')
+            check(bad.returncode != 0 and not os.path.exists(include), f"the replicaof script must refuse a non-address: rc={bad.returncode}")
+            check(run_script("").returncode != 0, "the replicaof script must fail without POOLPILOT_REDIS_PRIMARY")
+            # The user-data's env file, with the primary moved to 127.0.0.1 (the test's own).
+            env_text = rep_files["/etc/poolpilot/env"].replace(KV["primary"], "127.0.0.1")
+            ok = run_script(env_text)
+            check(ok.returncode == 0, f"the replicaof script failed: {ok.stderr}")
+            pport, rport = free_port(), free_port()
+            if ok.returncode == 0:
+                with open(include) as f:
+                    check(f.read() == "replicaof 127.0.0.1 6379\n", "the include file must be one replicaof line")
+                with open(include, "w") as f:
+                    f.write(f"replicaof 127.0.0.1 {pport}\n")  # the test's primary port
+            for name, role, port in (("primary", primary_role, pport), ("replica", replica_role, rport)):
+                wd = os.path.join(d, name)
+                os.mkdir(wd)
+                conf = os.path.join(wd, "redis.conf")
+                settings = dict(role["settings"])
+                if "include" in settings:
+                    settings["include"] = include
+                with open(conf, "w") as f:
+                    f.write(redis_conf(dict(role, settings=settings), port, wd))
+                procs.append(subprocess.Popen(["redis-server", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            if wait_for(lambda: "master_link_status:up" in redis_cli(rport, "INFO", "replication").stdout, "the replica's link to the primary"):
+                info = redis_cli(rport, "INFO", "replication").stdout
+                check("role:slave" in info and f"master_port:{pport}" in info, f"the replica follows the primary: {info[:300]}")
+                check(redis_cli(pport, "SET", "k", "v").stdout.strip() == "OK", "a write to the primary")
+                wait_for(lambda: redis_cli(rport, "GET", "k").stdout.strip() == "v", "the write read back from the replica")
+                check(redis_cli(pport, "CONFIG", "GET", "appendonly").stdout.split() == ["appendonly", "yes"], "the primary's AOF is on")
+                procs[0].terminate()
+                procs[0].wait(timeout=30)
+                wait_for(lambda: "MASTERDOWN" in redis_cli(rport, "GET", "k").stdout, "a replica without its primary refuses reads")
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+                    p.wait(timeout=30)
+            shutil.rmtree(d, ignore_errors=True)
 
 if failures:
     for f in failures:

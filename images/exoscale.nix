@@ -11,7 +11,7 @@ in
   imports = [ "${modulesPath}/profiles/qemu-guest.nix" ];
 
   options.poolpilot.role = lib.mkOption {
-    type = lib.types.enum [ "monitor" "pool-node" "front" ];
+    type = lib.types.enum [ "monitor" "pool-node" "front" "kv-monitor" "redis-primary" "redis-replica" "kv-node" ];
     description = "Which appliance this image is.";
   };
 

@@ -1,5 +1,5 @@
-# services.poolpilot: the discovery agent, the autoscaler and the slow app as hardened systemd
-# units. Settings are typed options rendered to one TOML file per unit (the same keys as
+# services.poolpilot: the discovery agent, the autoscaler, the slow app, the front, the
+# key-value API and the Redis replica sidecar as hardened systemd units. Settings are typed options rendered to one TOML file per unit (the same keys as
 # `poolpilot --config`): their defaults and key names come from ./settings.json, which
 # tests/nixos_settings.rs parses with poolpilot's own config structs. The fixed part of each
 # command line comes from ./units.json, which `poolpilot demo` reads too. Secrets (API key and secret, webhook and drain tokens) come from
@@ -63,7 +63,7 @@ let
   # secret, the drain token, is optional); the others need their credentials and fail at once.
   # wrapper: a script that runs the command line it is given (`exec "$@" ...`), adding flags
   # from the environment (the front's backends).
-  unit = { name, description, settings, environmentOptional ? false, extraEnvironmentFiles ? [ ], extraService ? { }, wrapper ? null }: {
+  unit = { name, description, settings, environmentOptional ? false, extraEnvironmentFiles ? [ ], extraService ? { }, wrapper ? null, extraArgs ? [ ] }: {
     inherit description;
     wantedBy = [ "multi-user.target" ];
     # With cloud-init (the Exoscale images), the environment file is written by it.
@@ -91,7 +91,7 @@ let
         (lib.getExe cfg.package)
         "--config"
         "${configFile name settings}"
-      ] ++ units.${name});
+      ] ++ units.${name} ++ extraArgs);
     } // extraService;
   };
 
@@ -162,6 +162,23 @@ let
       load-seconds = cfg.app.settings.loadSeconds;
     };
   };
+  # The primary's and the replicas' URLs are no settings here: REDIS_URL and
+  # REDIS_REPLICAS_URL come from `environmentFile` (known at deploy time; a URL may hold a
+  # password, which the store must not).
+  kvSettings = with cfg.kv.settings; {
+    kv = {
+      inherit listen;
+      redis-timeout = redisTimeout;
+      replica-connections = replicaConnections;
+      replica-reconnect = replicaReconnect;
+    };
+  };
+  replicaSettings = with cfg.replica.settings; {
+    replica = {
+      inherit listen redis;
+      max-last-io = maxLastIo;
+    };
+  };
 
   common = {
     zone = mkOption {
@@ -205,6 +222,12 @@ in
         };
         interval = mkOption { type = types.str; default = defaults.discovery.interval; description = "How often to read the pool."; };
         metricsListen = mkOption { type = types.str; default = defaults.discovery."metrics-listen"; description = "/metrics and /healthz."; };
+      };
+      extraTargetPorts = mkOption {
+        type = types.listOf (types.strMatching "[a-z][a-z0-9_-]*=[0-9]+");
+        default = [ ];
+        example = [ "redis=9121" ];
+        description = "`NAME=PORT` targets listed for every member besides units.json's (node=9100, app=8080), each a --target-port; Prometheus' jobs keep theirs by `exoscale_target_name`.";
       };
     };
 
@@ -305,6 +328,33 @@ in
       };
     };
 
+    kv = {
+      enable = mkEnableOption "the key-value API (`poolpilot kv`: writes to the Redis primary, reads from its replicas)";
+      settings = {
+        listen = mkOption { type = types.str; default = defaults.kv.listen; description = "The API's address (/item, /health for the NLB, /metrics, /admin/drain)."; };
+        redisTimeout = mkOption { type = types.nullOr types.str; default = defaults.kv."redis-timeout"; description = "The bound on every Redis call; null: poolpilot's default."; };
+        replicaConnections = mkOption { type = types.nullOr types.ints.positive; default = defaults.kv."replica-connections"; description = "Connections to each replica address; null: poolpilot's default."; };
+        replicaReconnect = mkOption {
+          type = types.str;
+          default = defaults.kv."replica-reconnect";
+          description = "Each replica connection is replaced after this long, so that behind the replicas' TCP NLB reads follow its rotation (new replicas get some, drained ones lose theirs).";
+        };
+      };
+    };
+
+    replica = {
+      enable = mkEnableOption "the Redis replica sidecar (`poolpilot replica`: /health says in sync and not drained, /metrics the replica's rates)";
+      settings = {
+        listen = mkOption { type = types.str; default = defaults.replica.listen; description = "The sidecar's address (/health for the NLB, /metrics, /admin/drain)."; };
+        redis = mkOption { type = types.str; default = defaults.replica.redis; description = "The local replica's URL."; };
+        maxLastIo = mkOption {
+          type = types.str;
+          default = defaults.replica."max-last-io";
+          description = "The longest silence from the primary a replica in sync may show: above the replica's `repl-ping-replica-period` (10 s by default; nixos-modules/redis-replica.nix sets 1 s and this to 3 s).";
+        };
+      };
+    };
+
     app = {
       enable = mkEnableOption "the deliberately slow app";
       settings = {
@@ -330,6 +380,7 @@ in
         name = "discovery";
         description = "poolpilot service discovery (Exoscale pool -> Prometheus file_sd)";
         settings = discoverySettings;
+        extraArgs = lib.concatMap (t: [ "--target-port" t ]) cfg.discovery.extraTargetPorts;
         extraService = {
           RuntimeDirectory = lib.removePrefix "/run/" cfg.discovery.settings.outputDir;
           RuntimeDirectoryMode = "0755";
@@ -403,6 +454,28 @@ in
         };
       };
       networking.firewall.allowedTCPPorts = [ (lib.toInt (lib.last (lib.splitString ":" cfg.front.settings.listen))) ];
+    })
+
+    (mkIf cfg.kv.enable {
+      assertions = [ (keysKnown "kv" kvSettings) ];
+      # REDIS_URL (the primary), REDIS_REPLICAS_URL and POOLPILOT_DRAIN_TOKEN: without the
+      # primary's URL poolpilot exits 64 naming redis-url, so the file is required.
+      systemd.services.poolpilot-kv = unit {
+        name = "kv";
+        description = "poolpilot kv (the key-value API over the Redis primary and its replicas)";
+        settings = kvSettings;
+      };
+    })
+
+    (mkIf cfg.replica.enable {
+      assertions = [ (keysKnown "replica" replicaSettings) ];
+      # Only the drain token from the environment file (optional, as for the app).
+      systemd.services.poolpilot-replica = unit {
+        name = "replica";
+        description = "poolpilot replica (health and metrics of the local Redis replica)";
+        settings = replicaSettings;
+        environmentOptional = true;
+      };
     })
 
     (mkIf cfg.app.enable {

@@ -1,8 +1,13 @@
 module "userdata" {
   source = "./userdata"
 
-  zone                     = local.primary_zone
-  pools                    = { for z, p in exoscale_instance_pool.app : z => p.id }
+  zone  = local.primary_zone
+  pools = { for z, p in exoscale_instance_pool.app : z => p.id }
+  kv = local.redis ? {
+    primary  = exoscale_compute_instance.redis_primary[0].public_ip_address
+    replicas = exoscale_nlb.kv["replicas"].ip_address
+  } : null
+  kv_pools                 = local.redis ? { replicas = exoscale_instance_pool.kv["replicas"].id, api = exoscale_instance_pool.kv["api"].id } : null
   front_backends           = { for z, n in exoscale_nlb.app : z => n.ip_address }
   elastic_ip               = local.front ? exoscale_elastic_ip.front[0].ip_address : null
   api_key                  = local.autoscaler_key

@@ -9,7 +9,7 @@ locals {
 # One NLB per zone (an NLB is zonal), in front of that zone's pool. With the front, the front
 # is its only client: the pools admit the app port from the front's address (security.tf).
 resource "exoscale_nlb" "app" {
-  for_each = toset(local.zones)
+  for_each = toset(local.app_zones)
 
   zone        = each.key
   name        = var.name_prefix
@@ -17,7 +17,7 @@ resource "exoscale_nlb" "app" {
 }
 
 resource "exoscale_nlb_service" "http" {
-  for_each = toset(local.zones)
+  for_each = toset(local.app_zones)
 
   zone             = each.key
   nlb_id           = exoscale_nlb.app[each.key].id

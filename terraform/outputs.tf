@@ -21,11 +21,18 @@ locals {
   monitor_price = lookup(local.hourly_price, lower(var.monitor_instance_type), null)
   member_price  = lookup(local.hourly_price, lower(var.pool_instance_type), null)
   front_price   = local.front ? lookup(local.hourly_price, lower(var.front_instance_type), null) : 0
-  # Fixed: the monitor, an NLB per zone, the front and its Elastic IP, their disks, and every
-  # template (the pool's in each zone, the monitor's and the front's once).
-  fixed_price = local.monitor_price == null || local.front_price == null ? null : (
-    local.monitor_price + length(local.zones) * local.nlb_hourly_price + var.disk_size * local.disk_gib_hourly_price
+  primary_price = local.redis ? lookup(local.hourly_price, lower(var.redis_instance_type), null) : 0
+  # The pools the autoscaler sizes and the NLBs: course, one of each per zone; redis, two pools
+  # (replicas, API) and two NLBs (the API's, the replicas').
+  pool_count = local.redis ? 2 : length(local.zones)
+  nlb_count  = local.redis ? 2 : length(local.zones)
+  # Fixed: the monitor, the NLBs, the front and its Elastic IP, the Redis primary, their disks,
+  # and every template (course: the pool's in each zone, the monitor's and the front's once;
+  # redis: the monitor's, the primary's, the replicas' and the API's).
+  fixed_price = local.monitor_price == null || local.front_price == null || local.primary_price == null ? null : (
+    local.monitor_price + local.nlb_count * local.nlb_hourly_price + var.disk_size * local.disk_gib_hourly_price
     + (local.front ? local.front_price + local.eip_hourly_price + var.disk_size * local.disk_gib_hourly_price : 0)
+    + (local.redis ? local.primary_price + var.disk_size * local.disk_gib_hourly_price : 0)
     + length(module.layout.templates) * 10 * local.template_gib_hourly_price
   )
   per_member_price = local.member_price == null ? null : local.member_price + var.disk_size * local.disk_gib_hourly_price
@@ -33,7 +40,7 @@ locals {
 
 output "nlb_address" {
   description = "Without the front, send the load here: http://<nlb_address>/load (the first zone's NLB; nlb_addresses lists every zone's)."
-  value       = exoscale_nlb.app[local.primary_zone].ip_address
+  value       = local.redis ? null : exoscale_nlb.app[local.primary_zone].ip_address
 }
 
 output "nlb_addresses" {
@@ -49,6 +56,26 @@ output "front_ip" {
 output "front_url" {
   description = "With the front, send the load here: <front_url>/load (null without the front)."
   value       = local.front ? "http://${exoscale_elastic_ip.front[0].ip_address}" : null
+}
+
+output "kv_url" {
+  description = "profile = \"redis\": the key-value API (README, \"The key-value API: poolpilot kv\"; null otherwise)."
+  value       = local.redis ? "http://${exoscale_nlb.kv["api"].ip_address}" : null
+}
+
+output "redis_primary_ip" {
+  description = "profile = \"redis\": the Redis primary's address (its 6379 admits the replicas and the API members only; null otherwise)."
+  value       = local.redis ? exoscale_compute_instance.redis_primary[0].public_ip_address : null
+}
+
+output "redis_replicas_address" {
+  description = "profile = \"redis\": the replicas' NLB (6379, admitted from the API members only; null otherwise)."
+  value       = local.redis ? exoscale_nlb.kv["replicas"].ip_address : null
+}
+
+output "kv_pool_ids" {
+  description = "profile = \"redis\": the replica and API pools' ids, { replicas, api } (null otherwise)."
+  value       = local.redis ? { for name, p in exoscale_instance_pool.kv : name => p.id } : null
 }
 
 output "zones" {
@@ -68,7 +95,7 @@ output "prometheus_url" {
 
 output "pool_id" {
   description = "The first zone's instance pool id (pool_ids lists every zone's)."
-  value       = exoscale_instance_pool.app[local.primary_zone].id
+  value       = local.redis ? null : exoscale_instance_pool.app[local.primary_zone].id
 }
 
 output "pool_ids" {
@@ -82,6 +109,7 @@ output "templates" {
     { for z, t in data.exoscale_template.pool : "pool/${z}" => t.id },
     { "monitor/${local.primary_zone}" = data.exoscale_template.monitor.id },
     { for t in data.exoscale_template.front : "front/${local.primary_zone}" => t.id },
+    { for role, t in data.exoscale_template.redis : "${role}/${local.primary_zone}" => t.id },
   )
 }
 
@@ -120,12 +148,13 @@ output "drain_token" {
 }
 
 output "hourly_cost_eur" {
-  description = "List price per hour: compute, an NLB per zone, the front and its Elastic IP, disks and templates; with every zone's pool at its initial size and at its maximum. null (with a note) for an instance type missing from the price table."
+  description = "List price per hour: compute, an NLB per zone (redis: the API's and the replicas'), the front and its Elastic IP, the Redis primary, disks and templates; with every pool (redis: the replicas' and the API's) at its initial size and at its maximum. null (with a note) for an instance type missing from the price table."
   value = {
-    at_initial_size = local.fixed_price == null || local.per_member_price == null ? null : local.fixed_price + length(local.zones) * var.pool_size * local.per_member_price
-    at_max_size     = local.fixed_price == null || local.per_member_price == null ? null : local.fixed_price + length(local.zones) * var.pool_max * local.per_member_price
+    at_initial_size = local.fixed_price == null || local.per_member_price == null ? null : local.fixed_price + local.pool_count * var.pool_size * local.per_member_price
+    at_max_size     = local.fixed_price == null || local.per_member_price == null ? null : local.fixed_price + local.pool_count * var.pool_max * local.per_member_price
     note = join(" ", compact([
       local.monitor_price == null ? "unknown price for ${var.monitor_instance_type}." : "",
+      local.primary_price == null ? "unknown price for ${var.redis_instance_type}." : "",
       local.member_price == null ? "unknown price for ${var.pool_instance_type}." : "",
       local.front_price == null ? "unknown price for ${var.front_instance_type}." : "",
       local.front ? "The Elastic IP's price is an assumption (outputs.tf)." : "",

@@ -10,7 +10,7 @@ locals {
 
 # One pool per zone, each sized on its own by the one autoscaler (same bounds for each).
 resource "exoscale_instance_pool" "app" {
-  for_each = toset(local.zones)
+  for_each = toset(local.app_zones)
 
   zone          = each.key
   name          = var.name_prefix

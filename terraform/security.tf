@@ -27,10 +27,13 @@ locals {
     { for c in var.admin_cidrs : "monitor-grafana-${c}" => { group = "monitor", port = 3000, cidr = c, what = "Grafana" } },
     { for c in var.admin_cidrs : "monitor-prometheus-${c}" => { group = "monitor", port = 9090, cidr = c, what = "Prometheus" } },
     { for c in var.admin_cidrs : "front-ssh-${c}" => { group = "front", port = 22, cidr = c, what = "SSH" } if local.front && c != "0.0.0.0/0" },
+    # profile = "redis" (redis.tf): the primary, the replicas and the API members.
+    merge([for g in keys(local.kv_groups) : { for c in var.admin_cidrs : "${g}-ssh-${c}" => { group = g, port = 22, cidr = c, what = "SSH" } }]...),
   )
   security_groups = merge(
     { pool = exoscale_security_group.pool.id, monitor = exoscale_security_group.monitor.id },
     local.front ? { front = exoscale_security_group.front[0].id } : {},
+    local.kv_groups,
   )
 
   monitor_cidr = "${exoscale_compute_instance.monitor.public_ip_address}/32"
@@ -59,7 +62,7 @@ resource "exoscale_security_group" "front" {
 
 # Without the front: the app from anywhere (clients through the NLB, its health checks).
 resource "exoscale_security_group_rule" "pool_app" {
-  count             = local.front ? 0 : 1
+  count             = local.front || local.redis ? 0 : 1
   security_group_id = exoscale_security_group.pool.id
   description       = "the app, from clients and the NLB health checks"
   type              = "INGRESS"

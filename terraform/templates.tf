@@ -23,15 +23,19 @@ module "layout" {
 
   zones           = var.zones == null ? [var.zone] : var.zones
   front           = var.front
+  profile         = var.profile
   name_prefix     = var.name_prefix
   template_bucket = coalesce(var.template_bucket, "${var.name_prefix}-templates-${random_id.bucket.hex}")
 }
 
 locals {
-  repo            = abspath("${path.module}/..")
-  zones           = module.layout.zones
-  primary_zone    = module.layout.primary
-  front           = module.layout.front
+  repo         = abspath("${path.module}/..")
+  zones        = module.layout.zones
+  primary_zone = module.layout.primary
+  front        = module.layout.front
+  redis        = module.layout.profile == "redis"
+  # The zones that run the course's pool and NLB: every zone, or none with profile = "redis".
+  app_zones       = local.redis ? [] : local.zones
   template_bucket = module.layout.buckets[local.primary_zone]
   poolpilot = coalesce(var.poolpilot_command,
   var.image_source == "nix" ? "nix run ${local.repo}#poolpilot --" : "poolpilot")
@@ -43,13 +47,24 @@ locals {
   ])))
   nix_digest = var.image_source == "nix" ? sha256(join("\n", [for f in local.nix_inputs : "${f} ${filesha256("${local.repo}/${f}")}"])) : ""
 
-  images = { for role, attr in { pool = "pool-node-image", monitor = "monitor-image", front = "front-image" } : role => {
+  # With profile = "redis" the monitor is the kv monitor (two pools, the Redis exporters).
+  image_attrs = {
+    pool    = "pool-node-image"
+    monitor = local.redis ? "kv-monitor-image" : "monitor-image"
+    front   = "front-image"
+    primary = "redis-primary-image"
+    replica = "redis-replica-image"
+    kv      = "kv-node-image"
+  }
+  images = { for role, attr in local.image_attrs : role => {
     attr   = attr
     digest = var.image_source == "nix" ? local.nix_digest : var.image_source == "files" ? try(filemd5(var.image_files[role]), "") : try(var.image_urls[role].md5, "")
     file   = var.image_source == "files" ? try(abspath(var.image_files[role]), "") : ""
     url    = var.image_source == "urls" ? try(var.image_urls[role].url, "") : ""
   } }
-  template_names = { for role, i in local.images : role => "${var.name_prefix}-${role}-${substr(i.digest, 0, 12)}" }
+  # The kv monitor is another image than the course's monitor from the same sources (the same
+  # nix digest): its own name, so switching profiles never reuses the other's template.
+  template_names = { for role, i in local.images : role => "${var.name_prefix}-${role == "monitor" && local.redis ? "kv-monitor" : role}-${substr(i.digest, 0, 12)}" }
 }
 
 resource "terraform_data" "template" {
@@ -77,11 +92,11 @@ resource "terraform_data" "template" {
 
     precondition {
       condition     = var.image_source != "files" || local.images[each.value.role].digest != ""
-      error_message = "image_source = \"files\" needs image_files = { pool = \"...qcow2\", monitor = \"...qcow2\" } (and front = \"...qcow2\" with the front), each readable (the ${each.value.role} image is missing or unreadable)."
+      error_message = "image_source = \"files\" needs image_files = { pool = \"...qcow2\", monitor = \"...qcow2\" } (and front = \"...qcow2\" with the front; with profile = \"redis\": monitor, primary, replica and kv), each readable (the ${each.value.role} image is missing or unreadable)."
     }
     precondition {
       condition     = var.image_source != "urls" || local.images[each.value.role].digest != ""
-      error_message = "image_source = \"urls\" needs image_urls = { pool = { url, md5 }, monitor = { url, md5 } } (and front = { url, md5 } with the front; the ${each.value.role} image is missing)."
+      error_message = "image_source = \"urls\" needs image_urls = { pool = { url, md5 }, monitor = { url, md5 } } (and front = { url, md5 } with the front; with profile = \"redis\": monitor, primary, replica and kv; the ${each.value.role} image is missing)."
     }
     precondition {
       condition     = length(module.layout.buckets[each.value.zone]) <= 63
@@ -141,7 +156,7 @@ resource "terraform_data" "template" {
 # time whenever the push changes): the pool's in every zone, the monitor's and the front's in
 # the first.
 data "exoscale_template" "pool" {
-  for_each   = toset(local.zones)
+  for_each   = toset(local.app_zones)
   zone       = each.key
   name       = local.template_names["pool"]
   visibility = "private"
@@ -159,6 +174,15 @@ data "exoscale_template" "front" {
   count      = local.front ? 1 : 0
   zone       = local.primary_zone
   name       = local.template_names["front"]
+  visibility = "private"
+  depends_on = [terraform_data.template]
+}
+
+# profile = "redis": the primary's, the replicas' and the kv API members' templates, in its one zone.
+data "exoscale_template" "redis" {
+  for_each   = toset(local.redis ? ["primary", "replica", "kv"] : [])
+  zone       = local.primary_zone
+  name       = local.template_names[each.key]
   visibility = "private"
   depends_on = [terraform_data.template]
 }

@@ -53,6 +53,26 @@ variable "front" {
   default     = null
 }
 
+variable "profile" {
+  description = <<-EOT
+    What this deploys.
+    "course": the slow app's pool (and NLB) in every zone, the monitor, the front with several zones.
+    "redis":  the key-value appliance, in one zone: a Redis primary (a fixed instance), a pool of
+              Redis replicas and a pool of `poolpilot kv` API members, an NLB on port 80 for the
+              API, a second NLB on 6379 for the replicas (admitted from the API members only),
+              and the monitor scaling both pools. pool_size, pool_min, pool_max and
+              pool_instance_type apply to each of the two pools.
+  EOT
+  type        = string
+  default     = "course"
+  nullable    = false
+
+  validation {
+    condition     = contains(["course", "redis"], var.profile)
+    error_message = "profile must be \"course\" or \"redis\"."
+  }
+}
+
 variable "name_prefix" {
   description = "Prefix of every name this creates (security groups, IAM role and keys, templates, the pool): change it to deploy twice in one organisation."
   type        = string
@@ -85,27 +105,33 @@ variable "image_source" {
 }
 
 variable "image_files" {
-  description = "With image_source = \"files\": the qcow2 files, e.g. { pool = \"pool-node.qcow2\", monitor = \"monitor.qcow2\", front = \"front.qcow2\" } (front only with the front)."
+  description = "With image_source = \"files\": the qcow2 files, e.g. { pool = \"pool-node.qcow2\", monitor = \"monitor.qcow2\", front = \"front.qcow2\" } (front only with the front). With profile = \"redis\": { monitor = \"kv-monitor.qcow2\", primary = \"redis-primary.qcow2\", replica = \"redis-replica.qcow2\", kv = \"kv-node.qcow2\" }."
   type = object({
-    pool    = string
+    pool    = optional(string)
     monitor = string
     front   = optional(string)
+    primary = optional(string)
+    replica = optional(string)
+    kv      = optional(string)
   })
   default = null
 }
 
 variable "image_urls" {
-  description = "With image_source = \"urls\": where Exoscale downloads each image, and its MD5 (hex)."
+  description = "With image_source = \"urls\": where Exoscale downloads each image, and its MD5 (hex): pool and monitor (and front) for the course profile; monitor, primary, replica and kv for profile = \"redis\"."
   type = object({
-    pool    = object({ url = string, md5 = string })
+    pool    = optional(object({ url = string, md5 = string }))
     monitor = object({ url = string, md5 = string })
     front   = optional(object({ url = string, md5 = string }))
+    primary = optional(object({ url = string, md5 = string }))
+    replica = optional(object({ url = string, md5 = string }))
+    kv      = optional(object({ url = string, md5 = string }))
   })
   default = null
 
   validation {
     condition = var.image_urls == null ? true : alltrue([
-      for i in [var.image_urls.pool, var.image_urls.monitor, var.image_urls.front] :
+      for i in [var.image_urls.pool, var.image_urls.monitor, var.image_urls.front, var.image_urls.primary, var.image_urls.replica, var.image_urls.kv] :
       i == null ? true : can(regex("^https?://", i.url)) && can(regex("^[0-9a-f]{32}$", i.md5))
     ])
     error_message = "image_urls: each url must be http(s) and each md5 32 lowercase hex digits."
@@ -150,6 +176,17 @@ variable "front_instance_type" {
   validation {
     condition     = can(regex("^(standard|cpu|memory|storage|colossus|gpu[a-z0-9]*)\\.(micro|tiny|small|medium|large|extra-large|huge|mega|titan|titan48c|jumbo|colossus)$", lower(var.front_instance_type)))
     error_message = "front_instance_type must be an Exoscale instance type, family.size, e.g. standard.tiny."
+  }
+}
+
+variable "redis_instance_type" {
+  description = "With profile = \"redis\": instance type of the Redis primary, family.size (it holds the whole data set in memory)."
+  type        = string
+  default     = "standard.small"
+
+  validation {
+    condition     = can(regex("^(standard|cpu|memory|storage|colossus|gpu[a-z0-9]*)\\.(micro|tiny|small|medium|large|extra-large|huge|mega|titan|titan48c|jumbo|colossus)$", lower(var.redis_instance_type)))
+    error_message = "redis_instance_type must be an Exoscale instance type, family.size, e.g. standard.small."
   }
 }
 

@@ -263,3 +263,68 @@ fn the_front_units_settings_with_backends_are_a_valid_configuration() {
     assert_eq!(f.ejection.cooldown, Duration::from_secs(30));
     assert_eq!(f.try_timeout, Duration::from_secs(15));
 }
+
+/// The command line of a unit that takes no pool (`kv`, `replica`): units.json's, then `extra`.
+fn command_without_pool(unit: &str, extra: &[&str]) -> Command {
+    let units = json("units.json");
+    let mut argv = vec!["poolpilot".to_owned()];
+    argv.extend(
+        units[unit]
+            .as_array()
+            .unwrap_or_else(|| panic!("units.json has no list `{unit}`"))
+            .iter()
+            .map(|a| a.as_str().expect("string arguments").to_owned()),
+    );
+    argv.extend(extra.iter().map(|a| (*a).to_owned()));
+    Cli::try_parse_from(argv)
+        .unwrap_or_else(|e| panic!("units.json `{unit}`: {e}"))
+        .command
+}
+
+#[test]
+fn the_kv_and_replica_units_settings_are_a_valid_configuration() {
+    let s = json("settings.json");
+    let file = as_toml(&s["defaults"]);
+
+    // The kv unit: the primary's and the replicas' URLs come from the environment file on the
+    // images (REDIS_URL, REDIS_REPLICAS_URL); here as the flags they stand for.
+    let Command::Kv(args) = command_without_pool(
+        "kv",
+        &[
+            "--redis-url",
+            "redis://198.51.100.30:6379",
+            "--redis-replicas-url",
+            "redis://198.51.100.31:6379",
+        ],
+    ) else {
+        panic!("units.json `kv` is not the kv command")
+    };
+    let kv = poolpilot::cli::kv::resolve(&args, &file.kv).expect("kv accepts the settings");
+    assert_eq!(kv.listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(kv.kv.replica_conns.max_age, Duration::from_secs(30));
+    assert_eq!(kv.kv.replicas.len(), 1);
+
+    // The replica sidecar, with the module's default and with the replica role's 3 s.
+    let Command::Replica(args) = command_without_pool("replica", &[]) else {
+        panic!("units.json `replica` is not the replica command")
+    };
+    let r = poolpilot::cli::replica::resolve(&args, &file.replica)
+        .expect("the sidecar accepts the settings");
+    assert_eq!(r.listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(r.redis, "redis://127.0.0.1:6379");
+    assert_eq!(r.max_last_io, Duration::from_secs(12));
+    let role = as_toml(&overlay(
+        &s["defaults"],
+        &serde_json::json!({"replica": {"max-last-io": "3s"}}),
+    ));
+    let r = poolpilot::cli::replica::resolve(&args, &role.replica).expect("3s");
+    assert_eq!(r.max_last_io, Duration::from_secs(3));
+
+    // A key the binary does not know is refused, as for every table.
+    let bad = toml::to_string(&drop_nulls(&overlay(
+        &s["defaults"],
+        &serde_json::json!({"kv": {"redis-replica-url": "x"}}),
+    )))
+    .unwrap();
+    assert!(toml::from_str::<FileConfig>(&bad).is_err());
+}

@@ -14,6 +14,13 @@ variable "front" {
   default     = null
 }
 
+variable "profile" {
+  description = "What runs: \"course\" (the slow app's pool in every zone) or \"redis\" (the key-value appliance: a Redis primary, a replica pool and an API pool, in one zone)."
+  type        = string
+  default     = "course"
+  nullable    = false
+}
+
 variable "name_prefix" {
   description = "Prefix of every name."
   type        = string
@@ -28,8 +35,14 @@ locals {
   primary = var.zones[0]
   front   = var.front == null ? length(var.zones) > 1 : var.front
 
-  # Templates are zonal: a pool image in every zone, the monitor's and the front's in the first.
-  template_zones = { pool = var.zones, monitor = [local.primary], front = local.front ? [local.primary] : [] }
+  redis = var.profile == "redis"
+
+  # Templates are zonal. course: a pool image in every zone, the monitor's and the front's in
+  # the first. redis (one zone): the monitor's, the Redis primary's, the replicas' and the kv
+  # API members'.
+  template_zones = local.redis ? {
+    monitor = [local.primary], primary = [local.primary], replica = [local.primary], kv = [local.primary]
+  } : { pool = var.zones, monitor = [local.primary], front = local.front ? [local.primary] : [] }
   templates = merge([for role, zones in local.template_zones : {
     for zone in zones : "${role}/${zone}" => { role = role, zone = zone }
   }]...)
@@ -42,6 +55,16 @@ locals {
 output "zones" {
   description = "The zones, in order."
   value       = var.zones
+
+  precondition {
+    condition     = !local.redis || (length(var.zones) == 1 && !local.front)
+    error_message = "profile = \"redis\" runs in one zone without the front (the primary and its replicas in one place): give one zone (zone, or zones with one entry) and leave front unset or false."
+  }
+}
+
+output "profile" {
+  description = "What runs: course or redis."
+  value       = var.profile
 }
 
 output "primary" {

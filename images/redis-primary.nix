@@ -1,0 +1,17 @@
+# `nix build .#redis-primary-image`: the key-value appliance's redis-primary template (Terraform's
+# profile = "redis"). Without the flake, as images/monitor.nix says:
+#   nix-build images/redis-primary.nix -A image -I nixpkgs=PATH \
+#     --arg poolpilot '(builtins.getFlake (toString ./.)).packages.x86_64-linux.poolpilot'
+{ nixpkgs ? <nixpkgs>, poolpilot }:
+let
+  system = (import "${nixpkgs}/nixos/lib/eval-config.nix" {
+    system = "x86_64-linux";
+    modules = [
+      ../nixos-modules/poolpilot.nix
+      ../nixos-modules/redis-primary.nix
+      ./exoscale.nix
+      { poolpilot.role = "redis-primary"; services.poolpilot.package = poolpilot; }
+    ];
+  });
+in
+{ image = system.config.system.build.exoscaleImage; }

@@ -1,0 +1,17 @@
+# `nix build .#redis-replica-image`: the key-value appliance's redis-replica template (Terraform's
+# profile = "redis"). Without the flake, as images/monitor.nix says:
+#   nix-build images/redis-replica.nix -A image -I nixpkgs=PATH \
+#     --arg poolpilot '(builtins.getFlake (toString ./.)).packages.x86_64-linux.poolpilot'
+{ nixpkgs ? <nixpkgs>, poolpilot }:
+let
+  system = (import "${nixpkgs}/nixos/lib/eval-config.nix" {
+    system = "x86_64-linux";
+    modules = [
+      ../nixos-modules/poolpilot.nix
+      ../nixos-modules/redis-replica.nix
+      ./exoscale.nix
+      { poolpilot.role = "redis-replica"; services.poolpilot.package = poolpilot; }
+    ];
+  });
+in
+{ image = system.config.system.build.exoscaleImage; }
