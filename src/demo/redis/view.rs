@@ -268,9 +268,18 @@ pub fn report(
     Ok(())
 }
 
-/// Both pools' sizes (left axis) and the request rate (right axis) over time.
+/// Both pools' sizes (left axis) and the request rate (right axis) over time; below, in a strip
+/// of its own, how far the furthest-behind replica lags the primary.
 pub fn svg(samples: &[Sample]) -> String {
     let (w, h, l, r, top, bottom) = (760.0, 320.0, 50.0, 60.0, 30.0, 40.0);
+    // The lag strip under the chart.
+    let (strip_top, strip_h) = (h + 20.0, 70.0);
+    let lag_max = samples
+        .iter()
+        .filter_map(|s| s.lag_bytes)
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
     let t_max = samples.last().map(|s| s.t).unwrap_or(1.0).max(1.0);
     let size_max = samples
         .iter()
@@ -285,7 +294,9 @@ pub fn svg(samples: &[Sample]) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{}" viewBox="0 0 {w} {}" font-family="sans-serif" font-size="12">"#,
+        strip_top + strip_h + 10.0,
+        strip_top + strip_h + 10.0
     );
     let _ = write!(
         out,
@@ -350,9 +361,25 @@ pub fn svg(samples: &[Sample]) -> String {
     );
     let _ = write!(
         out,
-        r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{t_max:.0} s</text></svg>"#,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{t_max:.0} s</text>"#,
         w - r,
         h - bottom + 16.0
+    );
+    out.push_str(&line(
+        samples
+            .iter()
+            .filter_map(|s| {
+                s.lag_bytes
+                    .map(|b| (x(s.t), strip_top + strip_h * (1.0 - b as f64 / lag_max)))
+            })
+            .collect(),
+        "#8e44ad",
+        "",
+    ));
+    let _ = write!(
+        out,
+        r##"<text x="{l}" y="{:.1}" fill="#8e44ad">replication lag of the furthest-behind replica (bytes, max {lag_max:.0})</text></svg>"##,
+        strip_top - 4.0
     );
     out
 }
@@ -403,7 +430,8 @@ mod tests {
             lag_bytes: Some(0),
         };
         let svg = svg(&[s(0.0, 1, 1), s(10.0, 3, 2), s(20.0, 1, 1)]);
-        assert_eq!(svg.matches("<polyline").count(), 3);
+        assert_eq!(svg.matches("<polyline").count(), 4);
+        assert!(svg.contains("replication lag"));
         assert!(svg.contains("replicas pool size") && svg.contains("api pool size"));
         assert!(svg.ends_with("</svg>"));
     }
