@@ -18,7 +18,7 @@ trap 'rm -rf "$OUT"' EXIT
 runs=()
 for trace in step ramp sine spike; do runs+=("$trace 1 1"); done
 for seed in 1 2 3 4 5; do runs+=("noisy 1 $seed"); done
-runs+=("traces/wisc-diurnal.csv 30 1" "traces/wc98-flash.csv 0.085 1" "traces/wc98-night.csv 0.5 1")
+runs+=("traces/wisc-diurnal.csv 30 1" "traces/wc98-flash.csv 0.085 1" "traces/wc98-night.csv 0.5 1" "traces/nasa-launch.csv 30 1")
 
 i=0
 for r in "${runs[@]}"; do

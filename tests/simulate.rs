@@ -114,10 +114,11 @@ fn bad_input_exits_64_naming_the_field() {
 }
 
 /// The real traces of traces/, each with the scale its README gives.
-const REAL: [(&str, &str); 3] = [
+const REAL: [(&str, &str); 4] = [
     ("wisc-diurnal.csv", "30"),
     ("wc98-flash.csv", "0.085"),
     ("wc98-night.csv", "0.5"),
+    ("nasa-launch.csv", "30"),
 ];
 
 fn trace_path(name: &str) -> String {

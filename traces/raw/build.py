@@ -72,3 +72,21 @@ write("wc98-night.csv", [
     "WorldCup98 (www.france98.com), all requests per minute, 1998-06-09 22:01 to 1998-06-10 01:59",
     "a night plateau with minute-to-minute bursts; rate = the minute's requests / 60; see README.md",
 ], rows)
+
+# NASA-HTTP (Kennedy Space Center WWW server), requests per 5 minutes, 1995-07-13 00:00 to
+# 16:55 (-04:00): the day of the STS-70 launch. One row per 5-minute bin at its start (the load
+# holds for the bin), plus a closing row at 17:00 that holds the last bin.
+per_bin = []
+for i, l in enumerate(lines("nasa-0713-5min.txt")):
+    stamp, count = l.split(",")
+    hh, mm = divmod(i * 5, 60)
+    assert stamp == f"1995-07-13 {hh:02d}:{mm:02d}:00-04:00", stamp
+    per_bin.append(float(count))
+assert len(per_bin) == 204
+rows = [(i * 300, n / 300) for i, n in enumerate(per_bin)]
+rows.append((len(per_bin) * 300, per_bin[-1] / 300))
+write("nasa-launch.csv", [
+    "NASA-HTTP (NASA Kennedy Space Center WWW server), all requests per 5 minutes,",
+    "1995-07-13 00:00 to 16:55 (-04:00, the log's time): the STS-70 launch day, rising to the",
+    "launch and falling back, with one-bin dips; rate = the bin's requests / 300; see README.md",
+], rows)
