@@ -5,8 +5,11 @@
 //!
 //! - scrape (every `scrape`): each booted member's CPU (its share of the load over its
 //!   capacity, at most 100 %; idle until the NLB sends it traffic) and requests in flight (the
-//!   same share, unbounded: demand does not saturate), kept for the `rate_window`, as
-//!   Prometheus' `rate(...[1m])` would: a member has a value once it has two scrapes in it;
+//!   same share, unbounded: demand does not saturate). CPU is averaged over the `rate_window`,
+//!   as Prometheus' `rate(...[1m])` would: a member has a CPU value once it has two scrapes in
+//!   it. Requests in flight are averaged over the `gauge_window`, as the autoscaler's query
+//!   `avg_over_time(poolpilot_app_load_in_flight[30s])` is: the scrapes younger than the
+//!   window (Prometheus' range selectors are left-open), one is enough;
 //! - alert evaluation (every `eval`, webhook policies only): the pool average against 80 % and
 //!   20 %, held for `pending` before firing (the course's Grafana rules);
 //! - notification flush (webhook policies, while a rule fires): Grafana's notification policy,
@@ -60,6 +63,8 @@ pub struct Model {
     pub nlb_delay: Duration,
     pub scrape: Duration,
     pub rate_window: Duration,
+    /// The requests-in-flight average's window (`avg_over_time(...[30s])`).
+    pub gauge_window: Duration,
     /// Grafana's rule group interval (`interval` in monitoring/grafana/.../rules.yaml).
     pub eval: Duration,
     /// The rules' pending period (`for`).
@@ -95,6 +100,7 @@ impl Default for Model {
             nlb_delay: Duration::from_secs(20),
             scrape: Duration::from_secs(15),
             rate_window: Duration::from_secs(60),
+            gauge_window: Duration::from_secs(30),
             // The shipped Grafana files (tests/grafana.rs holds them equal): a repeat every
             // 5 minutes, at the 5th flush after a send (see `effective_repeat`).
             eval: Duration::from_secs(10),
@@ -278,10 +284,25 @@ pub fn run(model: &Model, policy: &PolicyFile, trace: &Trace) -> Run {
     let (mut billed, mut slo) = (0.0, 0.0);
 
     let in_nlb = |members: &[Member], t: f64| members.iter().filter(|m| m.in_nlb <= t).count();
-    let value = |m: &Member, pick: fn(&(f64, f64, f64)) -> f64| -> Option<(f64, f64)> {
+    // CPU: a rate over the whole kept window, from two scrapes on.
+    let cpu = |m: &Member| -> Option<(f64, f64)> {
         (m.scrapes.len() >= 2).then(|| {
-            let v = m.scrapes.iter().map(pick).sum::<f64>() / m.scrapes.len() as f64;
+            let v = m.scrapes.iter().map(|s| s.1).sum::<f64>() / m.scrapes.len() as f64;
             (v, m.scrapes.back().expect("two").0)
+        })
+    };
+    // Requests in flight: the average of the scrapes younger than the gauge window.
+    let gauge_window = secs(model.gauge_window);
+    let in_flight = |m: &Member, t: f64| -> Option<(f64, f64)> {
+        let recent: Vec<f64> = m
+            .scrapes
+            .iter()
+            .filter(|s| t - s.0 < gauge_window)
+            .map(|s| s.2)
+            .collect();
+        (!recent.is_empty()).then(|| {
+            let v = recent.iter().sum::<f64>() / recent.len() as f64;
+            (v, m.scrapes.back().expect("one").0)
         })
     };
 
@@ -308,21 +329,15 @@ pub fn run(model: &Model, policy: &PolicyFile, trace: &Trace) -> Run {
                         (0.02, 0.0)
                     };
                     m.scrapes.push_back((t, cpu, flight));
-                    while m
-                        .scrapes
-                        .front()
-                        .is_some_and(|s| t - s.0 > secs(model.rate_window))
-                    {
+                    while m.scrapes.front().is_some_and(|s| {
+                        t - s.0 > secs(model.rate_window).max(secs(model.gauge_window))
+                    }) {
                         m.scrapes.pop_front();
                     }
                 }
             }
             1 if webhooks => {
-                let vals: Vec<f64> = members
-                    .iter()
-                    .filter_map(|m| value(m, |s| s.1))
-                    .map(|(v, _)| v)
-                    .collect();
+                let vals: Vec<f64> = members.iter().filter_map(cpu).map(|(v, _)| v).collect();
                 let avg = (!vals.is_empty()).then(|| vals.iter().sum::<f64>() / vals.len() as f64);
                 let holds = [
                     avg.is_some_and(|a| a > model.high),
@@ -384,11 +399,11 @@ pub fn run(model: &Model, policy: &PolicyFile, trace: &Trace) -> Run {
                         })
                         .collect(),
                 };
-                let samples = |pick: fn(&(f64, f64, f64)) -> f64| -> Vec<Sample> {
+                let samples = |read: &dyn Fn(&Member) -> Option<(f64, f64)>| -> Vec<Sample> {
                     members
                         .iter()
                         .filter_map(|m| {
-                            value(m, pick).map(|(v, at)| Sample {
+                            read(m).map(|(v, at)| Sample {
                                 instance: format!("{}:9100", m.ip),
                                 value: v,
                                 at: model.start_unix as f64 + at,
@@ -398,8 +413,8 @@ pub fn run(model: &Model, policy: &PolicyFile, trace: &Trace) -> Run {
                 };
                 let signals = Signals {
                     intents: std::mem::take(&mut inbox),
-                    samples: samples(|s| s.1),
-                    in_flight: samples(|s| s.2),
+                    samples: samples(&cpu),
+                    in_flight: samples(&|m| in_flight(m, t)),
                     sample_error: None,
                 };
                 let unix = model.start_unix as f64 + t;
