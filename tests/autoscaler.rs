@@ -4,8 +4,9 @@
 mod common;
 
 use common::base_command;
+use common::scaler::{Scaler, ticks};
 
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -17,135 +18,26 @@ fn reference(name: &str) -> Value {
     serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
 }
 
-struct Scaler {
-    child: Child,
-    base: String,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
-    log: std::path::PathBuf,
+/// `poolpilot autoscaler --interval 2s` on the simulator's pool, with `extra` flags.
+async fn start(sim: &common::TestSim, extra: &[&str]) -> Scaler {
+    let mut cmd = base_command();
+    cmd.args(["autoscaler", "--interval", "2s"])
+        .args(extra)
+        .env("EXOSCALE_API_ENDPOINT", sim.running.endpoint())
+        .env("EXOSCALE_API_KEY", common::KEY)
+        .env("EXOSCALE_API_SECRET", common::SECRET)
+        .env("EXOSCALE_INSTANCEPOOL_ID", sim.pool.to_string());
+    Scaler::spawn(cmd, tempfile::tempdir().unwrap()).await
 }
 
 impl Scaler {
-    async fn start(sim: &common::TestSim, extra: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("autoscaler.log");
-        let port = common::free_port();
-        let child = base_command()
-            .args(["autoscaler", "--interval", "2s", "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(extra)
-            .env("EXOSCALE_API_ENDPOINT", sim.running.endpoint())
-            .env("EXOSCALE_API_KEY", common::KEY)
-            .env("EXOSCALE_API_SECRET", common::SECRET)
-            .env("EXOSCALE_INSTANCEPOOL_ID", sim.pool.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let s = Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
-            _dir: dir,
-            log,
-        };
-        let started = Instant::now();
-        loop {
-            if let Ok(r) = s.http.get(format!("{}/readyz", s.base)).send().await
-                && r.status() == 200
-            {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(15),
-                "never ready:\n{}",
-                s.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        s
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
     async fn decisions(&self) -> Vec<Value> {
-        self.get("/v1/decisions")
-            .await
-            .1
-            .as_array()
-            .unwrap()
-            .clone()
+        self.decisions_at("/v1/decisions").await
     }
 
     /// Waits for a decision recorded after `after` decisions that satisfies `pred`.
     async fn wait_decision(&self, after: usize, pred: impl Fn(&Value) -> bool) -> Value {
-        let started = Instant::now();
-        loop {
-            let d = self.decisions().await;
-            if let Some(found) = d.iter().skip(after).find(|d| pred(d)) {
-                return found.clone();
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "no such decision; have {d:#?}\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn terminate(&mut self) -> (i32, Duration) {
-        let started = Instant::now();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status()
-                .unwrap()
-                .success()
-        );
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return (st.code().expect("exited, not killed"), started.elapsed());
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "no exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Scaler {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.wait_decision_at("/v1/decisions", after, pred).await
     }
 }
 
@@ -159,25 +51,8 @@ fn scale_calls(sim: &common::TestSim) -> Vec<u16> {
         .collect()
 }
 
-fn pool_reads(sim: &common::TestSim) -> usize {
-    sim.requests_to("GET", &format!("/v2/instance-pool/{}", sim.pool))
-}
-
 async fn size(sim: &common::TestSim) -> u64 {
     sim.client().get_instance_pool(sim.pool).await.unwrap().size
-}
-
-/// Waits until the autoscaler has read the pool `n` more times (that is, ticked `n` times).
-async fn ticks(sim: &common::TestSim, n: usize) {
-    let target = pool_reads(sim) + n;
-    let started = Instant::now();
-    while pool_reads(sim) < target {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the loop stopped ticking"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn post_faults(sim: &common::TestSim, body: Value) {
@@ -193,7 +68,7 @@ async fn post_faults(sim: &common::TestSim, body: Value) {
 #[tokio::test]
 async fn get_up_scales_at_the_next_tick_and_down_at_min_changes_nothing() {
     let sim = common::start(1, common::quick()).await;
-    let s = Scaler::start(&sim, &["--min", "1", "--max", "3"]).await;
+    let s = start(&sim, &["--min", "1", "--max", "3"]).await;
 
     let (status, body) = s.get("/down").await;
     assert_eq!(status, 200);
@@ -231,7 +106,7 @@ async fn get_up_scales_at_the_next_tick_and_down_at_min_changes_nothing() {
 #[tokio::test]
 async fn grafana_and_alertmanager_bodies_fire_resolved_ones_do_not() {
     let sim = common::start(2, common::quick()).await;
-    let s = Scaler::start(&sim, &["--min", "1", "--max", "4"]).await;
+    let s = start(&sim, &["--min", "1", "--max", "4"]).await;
 
     // Resolved (unified), ok (legacy) and Grafana's no-data alert: recorded as nothing.
     let mut resolved = reference("grafana-unified-webhook.json");
@@ -297,7 +172,7 @@ async fn grafana_and_alertmanager_bodies_fire_resolved_ones_do_not() {
 #[tokio::test]
 async fn api_errors_during_a_tick_are_retried_and_the_scale_happens_once() {
     let sim = common::start(1, common::quick()).await;
-    let s = Scaler::start(&sim, &["--max", "3"]).await;
+    let s = start(&sim, &["--max", "3"]).await;
     // Right after a tick, so that the faults meet the next one.
     ticks(&sim, 1).await;
     post_faults(&sim, json!({"status": 429, "count": 1, "retry-after": 1})).await;
@@ -320,7 +195,7 @@ async fn api_errors_during_a_tick_are_retried_and_the_scale_happens_once() {
 #[tokio::test]
 async fn bad_requests_are_refused_and_scale_nothing() {
     let sim = common::start(2, common::quick()).await;
-    let s = Scaler::start(&sim, &["--webhook-token", TOKEN]).await;
+    let s = start(&sim, &["--webhook-token", TOKEN]).await;
     let url = |p: &str| format!("{}{p}", s.base);
     let c = &s.http;
     let unified = reference("grafana-unified-webhook.json");
@@ -452,7 +327,7 @@ async fn bad_requests_are_refused_and_scale_nothing() {
 #[tokio::test]
 async fn dry_run_decides_and_never_calls_the_api_to_scale() {
     let sim = common::start(1, common::quick()).await;
-    let s = Scaler::start(&sim, &["--dry-run"]).await;
+    let s = start(&sim, &["--dry-run"]).await;
     assert_eq!(s.get("/up").await.0, 200);
     let d = s.wait_decision(0, |d| d["action"] == "up").await;
     assert_eq!(d["outcome"], "dry-run");
@@ -463,7 +338,7 @@ async fn dry_run_decides_and_never_calls_the_api_to_scale() {
 #[tokio::test]
 async fn sigterm_in_the_middle_of_a_tick_exits_0_within_5s() {
     let sim = common::start(1, common::quick()).await;
-    let mut s = Scaler::start(&sim, &[]).await;
+    let mut s = start(&sim, &[]).await;
     ticks(&sim, 1).await;
     // The next API request hangs for 30 s: the next tick is stuck in it.
     post_faults(&sim, json!({"latency": "30s", "count": 5})).await;

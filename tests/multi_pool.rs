@@ -4,10 +4,11 @@
 
 mod common;
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::base_command;
+use common::scaler::{Scaler, ticks};
 use poolpilot::config::Zone;
 use serde_json::{Value, json};
 
@@ -28,23 +29,6 @@ fn endpoints(gva: &common::TestSim, fra: &common::TestSim) -> String {
 
 fn size(sim: &common::TestSim) -> u64 {
     sim.sim().with_state(|s| s.pools_view()[0].size)
-}
-
-fn pool_reads(sim: &common::TestSim) -> usize {
-    sim.requests_to("GET", &format!("/v2/instance-pool/{}", sim.pool))
-}
-
-/// Waits until the autoscaler has read the pool `n` more times (ticked `n` times).
-async fn ticks(sim: &common::TestSim, n: usize) {
-    let target = pool_reads(sim) + n;
-    let started = Instant::now();
-    while pool_reads(sim) < target {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the loop stopped ticking"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The reference Alertmanager body with one firing alert per entry of `labels` (each laid over
@@ -69,13 +53,6 @@ fn alerts(labels: &[Value]) -> Value {
     body
 }
 
-struct Scaler {
-    child: Child,
-    base: String,
-    http: reqwest::Client,
-    dir: tempfile::TempDir,
-}
-
 impl Scaler {
     /// `poolpilot autoscaler --pool gva=ch-gva-2:ID --pool fra=de-fra-1:ID` with `config`.
     async fn start(gva: &common::TestSim, fra: &common::TestSim, config: &str) -> Self {
@@ -89,11 +66,8 @@ impl Scaler {
         let config = config.replace("POLICY", &policy.display().to_string());
         let config_path = dir.path().join("autoscaler.toml");
         std::fs::write(&config_path, config).unwrap();
-        let port = common::free_port();
-        let child = base_command()
-            .args(["autoscaler", "--interval", "1s", "--api-retries", "2"])
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
+        let mut cmd = base_command();
+        cmd.args(["autoscaler", "--interval", "1s", "--api-retries", "2"])
             .arg("--config")
             .arg(&config_path)
             .arg("--pool")
@@ -102,89 +76,23 @@ impl Scaler {
             .arg(format!("fra=de-fra-1:{}", fra.pool))
             .env("EXOSCALE_API_ENDPOINT", endpoints(gva, fra))
             .env("EXOSCALE_API_KEY", common::KEY)
-            .env("EXOSCALE_API_SECRET", common::SECRET)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
-            .spawn()
-            .unwrap();
-        let s = Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
-            dir,
-        };
-        let started = Instant::now();
-        loop {
-            if let Ok(r) = s.http.get(format!("{}/readyz", s.base)).send().await
-                && r.status() == 200
-            {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "never ready:\n{}",
-                s.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        s
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+            .env("EXOSCALE_API_SECRET", common::SECRET);
+        Self::spawn(cmd, dir).await
     }
 
     async fn decisions(&self, path: &str) -> Vec<Value> {
-        let r = self.http.get(format!("{}{path}", self.base)).send().await;
-        r.unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .clone()
+        self.decisions_at(path).await
     }
 
     /// Waits for a decision of `pool` satisfying `pred`.
     async fn wait_decision(&self, pool: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let started = Instant::now();
-        loop {
-            let d = self.decisions(&format!("/v1/decisions/{pool}")).await;
-            if let Some(found) = d.iter().find(|d| pred(d)) {
-                return found.clone();
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(40),
-                "no such decision for {pool}; have {d:#?}\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.wait_decision_at(&format!("/v1/decisions/{pool}"), 0, pred)
+            .await
     }
 
     async fn metrics(&self) -> String {
         let r = self.http.get(format!("{}/metrics", self.base)).send().await;
         r.unwrap().text().await.unwrap()
-    }
-}
-
-impl Drop for Scaler {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

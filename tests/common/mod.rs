@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod redis;
+pub mod scaler;
 
 use std::sync::Arc;
 use std::time::Duration;
