@@ -5,11 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use poolpilot::config::Zone;
-use poolpilot::exoscale::{Credentials, HealthStatus, Healthcheck};
-
-use poolpilot::local::nlb::{Nlb, NlbConfig};
-use poolpilot::sim::{Sim, State, Timing};
+use poolpilot::exoscale::HealthStatus;
 
 const DRAIN: &str = "drain-token-for-tests";
 
@@ -30,41 +26,16 @@ async fn served(addr: std::net::Ipv4Addr, route: &str) -> f64 {
 async fn processes_serve_behind_a_health_checked_round_robin_nlb_and_drain() {
     let dir = tempfile::tempdir().unwrap();
     let backend = common::local_backend(dir.path(), Duration::from_millis(1500), DRAIN);
-    let mut state = State::new(
-        Zone::DEFAULT,
-        Timing {
-            operation_delay: Duration::from_millis(100),
-            boot_delay: Duration::from_millis(300),
-        },
+    // Generous health-check timeout and 3 retries: a probe answered late by a loaded machine
+    // must not flip membership in the middle of the round-robin count; the drain below is
+    // waited for.
+    let common::PoolBehindNlb { sim, nlb, pool, lb } = common::pool_behind_nlb(
         backend.clone(),
-    );
-    let now = tokio::time::Instant::now();
-    let pool = state
-        .create_pool(now, None, "local", 2, "standard.micro", false)
-        .unwrap();
-    let hc = Healthcheck {
-        mode: "http".into(),
-        port: 8080,
-        uri: Some("/health".into()),
-        interval: 1,
-        timeout: 1,
-        retries: 1,
-    };
-    let lb = state.create_load_balancer("nlb", "127.0.0.1".parse().unwrap(), pool, 0, 8080, hc);
-    let sim = Sim::new(state, vec![Credentials::new("EXOk", "s")]);
-    let nlb = Nlb::new(
-        sim.clone(),
-        NlbConfig {
-            pool,
-            target_port: 8080,
-            check_port: 8080,
-            uri: "/health".into(),
-            interval: Duration::from_millis(200),
-            // Generous: a probe answered late by a loaded machine must not flip membership in
-            // the middle of the round-robin count; the drain below is waited for.
-            timeout: Duration::from_secs(5),
-            retries: 3,
-        },
+        Duration::from_millis(300),
+        "local",
+        2,
+        8080,
+        3,
     );
     let checks = tokio::spawn(nlb.clone().run_health_checks());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

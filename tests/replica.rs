@@ -170,11 +170,7 @@ fn bad_config_exits_64_naming_the_field() {
 /// through the NLB see the primary's data, and a drained member leaves the rotation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_pool_behind_the_tcp_nlb_serves_the_primarys_data_only_once_in_sync() {
-    use poolpilot::config::Zone;
-    use poolpilot::exoscale::{Credentials, Healthcheck};
     use poolpilot::local::backend::{LocalBackend, LocalConfig, MemberKind, QuotaMode};
-    use poolpilot::local::nlb::{Nlb, NlbConfig};
-    use poolpilot::sim::{Sim, State, Timing};
     use std::sync::Arc;
 
     let primary = Redis::start();
@@ -204,39 +200,13 @@ async fn a_replica_pool_behind_the_tcp_nlb_serves_the_primarys_data_only_once_in
             primary: ([127, 0, 0, 1], p).into(),
         },
     }));
-    let mut state = State::new(
-        Zone::DEFAULT,
-        Timing {
-            operation_delay: Duration::from_millis(100),
-            boot_delay: Duration::from_millis(100),
-        },
+    let common::PoolBehindNlb { nlb, .. } = common::pool_behind_nlb(
         backend.clone(),
-    );
-    let now = tokio::time::Instant::now();
-    let pool = state
-        .create_pool(now, None, "replicas", 2, "standard.micro", false)
-        .unwrap();
-    let hc = Healthcheck {
-        mode: "http".into(),
-        port: 8080,
-        uri: Some("/health".into()),
-        interval: 1,
-        timeout: 1,
-        retries: 1,
-    };
-    state.create_load_balancer("replicas", "127.0.0.1".parse().unwrap(), pool, 0, 6379, hc);
-    let sim = Sim::new(state, vec![Credentials::new("EXOk", "s")]);
-    let nlb = Nlb::new(
-        sim.clone(),
-        NlbConfig {
-            pool,
-            target_port: 6379,
-            check_port: 8080,
-            uri: "/health".into(),
-            interval: Duration::from_millis(200),
-            timeout: Duration::from_secs(5),
-            retries: 2,
-        },
+        Duration::from_millis(100),
+        "replicas",
+        2,
+        6379,
+        2,
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let at = listener.local_addr().unwrap();

@@ -191,6 +191,70 @@ pub fn local_backend(
     }))
 }
 
+/// A simulated pool of `size` members of `backend` (booting in `boot_delay`) behind a load
+/// balancer named `name` on `target_port`, and the local NLB in front of it, probing each
+/// member's `/health` on 8080 every 200 ms (5 s timeout, `retries` in a row to flip). The
+/// NLB's health checks are the test's to run.
+pub struct PoolBehindNlb {
+    pub sim: Arc<poolpilot::sim::Sim>,
+    pub nlb: poolpilot::local::nlb::Nlb,
+    pub pool: uuid::Uuid,
+    pub lb: uuid::Uuid,
+}
+
+pub fn pool_behind_nlb(
+    backend: Arc<poolpilot::local::backend::LocalBackend>,
+    boot_delay: Duration,
+    name: &str,
+    size: u64,
+    target_port: u16,
+    retries: u32,
+) -> PoolBehindNlb {
+    use poolpilot::exoscale::Healthcheck;
+    use poolpilot::local::nlb::{Nlb, NlbConfig};
+    use poolpilot::sim::{Sim, State, Timing};
+    let mut state = State::new(
+        poolpilot::config::Zone::DEFAULT,
+        Timing {
+            operation_delay: Duration::from_millis(100),
+            boot_delay,
+        },
+        backend,
+    );
+    let now = tokio::time::Instant::now();
+    let pool = state
+        .create_pool(now, None, name, size, "standard.micro", false)
+        .unwrap();
+    let hc = Healthcheck {
+        mode: "http".into(),
+        port: 8080,
+        uri: Some("/health".into()),
+        interval: 1,
+        timeout: 1,
+        retries: 1,
+    };
+    let lb =
+        state.create_load_balancer(name, "127.0.0.1".parse().unwrap(), pool, 0, target_port, hc);
+    let sim = Sim::new(
+        state,
+        vec![poolpilot::exoscale::Credentials::new("EXOk", "s")],
+    );
+    let nlb = Nlb::new(
+        sim.clone(),
+        NlbConfig {
+            pool,
+            target_port,
+            check_port: 8080,
+            uri: "/health".into(),
+            interval: Duration::from_millis(200),
+            // Generous: a probe answered late by a loaded machine must not flip membership.
+            timeout: Duration::from_secs(5),
+            retries,
+        },
+    );
+    PoolBehindNlb { sim, nlb, pool, lb }
+}
+
 /// Serves `body` to every GET on a loopback port (a thread per listener, for the life of the
 /// test process) and returns its URL: an image for the simulator to download.
 pub fn serve_bytes(body: Vec<u8>) -> String {
