@@ -83,12 +83,47 @@ pub async fn serve_with(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
     limits: Limits,
 ) -> std::io::Result<()> {
+    use hyper_util::service::TowerToHyperService;
+    serve_connections(listener, stop, limits, move |peer| {
+        // The peer's address, for handlers that want it (`ConnectInfo`, e.g. X-Forwarded-For).
+        TowerToHyperService::new(
+            router
+                .clone()
+                .layer(axum::Extension(axum::extract::ConnectInfo(peer))),
+        )
+    })
+    .await
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The accept loop of every listener of ours, for any hyper service: `service` makes one
+/// connection's service from the peer's address. Each connection gets `TCP_NODELAY` and the
+/// header timeout; past `max_connections` a new connection is closed at once; an accept error
+/// (out of file descriptors and the like) pauses the loop a little rather than spin. When
+/// `stop` resolves the listener closes and the requests under way get [`GRACE`] to finish.
+pub async fn serve_connections<S>(
+    listener: tokio::net::TcpListener,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+    limits: Limits,
+    mut service: impl FnMut(std::net::SocketAddr) -> S,
+) -> std::io::Result<()>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    S::ResBody: Send + 'static,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<BoxError>,
+{
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::server::graceful::GracefulShutdown;
-    use hyper_util::service::TowerToHyperService;
 
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
     tokio::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {
@@ -96,7 +131,6 @@ pub async fn serve_with(
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    // Out of file descriptors and the like: wait a little rather than spin.
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
@@ -108,17 +142,7 @@ pub async fn serve_with(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        // The peer's address, for handlers that want it (`ConnectInfo`, e.g. X-Forwarded-For).
-        let service = TowerToHyperService::new(
-            router
-                .clone()
-                .layer(axum::Extension(axum::extract::ConnectInfo(peer))),
-        );
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service(peer)));
         tokio::spawn(async move {
             let _ = conn.await;
             drop(slot);
