@@ -9,8 +9,8 @@ mod common;
 /// (examples/policies/demo-default.toml), one request in flight per member. 2 clients need
 /// ceil(2 / 1) = 2 members: the first decision goes from 1 to exactly 2, its record shows the
 /// forecast, and the pool goes back to 1 through drain and eviction with no failed request.
-/// It does not hold at 2: after the step the trend still rises for a tick (forecast 2.09 -> 3)
-/// and the step's own errors then give a headroom (-> 4); docs/POLICY.md says so.
+/// It does not hold at 2: the step's own forecast error, the first residual, gives a headroom
+/// (-> 4), or the trend still rising after the step does (2.09 -> 3); docs/POLICY.md says so.
 #[test]
 fn the_default_policy_reaches_the_needed_size_in_one_decision_and_scales_in_without_drops() {
     let (_out, report) = common::policy_demo("default");
