@@ -147,18 +147,24 @@ check(re.fullmatch(r'\$\{local\.redis \? \{replicas = \{[^{}]*template = "replic
       f"local.kv_pools: replicas (the replica template) and api (the kv template), only with redis: {kv_locals.get('kv_pools')!r}")
 check(res.get(("exoscale_nlb", "kv"), {}).get("for_each") == '${local.redis ? toset(["api", "replicas"]) : toset([])}',
       "the redis NLBs: the API's and the replicas', only with redis")
-for name, nlb, pool, port, target in [("kv_http", "api", "api", 80, 8080), ("kv_redis", "replicas", "replicas", 6379, 6379)]:
-    svc = res.get(("exoscale_nlb_service", name), {})
-    hc = svc.get("healthcheck", [{}])
-    hc = hc[0] if isinstance(hc, list) else hc
-    check(svc.get("count") == "${local.redis ? 1 : 0}" and svc.get("nlb_id") == f'${{exoscale_nlb.kv["{nlb}"].id}}'
-          and svc.get("instance_pool_id") == f'${{exoscale_instance_pool.kv["{pool}"].id}}'
-          and (svc.get("port"), svc.get("target_port")) == (port, target) and unq(svc.get("protocol")) == "tcp",
-          f"NLB service {name}: {port} -> {target} on the {pool} pool through the {nlb} NLB: {svc}")
-    # Both health checks ask HTTP /health on 8080: the kv member, or the replica's sidecar (in
-    # sync and not drained), never Redis itself.
-    check(unq(hc.get("mode")) == "http" and hc.get("port") == 8080 and unq(hc.get("uri")) == "/health",
-          f"NLB service {name}: the health check must be HTTP /health on 8080: {hc}")
+kv_services = next((l["kv_services"] for l in blocks["locals"] if "kv_services" in l), "")
+svc = res.get(("exoscale_nlb_service", "kv"), {})
+check(svc.get("for_each") == "${local.kv_services}" and svc.get("nlb_id") == "${exoscale_nlb.kv[each.key].id}"
+      and svc.get("instance_pool_id") == "${exoscale_instance_pool.kv[each.key].id}"
+      and (svc.get("port"), svc.get("target_port")) == ("${each.value.port}", "${each.value.target_port}")
+      and unq(svc.get("protocol")) == "tcp",
+      f"the redis NLB services: one per entry of local.kv_services, on that entry's NLB and pool: {svc}")
+for key, port, target in [("api", 80, 8080), ("replicas", 6379, 6379)]:
+    check(re.search(key + r' = \{name = "[a-z]+", port = ' + str(port) + ", target_port = " + str(target) + ",", str(kv_services)) is not None,
+          f"local.kv_services: {key} forwards {port} -> {target}, only with redis: {kv_services!r}")
+check(str(kv_services).startswith("${local.redis ? {") and str(kv_services).endswith("} : {}}"),
+      f"local.kv_services only with redis: {kv_services!r}")
+hc = svc.get("healthcheck", [{}])
+hc = hc[0] if isinstance(hc, list) else hc
+# Both health checks ask HTTP /health on 8080: the kv member, or the replica's sidecar (in sync
+# and not drained), never Redis itself.
+check(unq(hc.get("mode")) == "http" and hc.get("port") == 8080 and unq(hc.get("uri")) == "/health",
+      f"the redis NLB services: the health check must be HTTP /health on 8080: {hc}")
 tmpl_names = next((l["template_names"] for l in blocks["locals"] if "template_names" in l), "")
 check(tmpl_names == '${{for role, i in local.images : role => "${var.name_prefix}-${role == "monitor" && local.redis ? "kv-monitor" : role}-${substr(i.digest, 0, 12)}"}}',
       f"template names: the course's as ever, the kv monitor's its own (same sources, another image): {tmpl_names!r}")

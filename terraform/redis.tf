@@ -77,43 +77,29 @@ resource "exoscale_nlb" "kv" {
   description = each.key == "api" ? "poolpilot: port 80 to the key-value API" : "poolpilot: port 6379 to the in-sync Redis replicas (for the API members only)"
 }
 
-resource "exoscale_nlb_service" "kv_http" {
-  count = local.redis ? 1 : 0
-
-  zone             = local.primary_zone
-  nlb_id           = exoscale_nlb.kv["api"].id
-  instance_pool_id = exoscale_instance_pool.kv["api"].id
-  name             = "http"
-  description      = "port 80 to 8080 on every healthy kv member"
-  protocol         = "tcp"
-  port             = 80
-  target_port      = 8080
-  strategy         = "round-robin"
-
-  healthcheck {
-    mode     = "http"
-    port     = 8080
-    uri      = "/health"
-    interval = local.healthcheck.interval
-    timeout  = local.healthcheck.timeout
-    retries  = local.healthcheck.retries
-  }
+# One service per NLB: the API's port 80 to 8080 on the kv members, the replicas' 6379 to Redis.
+# Both health-check the member's 8080 /health: for a replica that is the sidecar, not Redis: a
+# replica answers PING while it resyncs or has lost its primary.
+locals {
+  kv_services = local.redis ? {
+    api      = { name = "http", port = 80, target_port = 8080, description = "port 80 to 8080 on every healthy kv member" }
+    replicas = { name = "redis", port = 6379, target_port = 6379, description = "port 6379 to every replica whose sidecar says in sync" }
+  } : {}
 }
 
-resource "exoscale_nlb_service" "kv_redis" {
-  count = local.redis ? 1 : 0
+resource "exoscale_nlb_service" "kv" {
+  for_each = local.kv_services
 
   zone             = local.primary_zone
-  nlb_id           = exoscale_nlb.kv["replicas"].id
-  instance_pool_id = exoscale_instance_pool.kv["replicas"].id
-  name             = "redis"
-  description      = "port 6379 to every replica whose sidecar says in sync"
+  nlb_id           = exoscale_nlb.kv[each.key].id
+  instance_pool_id = exoscale_instance_pool.kv[each.key].id
+  name             = each.value.name
+  description      = each.value.description
   protocol         = "tcp"
-  port             = 6379
-  target_port      = 6379
+  port             = each.value.port
+  target_port      = each.value.target_port
   strategy         = "round-robin"
 
-  # The sidecar, not Redis: a replica answers PING while it resyncs or has lost its primary.
   healthcheck {
     mode     = "http"
     port     = 8080
