@@ -232,6 +232,14 @@ async fn a_replica_pool_behind_the_tcp_nlb_serves_the_primarys_data_only_once_in
         assert!(Instant::now() < deadline, "two members in sync within 60 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Each full sync wrote the member's snapshot beside its logs (not in the directory the
+    // caller started from, where a user's `demo --profile redis` would have found dump.rdb).
+    let snapshots: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with("-redis.rdb"))
+        .collect();
+    assert_eq!(snapshots.len(), 2, "{snapshots:?}");
 
     // Reads through the NLB, a new connection each: every key, on both members.
     for i in 0..20 {

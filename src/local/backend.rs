@@ -326,6 +326,11 @@ impl LocalBackend {
                 &primary.port().to_string(),
             ])
             .args(replica_settings())
+            // A full sync lands the primary's snapshot on disk: in the member's own file
+            // beside its logs, never in whatever directory the caller started from.
+            .arg("--dir")
+            .arg(&self.cfg.log_dir)
+            .args(["--dbfilename", &format!("{name}-redis.rdb")])
             .stdin(Stdio::null())
             .stdout(self.log_file(&format!("{name}-redis"))?)
             .stderr(Stdio::null());
