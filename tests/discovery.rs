@@ -70,22 +70,7 @@ impl Agent {
     }
 
     fn terminate(&mut self) -> (i32, Duration) {
-        let started = Instant::now();
-        let st = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(st.success());
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return (st.code().expect("exited, not killed"), started.elapsed());
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "no exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        common::sigterm(&mut self.child)
     }
 }
 

@@ -599,20 +599,7 @@ async fn the_binary_serves_with_the_reference_variables_and_stops_on_sigterm() {
     })
     .await;
 
-    let st = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(common::sigterm(&mut child).0, 0);
     let logs = std::fs::read_to_string(log.path()).unwrap();
     assert!(
         logs.contains("kv serving") && logs.contains("SIGTERM"),

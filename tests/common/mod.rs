@@ -255,6 +255,27 @@ pub fn pool_behind_nlb(
     PoolBehindNlb { sim, nlb, pool, lb }
 }
 
+/// Sends SIGTERM to `child` and waits (10 s at most) for it to exit; its exit code and how long
+/// the exit took.
+pub fn sigterm(child: &mut std::process::Child) -> (i32, Duration) {
+    let started = std::time::Instant::now();
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return (st.code().expect("exited, not killed"), started.elapsed());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Serves `body` to every GET on a loopback port (a thread per listener, for the life of the
 /// test process) and returns its URL: an image for the simulator to download.
 pub fn serve_bytes(body: Vec<u8>) -> String {

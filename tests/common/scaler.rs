@@ -109,24 +109,7 @@ impl Scaler {
 
     /// SIGTERM; the exit code and how long the exit took.
     pub fn terminate(&mut self) -> (i32, Duration) {
-        let started = Instant::now();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status()
-                .unwrap()
-                .success()
-        );
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return (st.code().expect("exited, not killed"), started.elapsed());
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "no exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        super::sigterm(&mut self.child)
     }
 }
 
