@@ -308,8 +308,8 @@ pub(super) async fn story(
     Ok(outcome)
 }
 
-/// What happened, against what the story promises: the pool grew (to 3, or `--max`), came back
-/// to 1, and no request failed.
+/// What happened, against what the story promises: the pool grew to what the clients need (one
+/// member each, at least 2, at most `--max`), came back to 1, and no request failed.
 fn verdict(
     cfg: &DemoConfig,
     seen: &Seen,
@@ -329,7 +329,11 @@ fn verdict(
     if interrupted {
         problems.push("interrupted".to_owned());
     } else {
-        let want = 3.min(cfg.max);
+        // What the clients need: each keeps one member busy (at least 2, so that the story has
+        // a scale-out, at most the pool's bound). The course's rule overshoots it (to 4 with 2
+        // clients, checks/demo_report.py holds CI's run to 3 or more); a policy sized on the
+        // requests in flight stops at it.
+        let want = u64::from(cfg.clients).max(2).min(cfg.max);
         if max_size < want {
             problems.push(format!(
                 "the pool grew to {max_size}, expected at least {want}"

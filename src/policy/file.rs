@@ -84,31 +84,47 @@ pub enum Check {
         #[serde(default = "default_warm_up")]
         warm_up: Dur,
     },
-    /// Holt's linear trend on the pool's total demand (`load-in-flight` summed over members),
-    /// `horizon` ahead, with a headroom of `k` x the recent error (see [`super::forecast`]).
+    /// A forecast of the pool's total demand (`load-in-flight` summed over members), `horizon`
+    /// ahead, with a headroom of `k` x the recent error, at least the `burst-rank`-th largest
+    /// recent burst (see [`super::forecast`]).
     Forecast {
         /// Requests in flight one member serves within the SLO.
         target: f64,
         horizon: Dur,
-        #[serde(default = "default_alpha")]
-        alpha: f64,
-        #[serde(default = "default_beta")]
-        beta: f64,
+        /// `holt` (alpha, beta; the default, as before models existed) or `robust`
+        /// (trend-window, peak-window).
+        #[serde(default)]
+        model: ForecastModel,
+        alpha: Option<f64>,
+        beta: Option<f64>,
+        trend_window: Option<Dur>,
+        peak_window: Option<Dur>,
         #[serde(default = "default_k")]
         k: f64,
         #[serde(default = "default_quantile")]
         error_quantile: f64,
         #[serde(default = "default_error_window")]
         error_window: Dur,
+        /// 0: the headroom does not use bursts.
+        #[serde(default)]
+        burst_rank: usize,
     },
 }
 
-fn default_alpha() -> f64 {
-    0.5
+/// The forecast's model (`model = "..."`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForecastModel {
+    #[default]
+    Holt,
+    Robust,
 }
-fn default_beta() -> f64 {
-    0.2
-}
+
+const DEFAULT_ALPHA: f64 = 0.5;
+const DEFAULT_BETA: f64 = 0.2;
+const DEFAULT_TREND_WINDOW: Dur = Dur::secs(300);
+const DEFAULT_PEAK_WINDOW: Dur = Dur::secs(300);
+
 fn default_k() -> f64 {
     1.0
 }
@@ -352,19 +368,32 @@ impl PolicyFile {
                 Check::Forecast {
                     target,
                     horizon,
+                    model,
                     alpha,
                     beta,
+                    trend_window,
+                    peak_window,
                     k,
                     error_quantile,
                     error_window,
+                    burst_rank,
                 } => Some(crate::policy::forecast::Forecast {
-                    alpha: *alpha,
-                    beta: *beta,
+                    model: match model {
+                        ForecastModel::Holt => crate::policy::forecast::Model::Holt {
+                            alpha: alpha.unwrap_or(DEFAULT_ALPHA),
+                            beta: beta.unwrap_or(DEFAULT_BETA),
+                        },
+                        ForecastModel::Robust => crate::policy::forecast::Model::Robust {
+                            trend_window: trend_window.unwrap_or(DEFAULT_TREND_WINDOW).get(),
+                            peak_window: peak_window.unwrap_or(DEFAULT_PEAK_WINDOW).get(),
+                        },
+                    },
                     horizon: horizon.get(),
                     target: *target,
                     k: *k,
                     quantile: *error_quantile,
                     error_window: error_window.get(),
+                    burst_rank: *burst_rank,
                 }),
                 _ => None,
             })
@@ -507,6 +536,59 @@ mod tests {
                 .unwrap()
                 .gauge_metric(),
             None
+        );
+    }
+
+    /// A forecast's model takes its own parameters: Holt's alpha and beta are refused on the
+    /// robust model and its windows on Holt, each naming the field; out-of-range values too.
+    /// Without `model` a check is Holt (files written before models existed keep meaning).
+    #[test]
+    fn a_forecast_takes_the_parameters_of_its_model() {
+        let head = "[policy]\nname = \"x\"\nmin = 1\nmax = 5\n[[check]]\nstrategy = \"forecast\"\ntarget = 1.0\nhorizon = \"60s\"\n";
+        let fields = |body: &str| -> Vec<String> {
+            PolicyFile::parse(&format!("{head}{body}"))
+                .map(|_| Vec::new())
+                .unwrap_or_else(|p| p.into_iter().map(|p| p.field).collect())
+        };
+        assert_eq!(
+            fields("model = \"robust\"\nalpha = 0.5\nbeta = 0.1\n"),
+            ["check[0].alpha", "check[0].beta"]
+        );
+        assert_eq!(
+            fields("trend-window = \"5m\"\npeak-window = \"1m\"\n"),
+            ["check[0].trend-window", "check[0].peak-window"]
+        );
+        assert_eq!(
+            fields(
+                "model = \"robust\"\ntrend-window = \"0s\"\npeak-window = \"2h\"\nburst-rank = 5000\n"
+            ),
+            [
+                "check[0].trend-window",
+                "check[0].peak-window",
+                "check[0].burst-rank"
+            ]
+        );
+        assert_eq!(fields("alpha = 0\n"), ["check[0].alpha"]);
+        let f = PolicyFile::parse(&format!("{head}model = \"robust\"\nburst-rank = 3\n"))
+            .unwrap()
+            .forecasts();
+        assert_eq!(
+            (&f[0].model, f[0].burst_rank),
+            (
+                &crate::policy::forecast::Model::Robust {
+                    trend_window: std::time::Duration::from_secs(300),
+                    peak_window: std::time::Duration::from_secs(300),
+                },
+                3
+            )
+        );
+        let holt = PolicyFile::parse(head).unwrap().forecasts();
+        assert_eq!(
+            holt[0].model,
+            crate::policy::forecast::Model::Holt {
+                alpha: 0.5,
+                beta: 0.2
+            }
         );
     }
 

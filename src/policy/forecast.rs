@@ -1,9 +1,19 @@
-//! The forecast strategy's arithmetic: Holt's linear trend (double exponential smoothing) on
-//! the pool's total demand, its own error measured on its own past forecasts, and the size that
-//! covers the forecast plus a headroom derived from that error. Pure and clock-free like the
-//! rest of the engine: the caller passes the time of each observation.
+//! The forecast strategy's arithmetic: a model of the pool's total demand that looks `horizon`
+//! ahead, its own error measured on its own past forecasts, and the size that covers the
+//! forecast plus a headroom derived from that error. Pure and clock-free like the rest of the
+//! engine: the caller passes the time of each observation.
 //!
-//! Holt's method on an irregular series (`dt` seconds since the last observation):
+//! Two models (`model` in the policy file):
+//!
+//! - **robust** (the default policy's): the trend is Theil-Sen's slope, the median of the slopes
+//!   between every pair of readings of the last `trend_window`, so a plateau gives exactly 0 and
+//!   a step moves it only once it fills half the window (and 0 until the readings cover the
+//!   window: two readings across a step would be all step); the level is the highest reading of
+//!   the last `peak_window`, each carried to now along that trend (`y_i + slope * (now - t_i)`):
+//!   a member the demand needed a few minutes ago stays while it may be needed again, which is
+//!   how the oracle keeps members through short dips. `y(t+h) = level + slope * h`.
+//! - **holt**: Holt's linear trend (double exponential smoothing) on an irregular series (`dt`
+//!   seconds since the last observation):
 //!
 //! ```text
 //! level  = alpha * y + (1 - alpha) * (level + trend * dt)
@@ -14,20 +24,40 @@
 //! Every observation also resolves the forecasts made `horizon` ago: `y - forecast` is one
 //! residual. The error is a quantile of the absolute residuals of the last `error_window`, and
 //! the headroom is `k` times it: the pool is sized for what the forecast may have missed, as
-//! often as it has missed it lately, instead of for a fixed utilisation target.
+//! often as it has missed it lately, instead of for a fixed utilisation target. With a
+//! `burst_rank` N, the headroom is at least the N-th largest **burst** of the window: a burst is
+//! one run of positive residuals (the forecast short of the demand), its size the run's largest.
+//! One step up makes one burst however many ticks it lasts, so a single step does not keep a
+//! headroom for the whole window, while jumps that keep coming (N of them within the window)
+//! do: the pool then holds a margin as large as the jumps it has seen.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use serde::Serialize;
 
+/// How the demand is followed and extrapolated.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "model")]
+pub enum Model {
+    /// Holt's linear trend: level smoothing alpha in (0, 1], trend smoothing beta in [0, 1].
+    Holt { alpha: f64, beta: f64 },
+    /// Theil-Sen's slope over `trend_window`, the level the highest reading of `peak_window`
+    /// carried to now along it.
+    Robust {
+        trend_window: Duration,
+        peak_window: Duration,
+    },
+}
+
+/// The error is unknown until this many forecasts have been checked: a quantile of one
+/// residual is that residual, and the first one after a start is usually the start's own step.
+pub const MIN_RESIDUALS: usize = 3;
+
 /// The forecast's parameters (the policy file's `strategy = "forecast"` check).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Forecast {
-    /// Level smoothing, (0, 1].
-    pub alpha: f64,
-    /// Trend smoothing, [0, 1].
-    pub beta: f64,
+    pub model: Model,
     /// How far ahead the pool must be right: boot + health check + the metric's lag + a tick.
     pub horizon: Duration,
     /// The metric one member serves (`load-in-flight`: requests in flight per member).
@@ -38,6 +68,8 @@ pub struct Forecast {
     pub quantile: f64,
     /// Residuals older than this are forgotten.
     pub error_window: Duration,
+    /// The headroom is at least the N-th largest burst of the window (0: bursts are not used).
+    pub burst_rank: usize,
 }
 
 /// What the forecast remembers between ticks.
@@ -51,6 +83,10 @@ pub struct State {
     pending: VecDeque<(Duration, f64)>,
     /// (time, observed - forecast), oldest first.
     residuals: VecDeque<(Duration, f64)>,
+    /// (time, observed) of the robust model's windows, oldest first.
+    readings: VecDeque<(Duration, f64)>,
+    /// The robust model's first observation.
+    first: Option<Duration>,
 }
 
 /// One tick's outcome, for the decision record.
@@ -65,6 +101,10 @@ pub struct Outlook {
     /// The error (the quantile of recent absolute residuals), `None` before the first residual.
     pub error: Option<f64>,
     pub residuals: usize,
+    /// The `burst_rank`-th largest burst of the window (0 when fewer), `None` when not used.
+    pub burst: Option<f64>,
+    /// The bursts in the window.
+    pub bursts: usize,
     pub headroom: f64,
     /// What the pool must serve: max(level, forecast) + headroom, and never less than observed.
     pub sized_for: f64,
@@ -88,22 +128,80 @@ pub fn quantile(values: &[f64], q: f64) -> Option<f64> {
     Some(v[rank - 1])
 }
 
+/// Theil-Sen's slope (per second): the median of the slopes between every pair of `points`
+/// (time, value) at different times; 0 with fewer than two.
+pub fn theil_sen(points: &[(Duration, f64)]) -> f64 {
+    let mut slopes = Vec::with_capacity(points.len() * points.len().saturating_sub(1) / 2);
+    for (i, (ti, yi)) in points.iter().enumerate() {
+        for (tj, yj) in &points[i + 1..] {
+            let dt = tj.as_secs_f64() - ti.as_secs_f64();
+            if dt > 0.0 {
+                slopes.push((yj - yi) / dt);
+            }
+        }
+    }
+    if slopes.is_empty() {
+        return 0.0;
+    }
+    slopes.sort_by(f64::total_cmp);
+    let n = slopes.len();
+    if n % 2 == 1 {
+        slopes[n / 2]
+    } else {
+        (slopes[n / 2 - 1] + slopes[n / 2]) / 2.0
+    }
+}
+
 impl Forecast {
     /// Takes the observation `y` (the pool's total demand, in the metric's units) at `now`.
     pub fn observe(&self, state: &mut State, now: Duration, y: f64) {
-        match state.level {
-            None => {
-                state.level = Some(y);
-                state.trend = 0.0;
-            }
-            Some(level) => {
-                let dt = now.saturating_sub(state.last).as_secs_f64();
-                if dt <= 0.0 {
-                    return;
+        if state.level.is_some() && now <= state.last {
+            return;
+        }
+        match &self.model {
+            Model::Holt { alpha, beta } => match state.level {
+                None => {
+                    state.level = Some(y);
+                    state.trend = 0.0;
                 }
-                let new = self.alpha * y + (1.0 - self.alpha) * (level + state.trend * dt);
-                state.trend = self.beta * (new - level) / dt + (1.0 - self.beta) * state.trend;
-                state.level = Some(new);
+                Some(level) => {
+                    let dt = now.saturating_sub(state.last).as_secs_f64();
+                    let new = alpha * y + (1.0 - alpha) * (level + state.trend * dt);
+                    state.trend = beta * (new - level) / dt + (1.0 - beta) * state.trend;
+                    state.level = Some(new);
+                }
+            },
+            Model::Robust {
+                trend_window,
+                peak_window,
+            } => {
+                state.readings.push_back((now, y));
+                let keep = (*trend_window).max(*peak_window);
+                while state
+                    .readings
+                    .front()
+                    .is_some_and(|(t, _)| now.saturating_sub(*t) > keep)
+                {
+                    state.readings.pop_front();
+                }
+                let within = |w: Duration| {
+                    state
+                        .readings
+                        .iter()
+                        .filter(move |(t, _)| now.saturating_sub(*t) <= w)
+                };
+                // Until the readings cover the window, a slope would rest on the few first
+                // pairs (two readings across a step are the whole step): no trend until then.
+                let first = *state.first.get_or_insert(now);
+                state.trend = if now.saturating_sub(first) >= *trend_window {
+                    theil_sen(&within(*trend_window).copied().collect::<Vec<_>>())
+                } else {
+                    0.0
+                };
+                let slope = state.trend;
+                state.level = within(*peak_window)
+                    .map(|(t, v)| v + slope * now.saturating_sub(*t).as_secs_f64())
+                    .reduce(f64::max);
             }
         }
         state.last = now;
@@ -134,8 +232,38 @@ impl Forecast {
 
     /// The error: the quantile of the recent absolute residuals.
     pub fn error(&self, state: &State) -> Option<f64> {
+        if state.residuals.len() < MIN_RESIDUALS {
+            return None;
+        }
         let abs: Vec<f64> = state.residuals.iter().map(|(_, e)| e.abs()).collect();
         quantile(&abs, self.quantile)
+    }
+
+    /// The sizes of the bursts of the window, oldest first: each run of positive residuals
+    /// is one burst, its size the run's largest residual.
+    pub fn bursts(&self, state: &State) -> Vec<f64> {
+        let mut out = Vec::new();
+        let mut run: Option<f64> = None;
+        for &(_, e) in &state.residuals {
+            if e > 0.0 {
+                run = Some(run.map_or(e, |r| r.max(e)));
+            } else if let Some(r) = run.take() {
+                out.push(r);
+            }
+        }
+        out.extend(run);
+        out
+    }
+
+    /// The `burst_rank`-th largest burst (0 when the window holds fewer), `None` when the
+    /// check does not use bursts.
+    pub fn burst(&self, state: &State) -> Option<f64> {
+        if self.burst_rank == 0 {
+            return None;
+        }
+        let mut b = self.bursts(state);
+        b.sort_by(|x, y| y.total_cmp(x));
+        Some(b.get(self.burst_rank - 1).copied().unwrap_or(0.0))
     }
 
     /// The size for the last observation `observed`: enough members for the higher of the
@@ -147,7 +275,8 @@ impl Forecast {
         let level = state.level.unwrap_or(observed);
         let forecast = self.ahead(state);
         let error = self.error(state);
-        let headroom = self.k * error.unwrap_or(0.0);
+        let burst = error.and(self.burst(state));
+        let headroom = (self.k * error.unwrap_or(0.0)).max(burst.unwrap_or(0.0));
         let sized_for = (level.max(forecast) + headroom).max(observed);
         Outlook {
             observed,
@@ -156,6 +285,8 @@ impl Forecast {
             forecast,
             error,
             residuals: state.residuals.len(),
+            burst,
+            bursts: self.bursts(state).len(),
             headroom,
             sized_for,
             desired: match error {
@@ -172,14 +303,119 @@ mod tests {
 
     fn holt(alpha: f64, beta: f64, horizon: u64) -> Forecast {
         Forecast {
-            alpha,
-            beta,
+            model: Model::Holt { alpha, beta },
             horizon: Duration::from_secs(horizon),
             target: 1.0,
             k: 2.0,
             quantile: 0.5,
             error_window: Duration::from_secs(600),
+            burst_rank: 0,
         }
+    }
+
+    fn robust(trend_window: u64, peak_window: u64, horizon: u64) -> Forecast {
+        Forecast {
+            model: Model::Robust {
+                trend_window: Duration::from_secs(trend_window),
+                peak_window: Duration::from_secs(peak_window),
+            },
+            ..holt(1.0, 0.0, horizon)
+        }
+    }
+
+    fn secs(points: &[(u64, f64)]) -> Vec<(Duration, f64)> {
+        points
+            .iter()
+            .map(|(t, y)| (Duration::from_secs(*t), *y))
+            .collect()
+    }
+
+    /// Pairs of (0, 1), (1, 2), (2, 4), (3, 4): slopes 1, 1.5, 1, 2, 1, 0; sorted 0, 1, 1, 1,
+    /// 1.5, 2; the median of six is (1 + 1) / 2 = 1.
+    #[test]
+    fn theil_sen_is_the_median_of_the_pairwise_slopes() {
+        assert!(close(
+            theil_sen(&secs(&[(0, 1.0), (1, 2.0), (2, 4.0), (3, 4.0)])),
+            1.0
+        ));
+        assert_eq!(theil_sen(&secs(&[(5, 3.0)])), 0.0);
+        assert_eq!(theil_sen(&[]), 0.0);
+        // A plateau of four and a step: six slopes of 0 and four of 4, 2, 1.33, 1; the median
+        // of ten is (0 + 0) / 2. A step moves the trend only once it fills half the window.
+        assert_eq!(
+            theil_sen(&secs(&[(0, 2.0), (1, 2.0), (2, 2.0), (3, 2.0), (4, 6.0)])),
+            0.0
+        );
+        // Irregular times: (0, 0), (1, 1), (4, 4): every slope is 1.
+        assert!(close(
+            theil_sen(&secs(&[(0, 0.0), (1, 1.0), (4, 4.0)])),
+            1.0
+        ));
+    }
+
+    /// The robust model on 4, 4, 4, 4, 1 (a dip at t = 4): Theil-Sen's slope is 0 (six pairs
+    /// of 0, four negative), so the level is the highest reading of the peak window: 4 while
+    /// the window still holds a 4, the dip itself once it holds only the dip.
+    #[test]
+    fn the_robust_level_holds_the_peak_of_its_window_through_a_dip() {
+        for (peak_window, level) in [(2, 4.0), (0, 1.0)] {
+            let f = robust(60, peak_window, 10);
+            let mut s = State::default();
+            for (t, y) in [4.0, 4.0, 4.0, 4.0, 1.0].into_iter().enumerate() {
+                f.observe(&mut s, Duration::from_secs(t as u64), y);
+            }
+            assert_eq!((s.trend, s.level), (0.0, Some(level)), "{peak_window}");
+            assert_eq!(f.ahead(&s), level);
+        }
+    }
+
+    /// A ramp of 1 per second, 0..=4: no trend until the readings cover the 3 s window (t = 3),
+    /// then the slope is 1, every reading carried to now is 4, and 10 s ahead is 14. Readings
+    /// older than the windows are dropped.
+    #[test]
+    fn the_robust_model_extrapolates_a_ramp_and_forgets_old_readings() {
+        let f = robust(3, 2, 10);
+        let mut s = State::default();
+        for t in 0..=4u64 {
+            f.observe(&mut s, Duration::from_secs(t), t as f64);
+            if t < 3 {
+                assert_eq!((s.trend, f.ahead(&s)), (0.0, t as f64), "t = {t}");
+            }
+        }
+        assert!(close(s.trend, 1.0), "{s:?}");
+        assert!(close(s.level.unwrap(), 4.0), "{s:?}");
+        assert!(close(f.ahead(&s), 14.0));
+        assert_eq!(s.readings.len(), 4, "t = 1..=4 are within 3 s of 4");
+    }
+
+    /// Bursts: alpha = 1, beta = 0, horizon 1 s (the forecast is the last value). Series 0, 2,
+    /// 2, 0, 0, 3, 4, 0: residuals +2, 0, -2, 0, +3, +1, -4; the runs of positive residuals are
+    /// [2] and [3, 1], so two bursts, 2 and 3. With k = 0 the headroom is the ranked burst.
+    #[test]
+    fn a_burst_is_a_run_of_positive_residuals_and_the_headroom_covers_the_ranked_one() {
+        let mut f = holt(1.0, 0.0, 1);
+        f.k = 0.0;
+        let mut s = State::default();
+        for (t, y) in [0.0, 2.0, 2.0, 0.0, 0.0, 3.0, 4.0, 0.0]
+            .into_iter()
+            .enumerate()
+        {
+            f.observe(&mut s, Duration::from_secs(t as u64), y);
+        }
+        assert_eq!(f.bursts(&s), vec![2.0, 3.0]);
+        assert_eq!(f.burst(&s), None, "rank 0: bursts are not used");
+        for (rank, burst) in [(1, 3.0), (2, 2.0), (3, 0.0)] {
+            f.burst_rank = rank;
+            let o = f.outlook(&s, 0.0, 1);
+            assert_eq!((o.burst, o.bursts, o.headroom), (Some(burst), 2, burst));
+            // Sized for the last value (0) plus the burst.
+            assert_eq!(o.desired, burst as u64);
+        }
+        // With k = 2 the error's share wins when larger: median |r| of 2, 0, 2, 0, 3, 1, 4 is
+        // 2, so 4 against a burst of 3.
+        f.k = 2.0;
+        f.burst_rank = 1;
+        assert_eq!(f.outlook(&s, 0.0, 1).headroom, 4.0);
     }
 
     fn close(a: f64, b: f64) -> bool {
@@ -270,20 +506,27 @@ mod tests {
         assert_eq!(o.desired, 3);
     }
 
-    /// Until one forecast has been checked against what came, the error is unknown: up is
-    /// allowed, down is not.
+    /// Until MIN_RESIDUALS (3) forecasts have been checked against what came, the error is
+    /// unknown: up is allowed, down is not, and no headroom is taken from one residual (the
+    /// first is usually the start's own step: 0 forecast, 6 came).
     #[test]
     fn no_scale_in_before_the_error_is_known() {
-        let f = holt(0.5, 0.0, 60);
+        let f = holt(1.0, 0.0, 60);
         let mut s = State::default();
-        f.observe(&mut s, Duration::from_secs(0), 1.0);
-        let o = f.outlook(&s, 1.0, 4);
+        f.observe(&mut s, Duration::from_secs(0), 0.0);
+        let o = f.outlook(&s, 0.0, 4);
         assert_eq!((o.error, o.desired), (None, 4));
         assert_eq!(f.outlook(&s, 6.0, 4).desired, 6);
-        // 60 s later the first forecast is checked: error 0, and down is allowed.
-        f.observe(&mut s, Duration::from_secs(60), 1.0);
-        let o = f.outlook(&s, 1.0, 4);
-        assert_eq!((o.error, o.desired), (Some(0.0), 1));
+        // Residuals +6 (t = 60), then 0 (t = 120): still unknown, no headroom, no way down.
+        for t in [60, 120] {
+            f.observe(&mut s, Duration::from_secs(t), 6.0);
+            let o = f.outlook(&s, 6.0, 8);
+            assert_eq!((o.error, o.headroom, o.desired), (None, 0.0, 8), "t = {t}");
+        }
+        // The third: 0 again. Median of 6, 0, 0 is 0, and down is allowed.
+        f.observe(&mut s, Duration::from_secs(180), 6.0);
+        let o = f.outlook(&s, 6.0, 8);
+        assert_eq!((o.error, o.residuals, o.desired), (Some(0.0), 3, 6));
     }
 
     #[test]

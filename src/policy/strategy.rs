@@ -370,7 +370,7 @@ fn forecast_check(
     f.observe(state, now, total);
     let o = f.outlook(state, total, input.current);
     let reason = format!(
-        "demand {:.2} (level {:.2}, trend {:+.4}/s), forecast {:.2} in {}s, error {} over {} residual(s), headroom {:.2} -> sized for {:.2} / {} per member",
+        "demand {:.2} (level {:.2}, trend {:+.4}/s), forecast {:.2} in {}s, error {} over {} residual(s){}, headroom {:.2} -> sized for {:.2} / {} per member",
         o.observed,
         o.level,
         o.trend,
@@ -378,6 +378,10 @@ fn forecast_check(
         f.horizon.as_secs(),
         o.error.map_or("unknown".to_owned(), |e| format!("{e:.2}")),
         o.residuals,
+        o.burst.map_or(String::new(), |b| format!(
+            ", burst {b:.2} (#{} of {})",
+            f.burst_rank, o.bursts
+        )),
         o.headroom,
         o.sized_for,
         f.target,

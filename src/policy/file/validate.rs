@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{Check, DAYS, Metric, PolicyFile, Problem, hhmm};
+use super::{Check, DAYS, ForecastModel, Metric, PolicyFile, Problem, hhmm};
 use crate::autoscaler::decision::Bounds;
 use crate::autoscaler::target::victims::VictimOrder;
 
@@ -72,11 +72,15 @@ impl PolicyFile {
                 Check::Forecast {
                     target,
                     horizon,
+                    model,
                     alpha,
                     beta,
+                    trend_window,
+                    peak_window,
                     k,
                     error_quantile,
                     error_window,
+                    burst_rank,
                 } => {
                     let f = |name: &str| format!("check[{i}].{name}");
                     if !(*target > 0.0 && *target <= 1000.0) {
@@ -88,11 +92,43 @@ impl PolicyFile {
                     if horizon.get().is_zero() || horizon.get() > Duration::from_secs(3600) {
                         bad(f("horizon"), "must be in (0, 1h]");
                     }
-                    if !(*alpha > 0.0 && *alpha <= 1.0) {
+                    let (mine, others) = match model {
+                        ForecastModel::Holt => ("holt", "robust"),
+                        ForecastModel::Robust => ("robust", "holt"),
+                    };
+                    let misplaced = match model {
+                        ForecastModel::Holt => [
+                            ("trend-window", trend_window.is_some()),
+                            ("peak-window", peak_window.is_some()),
+                        ],
+                        ForecastModel::Robust => {
+                            [("alpha", alpha.is_some()), ("beta", beta.is_some())]
+                        }
+                    };
+                    for (name, given) in misplaced {
+                        if given {
+                            bad(
+                                f(name),
+                                &format!("belongs to model = \"{others}\", not \"{mine}\""),
+                            );
+                        }
+                    }
+                    if alpha.is_some_and(|a| !(a > 0.0 && a <= 1.0)) {
                         bad(f("alpha"), "must be in (0, 1]");
                     }
-                    if !(0.0..=1.0).contains(beta) {
+                    if beta.is_some_and(|b| !(0.0..=1.0).contains(&b)) {
                         bad(f("beta"), "must be in [0, 1]");
+                    }
+                    if trend_window
+                        .is_some_and(|w| w.get().is_zero() || w.get() > Duration::from_secs(3600))
+                    {
+                        bad(f("trend-window"), "must be in (0, 1h]");
+                    }
+                    if peak_window.is_some_and(|w| w.get() > Duration::from_secs(3600)) {
+                        bad(f("peak-window"), "must be at most 1h");
+                    }
+                    if *burst_rank > 1000 {
+                        bad(f("burst-rank"), "must be at most 1000 (0: no bursts)");
                     }
                     if !(0.0..=10.0).contains(k) {
                         bad(f("k"), "must be in [0, 10]");
