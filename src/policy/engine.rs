@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::timed;
 use crate::autoscaler::decision::Bounds;
 
 /// One member as the engine sees it.
@@ -246,13 +247,7 @@ impl Behaviour {
             })
             .max()
             .unwrap_or_default();
-        while h
-            .changes
-            .front()
-            .is_some_and(|(t, _, _)| now.saturating_sub(*t) > keep)
-        {
-            h.changes.pop_front();
-        }
+        timed::forget_older(&mut h.changes, now, keep, |c| c.0);
     }
 
     /// Safest wins over several recommendations (up if any asks up; down only if all do, and
@@ -269,19 +264,8 @@ impl Behaviour {
         let raw = recs.iter().copied().max().unwrap_or(current);
         let longest = self.down_window.max(self.up_window);
         h.recommendations.push_back((now, raw));
-        while h
-            .recommendations
-            .front()
-            .is_some_and(|(t, _)| now.saturating_sub(*t) > longest)
-        {
-            h.recommendations.pop_front();
-        }
-        let within = |w: Duration| {
-            h.recommendations
-                .iter()
-                .filter(move |(t, _)| now.saturating_sub(*t) <= w)
-                .map(|(_, r)| *r)
-        };
+        timed::forget_older(&mut h.recommendations, now, longest, |r| r.0);
+        let within = |w: Duration| timed::within(&h.recommendations, now, w).map(|(_, r)| *r);
         let mut clipped_by = None;
         let mut desired = raw;
         if raw < current {

@@ -36,6 +36,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::timed;
+
 /// How the demand is followed and extrapolated.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "model")]
@@ -177,19 +179,8 @@ impl Forecast {
             } => {
                 state.readings.push_back((now, y));
                 let keep = (*trend_window).max(*peak_window);
-                while state
-                    .readings
-                    .front()
-                    .is_some_and(|(t, _)| now.saturating_sub(*t) > keep)
-                {
-                    state.readings.pop_front();
-                }
-                let within = |w: Duration| {
-                    state
-                        .readings
-                        .iter()
-                        .filter(move |(t, _)| now.saturating_sub(*t) <= w)
-                };
+                timed::forget_older(&mut state.readings, now, keep, |r| r.0);
+                let within = |w: Duration| timed::within(&state.readings, now, w);
                 // Until the readings cover the window, a slope would rest on the few first
                 // pairs (two readings across a step are the whole step): no trend until then.
                 let first = *state.first.get_or_insert(now);
@@ -212,13 +203,7 @@ impl Forecast {
             state.pending.pop_front();
             state.residuals.push_back((now, y - f));
         }
-        while state
-            .residuals
-            .front()
-            .is_some_and(|(t, _)| now.saturating_sub(*t) > self.error_window)
-        {
-            state.residuals.pop_front();
-        }
+        timed::forget_older(&mut state.residuals, now, self.error_window, |r| r.0);
         let ahead = self.ahead(state);
         state.pending.push_back((now + self.horizon, ahead));
     }

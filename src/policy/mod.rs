@@ -8,3 +8,4 @@ pub mod file;
 pub mod forecast;
 pub mod simulate;
 pub mod strategy;
+pub mod timed;
