@@ -240,13 +240,13 @@ impl Forecast {
         out
     }
 
-    /// The `burst_rank`-th largest burst (0 when the window holds fewer), `None` when the
+    /// The `burst_rank`-th largest of `bursts` (0 when there are fewer), `None` when the
     /// check does not use bursts.
-    pub fn burst(&self, state: &State) -> Option<f64> {
+    pub fn burst(&self, bursts: &[f64]) -> Option<f64> {
         if self.burst_rank == 0 {
             return None;
         }
-        let mut b = self.bursts(state);
+        let mut b = bursts.to_vec();
         b.sort_by(|x, y| y.total_cmp(x));
         Some(b.get(self.burst_rank - 1).copied().unwrap_or(0.0))
     }
@@ -260,7 +260,8 @@ impl Forecast {
         let level = state.level.unwrap_or(observed);
         let forecast = self.ahead(state);
         let error = self.error(state);
-        let burst = error.and(self.burst(state));
+        let bursts = self.bursts(state);
+        let burst = error.and(self.burst(&bursts));
         let headroom = (self.k * error.unwrap_or(0.0)).max(burst.unwrap_or(0.0));
         let sized_for = (level.max(forecast) + headroom).max(observed);
         Outlook {
@@ -271,7 +272,7 @@ impl Forecast {
             error,
             residuals: state.residuals.len(),
             burst,
-            bursts: self.bursts(state).len(),
+            bursts: bursts.len(),
             headroom,
             sized_for,
             desired: match error {
@@ -388,7 +389,7 @@ mod tests {
             f.observe(&mut s, Duration::from_secs(t as u64), y);
         }
         assert_eq!(f.bursts(&s), vec![2.0, 3.0]);
-        assert_eq!(f.burst(&s), None, "rank 0: bursts are not used");
+        assert_eq!(f.burst(&f.bursts(&s)), None, "rank 0: bursts are not used");
         for (rank, burst) in [(1, 3.0), (2, 2.0), (3, 0.0)] {
             f.burst_rank = rank;
             let o = f.outlook(&s, 0.0, 1);
