@@ -6,15 +6,18 @@
 mod common;
 
 /// The same story with `--policy default`: the forecast check at the demo's time scale
-/// (examples/policies/demo-default.toml), one request in flight per member. 2 clients need
+/// (examples/policies/demo-default.toml), one request in flight per member. The demo starts
+/// the load once the forecast's error is known (no decision input `warming-up`). 2 clients need
 /// ceil(2 / 1) = 2 members: the first decision goes from 1 to exactly what its reading needed,
 /// its record shows the forecast, the pool never passes 2, and it goes back to 1 through drain
 /// and eviction with no failed request. Why it cannot pass 2: the embedded scraper reads every
-/// member at one instant, so no reading exceeds the 2 clients; the level is the highest reading
-/// of 30 s, so the forecast is never short of a reading and no burst forms; the error needs 3
-/// residuals (not the start's own step) and its median is 0 while most readings are 2; and the
-/// trend is 0 until its 60 s window is covered, after which one or two odd readings among 7 do
-/// not move Theil-Sen's median.
+/// member at one instant, so no reading exceeds the 2 clients; the warm-up headroom is over
+/// before the load starts; the error is the median shortfall, 0 while most forecasts meet the
+/// demand (the idle pool's residuals are 0, the load's step makes one or two positive ones);
+/// the level is the highest reading of 30 s, so the forecast is not short of a reading after
+/// the step and only that one burst forms (the headroom takes the 3rd); and the trend counts
+/// only when Mann-Kendall's z reaches 3.5, which 13 readings of 0, 1 and 2 cannot (at most
+/// 3.4: tied readings count 0).
 #[test]
 fn the_default_policy_reaches_the_needed_size_in_one_decision_and_scales_in_without_drops() {
     let (_out, report) = common::policy_demo("default");

@@ -44,6 +44,10 @@ pub struct InputRecord {
     #[serde(with = "time::serde::rfc3339::option")]
     pub sample_at: Option<time::OffsetDateTime>,
     pub recommended: u64,
+    /// A forecast check whose error is not known yet (its warm-up headroom applies, it never
+    /// scales in); absent otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub warming_up: bool,
 }
 
 pub trait Strategy: Send {

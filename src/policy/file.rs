@@ -92,17 +92,25 @@ pub enum Check {
         target: f64,
         horizon: Dur,
         /// `holt` (alpha, beta; the default, as before models existed) or `robust`
-        /// (trend-window, peak-window).
+        /// (trend-window, peak-window, trend-significance).
         #[serde(default)]
         model: ForecastModel,
         alpha: Option<f64>,
         beta: Option<f64>,
         trend_window: Option<Dur>,
         peak_window: Option<Dur>,
+        /// Mann-Kendall's |z| a trend must reach to be used (0: always, after a warm-up).
+        trend_significance: Option<f64>,
         #[serde(default = "default_k")]
         k: f64,
         #[serde(default = "default_quantile")]
         error_quantile: f64,
+        /// `absolute` or `shortfall`: which residuals the error is a quantile of.
+        #[serde(default)]
+        error_measure: ErrorMeasure,
+        /// Until the error is known, the headroom is this times the demand.
+        #[serde(default)]
+        warm_up_headroom: f64,
         #[serde(default = "default_error_window")]
         error_window: Dur,
         /// 0: the headroom does not use bursts.
@@ -118,6 +126,15 @@ pub enum ForecastModel {
     #[default]
     Holt,
     Robust,
+}
+
+/// Which residuals the forecast's error is a quantile of (`error-measure = "..."`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorMeasure {
+    #[default]
+    Absolute,
+    Shortfall,
 }
 
 const DEFAULT_ALPHA: f64 = 0.5;
@@ -373,8 +390,11 @@ impl PolicyFile {
                     beta,
                     trend_window,
                     peak_window,
+                    trend_significance,
                     k,
                     error_quantile,
+                    error_measure,
+                    warm_up_headroom,
                     error_window,
                     burst_rank,
                 } => Some(crate::policy::forecast::Forecast {
@@ -386,12 +406,18 @@ impl PolicyFile {
                         ForecastModel::Robust => crate::policy::forecast::Model::Robust {
                             trend_window: trend_window.unwrap_or(DEFAULT_TREND_WINDOW).get(),
                             peak_window: peak_window.unwrap_or(DEFAULT_PEAK_WINDOW).get(),
+                            significance: trend_significance.unwrap_or(0.0),
                         },
                     },
                     horizon: horizon.get(),
                     target: *target,
                     k: *k,
                     quantile: *error_quantile,
+                    measure: match error_measure {
+                        ErrorMeasure::Absolute => crate::policy::forecast::Measure::Absolute,
+                        ErrorMeasure::Shortfall => crate::policy::forecast::Measure::Shortfall,
+                    },
+                    warm_up_headroom: *warm_up_headroom,
                     error_window: error_window.get(),
                     burst_rank: *burst_rank,
                 }),
@@ -555,8 +581,21 @@ mod tests {
             ["check[0].alpha", "check[0].beta"]
         );
         assert_eq!(
-            fields("trend-window = \"5m\"\npeak-window = \"1m\"\n"),
-            ["check[0].trend-window", "check[0].peak-window"]
+            fields("trend-window = \"5m\"\npeak-window = \"1m\"\ntrend-significance = 3\n"),
+            [
+                "check[0].trend-window",
+                "check[0].peak-window",
+                "check[0].trend-significance"
+            ]
+        );
+        assert_eq!(
+            fields("model = \"robust\"\ntrend-significance = -1\nwarm-up-headroom = 11\n"),
+            ["check[0].trend-significance", "check[0].warm-up-headroom"]
+        );
+        assert!(
+            PolicyFile::parse(&format!("{head}error-measure = \"signed\"\n"))
+                .is_err_and(|p| p.iter().any(|p| p.rule.contains("shortfall"))),
+            "an unknown measure names the ones there are"
         );
         assert_eq!(
             fields(
@@ -569,20 +608,35 @@ mod tests {
             ]
         );
         assert_eq!(fields("alpha = 0\n"), ["check[0].alpha"]);
-        let f = PolicyFile::parse(&format!("{head}model = \"robust\"\nburst-rank = 3\n"))
-            .unwrap()
-            .forecasts();
+        let f = PolicyFile::parse(&format!(
+            "{head}model = \"robust\"\nburst-rank = 3\ntrend-significance = 3.5\n\
+             error-measure = \"shortfall\"\nwarm-up-headroom = 0.5\n"
+        ))
+        .unwrap()
+        .forecasts();
         assert_eq!(
-            (&f[0].model, f[0].burst_rank),
+            (
+                &f[0].model,
+                f[0].burst_rank,
+                f[0].measure,
+                f[0].warm_up_headroom
+            ),
             (
                 &crate::policy::forecast::Model::Robust {
                     trend_window: std::time::Duration::from_secs(300),
                     peak_window: std::time::Duration::from_secs(300),
+                    significance: 3.5,
                 },
-                3
+                3,
+                crate::policy::forecast::Measure::Shortfall,
+                0.5
             )
         );
         let holt = PolicyFile::parse(head).unwrap().forecasts();
+        assert_eq!(
+            (holt[0].measure, holt[0].warm_up_headroom),
+            (crate::policy::forecast::Measure::Absolute, 0.0)
+        );
         assert_eq!(
             holt[0].model,
             crate::policy::forecast::Model::Holt {

@@ -7,8 +7,13 @@
 //!
 //! - **robust** (the default policy's): the trend is Theil-Sen's slope, the median of the slopes
 //!   between every pair of readings of the last `trend_window`, so a plateau gives exactly 0 and
-//!   a step moves it only once it fills half the window (and 0 until the readings cover the
-//!   window: two readings across a step would be all step); the level is the highest reading of
+//!   a step moves it only once it fills half the window. With a `significance` z > 0 the slope
+//!   is used only when Mann-Kendall's test finds a monotonic trend in the same readings
+//!   (`|z| >= significance`): noise around a plateau tilts Theil-Sen's median a little on every
+//!   tick, and that tilt times the horizon was a member held for nothing; a ramp passes the
+//!   test within a few readings. With `significance = 0` the slope is always used, but only once
+//!   the readings cover the window (two readings across a step would be all step). The level is
+//!   the highest reading of
 //!   the last `peak_window`, each carried to now along that trend (`y_i + slope * (now - t_i)`):
 //!   a member the demand needed a few minutes ago stays while it may be needed again, which is
 //!   how the oracle keeps members through short dips. `y(t+h) = level + slope * h`.
@@ -22,9 +27,14 @@
 //! ```
 //!
 //! Every observation also resolves the forecasts made `horizon` ago: `y - forecast` is one
-//! residual. The error is a quantile of the absolute residuals of the last `error_window`, and
-//! the headroom is `k` times it: the pool is sized for what the forecast may have missed, as
-//! often as it has missed it lately, instead of for a fixed utilisation target. With a
+//! residual. The error is a quantile of the residuals of the last `error_window`, either of
+//! their absolute values or of their **shortfalls** (`max(residual, 0)`: only how far the
+//! forecast fell short of the demand; a forecast that holds a peak is above the demand most of
+//! the time, and those misses cost money, not SLO), and the headroom is `k` times it: the pool
+//! is sized for what the forecast may have missed, as often as it has missed it lately, instead
+//! of for a fixed utilisation target. Until the error is known (`MIN_RESIDUALS` checked
+//! forecasts), the headroom is `warm_up_headroom` times the demand: a forecast without a track
+//! record is given a margin, as HPA's target gives one, instead of none. With a
 //! `burst_rank` N, the headroom is at least the N-th largest **burst** of the window: a burst is
 //! one run of positive residuals (the forecast short of the demand), its size the run's largest.
 //! One step up makes one burst however many ticks it lasts, so a single step does not keep a
@@ -44,12 +54,25 @@ use super::timed;
 pub enum Model {
     /// Holt's linear trend: level smoothing alpha in (0, 1], trend smoothing beta in [0, 1].
     Holt { alpha: f64, beta: f64 },
-    /// Theil-Sen's slope over `trend_window`, the level the highest reading of `peak_window`
+    /// Theil-Sen's slope over `trend_window` (when Mann-Kendall's |z| reaches `significance`;
+    /// 0: always, once the window is covered), the level the highest reading of `peak_window`
     /// carried to now along it.
     Robust {
         trend_window: Duration,
         peak_window: Duration,
+        significance: f64,
     },
+}
+
+/// Which residuals the error is a quantile of.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Measure {
+    /// `|observed - forecast|`: misses both ways.
+    #[default]
+    Absolute,
+    /// `max(observed - forecast, 0)`: only how far the forecast fell short of the demand.
+    Shortfall,
 }
 
 /// The error is unknown until this many forecasts have been checked: a quantile of one
@@ -66,8 +89,11 @@ pub struct Forecast {
     pub target: f64,
     /// Headroom = k x error.
     pub k: f64,
-    /// Which quantile of the recent absolute residuals is the error, (0, 1].
+    /// Which quantile of the recent residuals (as `measure` takes them) is the error, (0, 1].
     pub quantile: f64,
+    pub measure: Measure,
+    /// Until the error is known, the headroom is this times the demand.
+    pub warm_up_headroom: f64,
     /// Residuals older than this are forgotten.
     pub error_window: Duration,
     /// The headroom is at least the N-th largest burst of the window (0: bursts are not used).
@@ -89,6 +115,8 @@ pub struct State {
     readings: VecDeque<(Duration, f64)>,
     /// The robust model's first observation.
     first: Option<Duration>,
+    /// Mann-Kendall's z of the last trend window (robust model with a significance).
+    trend_z: Option<f64>,
 }
 
 /// One tick's outcome, for the decision record.
@@ -98,9 +126,11 @@ pub struct Outlook {
     pub level: f64,
     /// Per second.
     pub trend: f64,
+    /// Mann-Kendall's z the trend was tested with (robust model with a significance).
+    pub trend_z: Option<f64>,
     /// The forecast `horizon` ahead.
     pub forecast: f64,
-    /// The error (the quantile of recent absolute residuals), `None` before the first residual.
+    /// The error (the quantile of recent residuals), `None` until `MIN_RESIDUALS` were checked.
     pub error: Option<f64>,
     pub residuals: usize,
     /// The `burst_rank`-th largest burst of the window (0 when fewer), `None` when not used.
@@ -154,6 +184,34 @@ pub fn theil_sen(points: &[(Duration, f64)]) -> f64 {
     }
 }
 
+/// Mann-Kendall's trend statistic as a z score: `S` is the number of rising pairs of readings
+/// minus the falling ones (ties count 0), its variance `n(n-1)(2n+5)/18` under "no trend", and
+/// `z = (S - sign S) / sqrt(var)` with the continuity correction; 0 with fewer than 3 readings.
+/// The variance is not reduced for ties, which only makes |z| smaller: a stricter test.
+/// |z| >= 1.96 rejects "no trend" at 5 % for independent readings; ours overlap (each is an
+/// average over the metric's window), so a useful threshold is higher.
+pub fn mann_kendall_z(points: &[(Duration, f64)]) -> f64 {
+    let n = points.len() as f64;
+    if points.len() < 3 {
+        return 0.0;
+    }
+    let mut s: f64 = 0.0;
+    for (i, (_, yi)) in points.iter().enumerate() {
+        for (_, yj) in &points[i + 1..] {
+            if yj > yi {
+                s += 1.0;
+            } else if yj < yi {
+                s -= 1.0;
+            }
+        }
+    }
+    if s == 0.0 {
+        return 0.0;
+    }
+    let var = n * (n - 1.0) * (2.0 * n + 5.0) / 18.0;
+    (s - s.signum()) / var.sqrt()
+}
+
 impl Forecast {
     /// Takes the observation `y` (the pool's total demand, in the metric's units) at `now`.
     pub fn observe(&self, state: &mut State, now: Duration, y: f64) {
@@ -176,18 +234,30 @@ impl Forecast {
             Model::Robust {
                 trend_window,
                 peak_window,
+                significance,
             } => {
                 state.readings.push_back((now, y));
                 let keep = (*trend_window).max(*peak_window);
                 timed::forget_older(&mut state.readings, now, keep, |r| r.0);
                 let within = |w: Duration| timed::within(&state.readings, now, w);
-                // Until the readings cover the window, a slope would rest on the few first
-                // pairs (two readings across a step are the whole step): no trend until then.
+                let points: Vec<_> = within(*trend_window).copied().collect();
                 let first = *state.first.get_or_insert(now);
-                state.trend = if now.saturating_sub(first) >= *trend_window {
-                    theil_sen(&within(*trend_window).copied().collect::<Vec<_>>())
+                (state.trend, state.trend_z) = if *significance > 0.0 {
+                    // The test decides, from the first readings on: a handful of readings
+                    // across a step cannot reach a useful z (8 rising ones give 3.3).
+                    let z = mann_kendall_z(&points);
+                    let slope = if z.abs() >= *significance {
+                        theil_sen(&points)
+                    } else {
+                        0.0
+                    };
+                    (slope, Some(z))
+                } else if now.saturating_sub(first) >= *trend_window {
+                    (theil_sen(&points), None)
                 } else {
-                    0.0
+                    // Until the readings cover the window, a slope would rest on the few first
+                    // pairs (two readings across a step are the whole step): no trend yet.
+                    (0.0, None)
                 };
                 let slope = state.trend;
                 state.level = within(*peak_window)
@@ -215,13 +285,21 @@ impl Forecast {
         })
     }
 
-    /// The error: the quantile of the recent absolute residuals.
+    /// The error: the quantile of the recent residuals, as `measure` takes them; `None` until
+    /// `MIN_RESIDUALS` forecasts were checked.
     pub fn error(&self, state: &State) -> Option<f64> {
         if state.residuals.len() < MIN_RESIDUALS {
             return None;
         }
-        let abs: Vec<f64> = state.residuals.iter().map(|(_, e)| e.abs()).collect();
-        quantile(&abs, self.quantile)
+        let taken: Vec<f64> = state
+            .residuals
+            .iter()
+            .map(|(_, e)| match self.measure {
+                Measure::Absolute => e.abs(),
+                Measure::Shortfall => e.max(0.0),
+            })
+            .collect();
+        quantile(&taken, self.quantile)
     }
 
     /// The sizes of the bursts of the window, oldest first: each run of positive residuals
@@ -253,21 +331,25 @@ impl Forecast {
 
     /// The size for the last observation `observed`: enough members for the higher of the
     /// smoothed level and the forecast, plus the headroom. Never below what the observation
-    /// needs: a forecast that lags a step does not undo the step. Before its
-    /// first residual the forecast's error is unknown: it never asks for fewer than `current`
-    /// members then.
+    /// needs: a forecast that lags a step does not undo the step. Until its error is known, the
+    /// headroom is `warm_up_headroom` x the demand and it never asks for fewer than `current`
+    /// members.
     pub fn outlook(&self, state: &State, observed: f64, current: u64) -> Outlook {
         let level = state.level.unwrap_or(observed);
         let forecast = self.ahead(state);
         let error = self.error(state);
         let bursts = self.bursts(state);
         let burst = error.and(self.burst(&bursts));
-        let headroom = (self.k * error.unwrap_or(0.0)).max(burst.unwrap_or(0.0));
+        let headroom = match error {
+            Some(e) => (self.k * e).max(burst.unwrap_or(0.0)),
+            None => self.warm_up_headroom * observed.max(0.0),
+        };
         let sized_for = (level.max(forecast) + headroom).max(observed);
         Outlook {
             observed,
             level,
             trend: state.trend,
+            trend_z: state.trend_z,
             forecast,
             error,
             residuals: state.residuals.len(),
@@ -294,6 +376,8 @@ mod tests {
             target: 1.0,
             k: 2.0,
             quantile: 0.5,
+            measure: Measure::Absolute,
+            warm_up_headroom: 0.0,
             error_window: Duration::from_secs(600),
             burst_rank: 0,
         }
@@ -304,9 +388,116 @@ mod tests {
             model: Model::Robust {
                 trend_window: Duration::from_secs(trend_window),
                 peak_window: Duration::from_secs(peak_window),
+                significance: 0.0,
             },
             ..holt(1.0, 0.0, horizon)
         }
+    }
+
+    fn significant(trend_window: u64, z: f64) -> Forecast {
+        let mut f = robust(trend_window, 0, 10);
+        if let Model::Robust { significance, .. } = &mut f.model {
+            *significance = z;
+        }
+        f
+    }
+
+    /// Mann-Kendall on hand-counted pairs. 1, 2, 4, 3: five pairs rise, one falls, S = 4;
+    /// var = 4 * 3 * 13 / 18 = 26/3; z = (4 - 1) / sqrt(26/3) = 1.0190. A ramp of 9 readings:
+    /// S = 36, var = 9 * 8 * 23 / 18 = 92, z = 35 / sqrt(92) = 3.6490. Ties count 0, and
+    /// fewer than three readings or S = 0 give 0.
+    #[test]
+    fn mann_kendall_counts_rising_and_falling_pairs() {
+        let z = mann_kendall_z(&secs(&[(0, 1.0), (1, 2.0), (2, 4.0), (3, 3.0)]));
+        assert!((z - 3.0 / (26.0f64 / 3.0).sqrt()).abs() < 1e-12, "{z}");
+        assert!((z - 1.0190).abs() < 1e-4);
+        let ramp: Vec<(u64, f64)> = (0..9).map(|t| (t, t as f64)).collect();
+        let z = mann_kendall_z(&secs(&ramp));
+        assert!((z - 35.0 / 92f64.sqrt()).abs() < 1e-12 && (z - 3.6490).abs() < 1e-4);
+        let fall: Vec<(u64, f64)> = (0..9).map(|t| (t, -(t as f64))).collect();
+        assert!((mann_kendall_z(&secs(&fall)) + z).abs() < 1e-12);
+        // 2, 2, 5, 5: four rising pairs, two ties: S = 4, var = 26/3, as the first series.
+        let ties = mann_kendall_z(&secs(&[(0, 2.0), (1, 2.0), (2, 5.0), (3, 5.0)]));
+        assert!((ties - 3.0 / (26.0f64 / 3.0).sqrt()).abs() < 1e-12);
+        assert_eq!(mann_kendall_z(&secs(&[(0, 1.0), (1, 5.0)])), 0.0);
+        assert_eq!(mann_kendall_z(&secs(&[(0, 1.0), (1, 5.0), (2, 1.0)])), 0.0);
+    }
+
+    /// With a significance, the slope is used only when the test passes, and from the first
+    /// readings on (no warm-up). A ramp of 1/s: at 8 readings z = 27 / sqrt(65.33) = 3.34 <
+    /// 3.5, no trend yet; at 9 readings z = 3.65, the slope 1. Noise around a plateau
+    /// (3, 6, 4, 5, 3, 6, 5, 4, 6): Theil-Sen's median is 0.17/s (1.7 members over a 10 s
+    /// horizon), z = 0.73, so the test holds the trend at 0.
+    #[test]
+    fn a_slope_counts_only_once_mann_kendall_finds_a_trend() {
+        let f = significant(60, 3.5);
+        let mut s = State::default();
+        for t in 0..8u64 {
+            f.observe(&mut s, Duration::from_secs(t), t as f64);
+        }
+        assert!((s.trend_z.unwrap() - 27.0 / (8.0f64 * 7.0 * 21.0 / 18.0).sqrt()).abs() < 1e-12);
+        assert_eq!(s.trend, 0.0);
+        f.observe(&mut s, Duration::from_secs(8), 8.0);
+        assert!(s.trend_z.unwrap() >= 3.5 && close(s.trend, 1.0), "{s:?}");
+
+        let noise = [3.0, 6.0, 4.0, 5.0, 3.0, 6.0, 5.0, 4.0, 6.0];
+        let points: Vec<(u64, f64)> = noise
+            .iter()
+            .enumerate()
+            .map(|(t, y)| (t as u64, *y))
+            .collect();
+        assert!(
+            close(theil_sen(&secs(&points)), 6.0 / 35.0),
+            "the median alone tilts"
+        );
+        let mut s = State::default();
+        for (t, y) in points {
+            f.observe(&mut s, Duration::from_secs(t), y);
+        }
+        assert!((s.trend_z.unwrap() - 0.7298).abs() < 1e-4, "{s:?}");
+        assert_eq!((s.trend, s.level), (0.0, Some(6.0)));
+    }
+
+    /// The shortfall measure takes max(residual, 0): residuals +2, 0, -2, 0, +3, +1, -4 (the
+    /// burst test's series) give shortfalls 2, 0, 0, 0, 3, 1, 0; sorted 0, 0, 0, 0, 1, 2, 3:
+    /// the median (rank 4) is 0, the 0.8 quantile (rank ceil(5.6) = 6) 2. The absolute median
+    /// is 2.
+    #[test]
+    fn the_shortfall_error_counts_only_forecasts_below_the_demand() {
+        for (measure, q, error) in [
+            (Measure::Absolute, 0.5, 2.0),
+            (Measure::Shortfall, 0.5, 0.0),
+            (Measure::Shortfall, 0.8, 2.0),
+        ] {
+            let mut f = holt(1.0, 0.0, 1);
+            f.measure = measure;
+            f.quantile = q;
+            let mut s = State::default();
+            for (t, y) in [0.0, 2.0, 2.0, 0.0, 0.0, 3.0, 4.0, 0.0]
+                .into_iter()
+                .enumerate()
+            {
+                f.observe(&mut s, Duration::from_secs(t as u64), y);
+            }
+            assert_eq!(f.error(&s), Some(error), "{measure:?} {q}");
+        }
+    }
+
+    /// Until 3 forecasts were checked the headroom is `warm_up_headroom` x the demand: 0.5 x 4
+    /// = 2, sized for 6; once the error is known it is k x the error (0 on a flat series).
+    #[test]
+    fn the_warm_up_headroom_holds_until_the_error_is_known() {
+        let mut f = holt(1.0, 0.0, 1);
+        f.warm_up_headroom = 0.5;
+        let mut s = State::default();
+        f.observe(&mut s, Duration::from_secs(0), 4.0);
+        let o = f.outlook(&s, 4.0, 2);
+        assert_eq!((o.error, o.headroom, o.desired), (None, 2.0, 6));
+        for t in 1..=3 {
+            f.observe(&mut s, Duration::from_secs(t), 4.0);
+        }
+        let o = f.outlook(&s, 4.0, 6);
+        assert_eq!((o.error, o.headroom, o.desired), (Some(0.0), 0.0, 4));
     }
 
     fn secs(points: &[(u64, f64)]) -> Vec<(Duration, f64)> {

@@ -257,6 +257,7 @@ impl PolicyStrategy {
                         members_with_value: 0,
                         sample_at: intents.recent.last().map(|x| x.at),
                         recommended: d,
+                        warming_up: false,
                     };
                     (d, r, rec)
                 }
@@ -277,6 +278,7 @@ impl PolicyStrategy {
                         members_with_value: n,
                         sample_at: at(input),
                         recommended: r.desired,
+                        warming_up: false,
                     };
                     (r.desired, r.reason, rec)
                 }
@@ -293,6 +295,7 @@ impl PolicyStrategy {
                         members_with_value: n,
                         sample_at: at(&flight_input),
                         recommended: d,
+                        warming_up: f.error(state).is_none(),
                     };
                     (d, r, rec)
                 }
@@ -307,6 +310,7 @@ impl PolicyStrategy {
                         members_with_value: values.len(),
                         sample_at: at(&cpu_input),
                         recommended: r.desired,
+                        warming_up: false,
                     };
                     (r.desired, r.reason, rec)
                 }
@@ -370,13 +374,17 @@ fn forecast_check(
     f.observe(state, now, total);
     let o = f.outlook(state, total, input.current);
     let reason = format!(
-        "demand {:.2} (level {:.2}, trend {:+.4}/s), forecast {:.2} in {}s, error {} over {} residual(s){}, headroom {:.2} -> sized for {:.2} / {} per member",
+        "demand {:.2} (level {:.2}, trend {:+.4}/s{}), forecast {:.2} in {}s, error {} over {} residual(s){}, headroom {:.2} -> sized for {:.2} / {} per member",
         o.observed,
         o.level,
         o.trend,
+        o.trend_z.map_or(String::new(), |z| format!(", z {z:+.1}")),
         o.forecast,
         f.horizon.as_secs(),
-        o.error.map_or("unknown".to_owned(), |e| format!("{e:.2}")),
+        o.error.map_or_else(
+            || format!("unknown (warm-up headroom {} x demand)", f.warm_up_headroom),
+            |e| format!("{e:.2}")
+        ),
         o.residuals,
         o.burst.map_or(String::new(), |b| format!(
             ", burst {b:.2} (#{} of {})",

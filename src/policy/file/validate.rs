@@ -77,8 +77,11 @@ impl PolicyFile {
                     beta,
                     trend_window,
                     peak_window,
+                    trend_significance,
                     k,
                     error_quantile,
+                    error_measure: _,
+                    warm_up_headroom,
                     error_window,
                     burst_rank,
                 } => {
@@ -97,12 +100,13 @@ impl PolicyFile {
                         ForecastModel::Robust => ("robust", "holt"),
                     };
                     let misplaced = match model {
-                        ForecastModel::Holt => [
+                        ForecastModel::Holt => vec![
                             ("trend-window", trend_window.is_some()),
                             ("peak-window", peak_window.is_some()),
+                            ("trend-significance", trend_significance.is_some()),
                         ],
                         ForecastModel::Robust => {
-                            [("alpha", alpha.is_some()), ("beta", beta.is_some())]
+                            vec![("alpha", alpha.is_some()), ("beta", beta.is_some())]
                         }
                     };
                     for (name, given) in misplaced {
@@ -126,6 +130,18 @@ impl PolicyFile {
                     }
                     if peak_window.is_some_and(|w| w.get() > Duration::from_secs(3600)) {
                         bad(f("peak-window"), "must be at most 1h");
+                    }
+                    if trend_significance.is_some_and(|z| !(0.0..=10.0).contains(&z)) {
+                        bad(
+                            f("trend-significance"),
+                            "must be in [0, 10]: Mann-Kendall's |z| (0: every trend counts)",
+                        );
+                    }
+                    if !(0.0..=10.0).contains(warm_up_headroom) {
+                        bad(
+                            f("warm-up-headroom"),
+                            "must be in [0, 10]: a fraction of the demand",
+                        );
                     }
                     if *burst_rank > 1000 {
                         bad(f("burst-rank"), "must be at most 1000 (0: no bursts)");
