@@ -92,7 +92,7 @@ pub enum Check {
         target: f64,
         horizon: Dur,
         /// `holt` (alpha, beta; the default, as before models existed) or `robust`
-        /// (trend-window, peak-window, trend-significance).
+        /// (trend-window, peak-window, trend-significance, drop-readings).
         #[serde(default)]
         model: ForecastModel,
         alpha: Option<f64>,
@@ -101,6 +101,8 @@ pub enum Check {
         peak_window: Option<Dur>,
         /// Mann-Kendall's |z| a trend must reach to be used (0: always, after a warm-up).
         trend_significance: Option<f64>,
+        /// Readings below all before them in the peak window that end it (0: never).
+        drop_readings: Option<usize>,
         #[serde(default = "default_k")]
         k: f64,
         #[serde(default = "default_quantile")]
@@ -391,6 +393,7 @@ impl PolicyFile {
                     trend_window,
                     peak_window,
                     trend_significance,
+                    drop_readings,
                     k,
                     error_quantile,
                     error_measure,
@@ -407,6 +410,7 @@ impl PolicyFile {
                             trend_window: trend_window.unwrap_or(DEFAULT_TREND_WINDOW).get(),
                             peak_window: peak_window.unwrap_or(DEFAULT_PEAK_WINDOW).get(),
                             significance: trend_significance.unwrap_or(0.0),
+                            drop_readings: drop_readings.unwrap_or(0),
                         },
                     },
                     horizon: horizon.get(),
@@ -581,16 +585,25 @@ mod tests {
             ["check[0].alpha", "check[0].beta"]
         );
         assert_eq!(
-            fields("trend-window = \"5m\"\npeak-window = \"1m\"\ntrend-significance = 3\n"),
+            fields(
+                "trend-window = \"5m\"\npeak-window = \"1m\"\ntrend-significance = 3\ndrop-readings = 4\n"
+            ),
             [
                 "check[0].trend-window",
                 "check[0].peak-window",
-                "check[0].trend-significance"
+                "check[0].trend-significance",
+                "check[0].drop-readings"
             ]
         );
         assert_eq!(
-            fields("model = \"robust\"\ntrend-significance = -1\nwarm-up-headroom = 11\n"),
-            ["check[0].trend-significance", "check[0].warm-up-headroom"]
+            fields(
+                "model = \"robust\"\ntrend-significance = -1\nwarm-up-headroom = 11\ndrop-readings = 1001\n"
+            ),
+            [
+                "check[0].trend-significance",
+                "check[0].drop-readings",
+                "check[0].warm-up-headroom"
+            ]
         );
         assert!(
             PolicyFile::parse(&format!("{head}error-measure = \"signed\"\n"))
@@ -609,7 +622,7 @@ mod tests {
         );
         assert_eq!(fields("alpha = 0\n"), ["check[0].alpha"]);
         let f = PolicyFile::parse(&format!(
-            "{head}model = \"robust\"\nburst-rank = 3\ntrend-significance = 3.5\n\
+            "{head}model = \"robust\"\nburst-rank = 3\ntrend-significance = 3.5\ndrop-readings = 6\n\
              error-measure = \"shortfall\"\nwarm-up-headroom = 0.5\n"
         ))
         .unwrap()
@@ -626,6 +639,7 @@ mod tests {
                     trend_window: std::time::Duration::from_secs(300),
                     peak_window: std::time::Duration::from_secs(300),
                     significance: 3.5,
+                    drop_readings: 6,
                 },
                 3,
                 crate::policy::forecast::Measure::Shortfall,

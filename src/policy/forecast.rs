@@ -16,7 +16,12 @@
 //!   the highest reading of
 //!   the last `peak_window`, each carried to now along that trend (`y_i + slope * (now - t_i)`):
 //!   a member the demand needed a few minutes ago stays while it may be needed again, which is
-//!   how the oracle keeps members through short dips. `y(t+h) = level + slope * h`.
+//!   how the oracle keeps members through short dips. `y(t+h) = level + slope * h`. With
+//!   `drop_readings` N > 0, a **drop** ends that: when the last N readings of the peak window
+//!   are all below every reading before them, the level forgets the readings before the drop,
+//!   unless the error window holds `burst_rank` bursts (a site whose jumps keep coming: its
+//!   drops come back too, and holding through them is what saves a restart). A calm site's
+//!   crowd that ends is let go after N readings instead of the whole peak window.
 //! - **holt**: Holt's linear trend (double exponential smoothing) on an irregular series (`dt`
 //!   seconds since the last observation):
 //!
@@ -61,6 +66,8 @@ pub enum Model {
         trend_window: Duration,
         peak_window: Duration,
         significance: f64,
+        /// Readings below everything before them in the peak window that make a drop (0: off).
+        drop_readings: usize,
     },
 }
 
@@ -117,6 +124,8 @@ pub struct State {
     first: Option<Duration>,
     /// Mann-Kendall's z of the last trend window (robust model with a significance).
     trend_z: Option<f64>,
+    /// The robust level forgot the readings before a drop.
+    dropped: bool,
 }
 
 /// One tick's outcome, for the decision record.
@@ -128,6 +137,8 @@ pub struct Outlook {
     pub trend: f64,
     /// Mann-Kendall's z the trend was tested with (robust model with a significance).
     pub trend_z: Option<f64>,
+    /// The level forgot the readings before a drop.
+    pub dropped: bool,
     /// The forecast `horizon` ahead.
     pub forecast: f64,
     /// The error (the quantile of recent residuals), `None` until `MIN_RESIDUALS` were checked.
@@ -212,6 +223,27 @@ pub fn mann_kendall_z(points: &[(Duration, f64)]) -> f64 {
     (s - s.signum()) / var.sqrt()
 }
 
+/// Where a drop starts in `points` (oldest first): the earliest index `j` such that the
+/// `points[j..]`, at least `n` of them, are all below every value of `points[..j]`.
+pub fn drop_start(points: &[(Duration, f64)], n: usize) -> Option<usize> {
+    if n == 0 || points.len() <= n {
+        return None;
+    }
+    // suffix_max[j] = the largest value of points[j..].
+    let mut suffix_max = vec![f64::NEG_INFINITY; points.len() + 1];
+    for j in (0..points.len()).rev() {
+        suffix_max[j] = suffix_max[j + 1].max(points[j].1);
+    }
+    let mut prefix_min = f64::INFINITY;
+    for j in 1..=points.len() - n {
+        prefix_min = prefix_min.min(points[j - 1].1);
+        if suffix_max[j] < prefix_min {
+            return Some(j);
+        }
+    }
+    None
+}
+
 impl Forecast {
     /// Takes the observation `y` (the pool's total demand, in the metric's units) at `now`.
     pub fn observe(&self, state: &mut State, now: Duration, y: f64) {
@@ -235,6 +267,7 @@ impl Forecast {
                 trend_window,
                 peak_window,
                 significance,
+                drop_readings,
             } => {
                 state.readings.push_back((now, y));
                 let keep = (*trend_window).max(*peak_window);
@@ -260,7 +293,16 @@ impl Forecast {
                     (0.0, None)
                 };
                 let slope = state.trend;
-                state.level = within(*peak_window)
+                let mut peak: Vec<_> = within(*peak_window).copied().collect();
+                // A drop lets the level go, unless the site is bursty (its drops come back).
+                let calm = self.burst_rank == 0 || self.bursts(state).len() < self.burst_rank;
+                state.dropped = false;
+                if calm && let Some(j) = drop_start(&peak, *drop_readings) {
+                    peak.drain(..j);
+                    state.dropped = true;
+                }
+                state.level = peak
+                    .iter()
                     .map(|(t, v)| v + slope * now.saturating_sub(*t).as_secs_f64())
                     .reduce(f64::max);
             }
@@ -350,6 +392,7 @@ impl Forecast {
             level,
             trend: state.trend,
             trend_z: state.trend_z,
+            dropped: state.dropped,
             forecast,
             error,
             residuals: state.residuals.len(),
@@ -389,6 +432,7 @@ mod tests {
                 trend_window: Duration::from_secs(trend_window),
                 peak_window: Duration::from_secs(peak_window),
                 significance: 0.0,
+                drop_readings: 0,
             },
             ..holt(1.0, 0.0, horizon)
         }
@@ -456,6 +500,56 @@ mod tests {
         }
         assert!((s.trend_z.unwrap() - 0.7298).abs() < 1e-4, "{s:?}");
         assert_eq!((s.trend, s.level), (0.0, Some(6.0)));
+    }
+
+    /// A drop: the earliest start of at least n readings all below every reading before them.
+    /// 5, 6, 5 | 2, 1, 2: from index 3 (2 < 5, the smallest before); index 2 does not qualify
+    /// (5 is not below 5). Noise that comes back above an earlier low never makes one.
+    #[test]
+    fn a_drop_is_a_run_below_everything_before_it() {
+        let pts = secs(&[(0, 5.0), (1, 6.0), (2, 5.0), (3, 2.0), (4, 1.0), (5, 2.0)]);
+        assert_eq!(drop_start(&pts, 3), Some(3));
+        assert_eq!(drop_start(&pts, 2), Some(3));
+        assert_eq!(drop_start(&pts, 4), None, "only 3 readings after the drop");
+        assert_eq!(drop_start(&pts, 0), None, "0: off");
+        let noise: Vec<(u64, f64)> = [4.0, 6.0, 3.0, 5.0, 4.0, 6.0, 3.0, 5.0]
+            .into_iter()
+            .enumerate()
+            .map(|(t, y)| (t as u64, y))
+            .collect();
+        assert_eq!(drop_start(&secs(&noise), 3), None);
+    }
+
+    /// The level lets go after `drop_readings` readings below the crowd, unless the window
+    /// holds `burst_rank` bursts. Horizon 1 s, so each forecast is the last level: 5, then 9
+    /// (residual +4, one burst), 9, 9, 9, then 2, 2, 2 (residuals -7, then 0): below the 5,
+    /// so a drop once three of them came (a reading as low as the drop's, before the crowd,
+    /// would keep it from being one until it left the window).
+    #[test]
+    fn a_drop_ends_the_peak_unless_the_site_is_bursty() {
+        for (rank, level_after) in [(2, 2.0), (1, 9.0)] {
+            let mut f = robust(60, 60, 1);
+            if let Model::Robust { drop_readings, .. } = &mut f.model {
+                *drop_readings = 3;
+            }
+            f.burst_rank = rank;
+            let mut s = State::default();
+            for (t, y) in [5.0, 9.0, 9.0, 9.0, 9.0, 2.0, 2.0].into_iter().enumerate() {
+                f.observe(&mut s, Duration::from_secs(t as u64), y);
+            }
+            assert_eq!(
+                (s.level, s.dropped),
+                (Some(9.0), false),
+                "two readings: no drop yet"
+            );
+            f.observe(&mut s, Duration::from_secs(7), 2.0);
+            assert_eq!(f.bursts(&s), vec![4.0]);
+            assert_eq!(
+                (s.level, s.dropped),
+                (Some(level_after), rank == 2),
+                "burst rank {rank}"
+            );
+        }
     }
 
     /// The shortfall measure takes max(residual, 0): residuals +2, 0, -2, 0, +3, +1, -4 (the

@@ -374,9 +374,10 @@ fn forecast_check(
     f.observe(state, now, total);
     let o = f.outlook(state, total, input.current);
     let reason = format!(
-        "demand {:.2} (level {:.2}, trend {:+.4}/s{}), forecast {:.2} in {}s, error {} over {} residual(s){}, headroom {:.2} -> sized for {:.2} / {} per member",
+        "demand {:.2} (level {:.2}{}, trend {:+.4}/s{}), forecast {:.2} in {}s, error {} over {} residual(s){}, headroom {:.2} -> sized for {:.2} / {} per member",
         o.observed,
         o.level,
+        if o.dropped { " since a drop" } else { "" },
         o.trend,
         o.trend_z.map_or(String::new(), |z| format!(", z {z:+.1}")),
         o.forecast,

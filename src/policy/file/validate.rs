@@ -78,6 +78,7 @@ impl PolicyFile {
                     trend_window,
                     peak_window,
                     trend_significance,
+                    drop_readings,
                     k,
                     error_quantile,
                     error_measure: _,
@@ -104,6 +105,7 @@ impl PolicyFile {
                             ("trend-window", trend_window.is_some()),
                             ("peak-window", peak_window.is_some()),
                             ("trend-significance", trend_significance.is_some()),
+                            ("drop-readings", drop_readings.is_some()),
                         ],
                         ForecastModel::Robust => {
                             vec![("alpha", alpha.is_some()), ("beta", beta.is_some())]
@@ -135,6 +137,12 @@ impl PolicyFile {
                         bad(
                             f("trend-significance"),
                             "must be in [0, 10]: Mann-Kendall's |z| (0: every trend counts)",
+                        );
+                    }
+                    if drop_readings.is_some_and(|n| n > 1000) {
+                        bad(
+                            f("drop-readings"),
+                            "must be at most 1000 readings (0: a drop never ends the peak window)",
                         );
                     }
                     if !(0.0..=10.0).contains(warm_up_headroom) {
