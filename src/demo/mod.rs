@@ -236,38 +236,6 @@ pub(super) async fn wait_http(url: &str, limit: Duration) -> anyhow::Result<()> 
     }
 }
 
-/// Waits until the autoscaler's newest decision has no forecast check in its warm-up: a
-/// deployed autoscaler has long checked its forecasts on the idle pool before traffic comes,
-/// and the story shows that policy, not its first minute after a restart (when it adds a
-/// warm-up headroom to the demand and never scales in). The load starts after this.
-async fn forecast_warm(scaler: &str, limit: Duration) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(2))
-        .build()?;
-    loop {
-        if let Ok(r) = http.get(format!("{scaler}/v1/decisions")).send().await
-            && let Ok(ds) = r.json::<Vec<serde_json::Value>>().await
-            && let Some(newest) = ds.iter().max_by_key(|d| d["tick"].as_u64())
-            && newest["inputs"]
-                .as_array()
-                .is_some_and(|i| i.iter().all(|i| i["warming-up"] != true))
-        {
-            println!(
-                "forecast: its error is known after {:.0} s on the idle pool (tick {}); the load starts",
-                started.elapsed().as_secs_f64(),
-                newest["tick"]
-            );
-            return Ok(());
-        }
-        if started.elapsed() > limit {
-            bail!("the autoscaler's forecast was still warming up after {limit:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
 /// Where this run writes: the report, the logs, the discovery file, the webhook token.
 pub(super) struct Paths {
     /// Absolute, because Prometheus resolves paths in its configuration from the file's directory.
@@ -419,7 +387,7 @@ async fn children_and_story(
         None => false,
     };
     if forecasting {
-        forecast_warm(&scaler, Duration::from_secs(120)).await?;
+        view::forecast_warm(&scaler, Duration::from_secs(120)).await?;
     }
     let outcome = view::story(
         cfg,

@@ -43,6 +43,46 @@ struct DecisionView {
 
 type Last = Arc<Mutex<Option<Summary>>>;
 
+/// The autoscaler's recent decisions, `None` when it did not answer with them.
+async fn decisions(http: &reqwest::Client, scaler: &str) -> Option<Vec<DecisionView>> {
+    let r = http
+        .get(format!("{scaler}/v1/decisions"))
+        .send()
+        .await
+        .ok()?;
+    r.json().await.ok()
+}
+
+/// Waits until the autoscaler's newest decision has no forecast check in its warm-up: a
+/// deployed autoscaler has long checked its forecasts on the idle pool before traffic comes,
+/// and the story shows that policy, not its first minute after a restart (when it adds a
+/// warm-up headroom to the demand and never scales in). The load starts after this.
+pub(super) async fn forecast_warm(scaler: &str, limit: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    loop {
+        if let Some(ds) = decisions(&http, scaler).await
+            && let Some(newest) = ds.iter().max_by_key(|d| d.tick)
+            && !newest.inputs.is_empty()
+            && newest.inputs.iter().all(|i| i["warming-up"] != true)
+        {
+            println!(
+                "forecast: its error is known after {:.0} s on the idle pool (tick {}); the load starts",
+                started.elapsed().as_secs_f64(),
+                newest.tick
+            );
+            return Ok(());
+        }
+        if started.elapsed() > limit {
+            anyhow::bail!("the autoscaler's forecast was still warming up after {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// The traffic through the NLB: the `/load` clients and a light background probe.
 struct Traffic {
     profile: Profile,
@@ -186,10 +226,7 @@ impl Seen {
 
     /// Prints and marks every decision not seen before.
     async fn poll_decisions(&mut self, http: &reqwest::Client, scaler: &str, ts: f64) {
-        let Ok(r) = http.get(format!("{scaler}/v1/decisions")).send().await else {
-            return;
-        };
-        let Ok(ds) = r.json::<Vec<DecisionView>>().await else {
+        let Some(ds) = decisions(http, scaler).await else {
             return;
         };
         for d in ds {

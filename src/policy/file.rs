@@ -109,7 +109,7 @@ pub enum Check {
         error_quantile: f64,
         /// `absolute` or `shortfall`: which residuals the error is a quantile of.
         #[serde(default)]
-        error_measure: ErrorMeasure,
+        error_measure: crate::policy::forecast::Measure,
         /// Until the error is known, the headroom is this times the demand.
         #[serde(default)]
         warm_up_headroom: f64,
@@ -128,15 +128,6 @@ pub enum ForecastModel {
     #[default]
     Holt,
     Robust,
-}
-
-/// Which residuals the forecast's error is a quantile of (`error-measure = "..."`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ErrorMeasure {
-    #[default]
-    Absolute,
-    Shortfall,
 }
 
 const DEFAULT_ALPHA: f64 = 0.5;
@@ -417,10 +408,7 @@ impl PolicyFile {
                     target: *target,
                     k: *k,
                     quantile: *error_quantile,
-                    measure: match error_measure {
-                        ErrorMeasure::Absolute => crate::policy::forecast::Measure::Absolute,
-                        ErrorMeasure::Shortfall => crate::policy::forecast::Measure::Shortfall,
-                    },
+                    measure: *error_measure,
                     warm_up_headroom: *warm_up_headroom,
                     error_window: error_window.get(),
                     burst_rank: *burst_rank,

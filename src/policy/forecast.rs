@@ -71,8 +71,8 @@ pub enum Model {
     },
 }
 
-/// Which residuals the error is a quantile of.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+/// Which residuals the error is a quantile of (`error-measure = "..."` in the policy file).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Measure {
     /// `|observed - forecast|`: misses both ways.
@@ -295,9 +295,10 @@ impl Forecast {
                 let slope = state.trend;
                 let mut peak: Vec<_> = within(*peak_window).copied().collect();
                 // A drop lets the level go, unless the site is bursty (its drops come back).
-                let calm = self.burst_rank == 0 || self.bursts(state).len() < self.burst_rank;
                 state.dropped = false;
-                if calm && let Some(j) = drop_start(&peak, *drop_readings) {
+                if let Some(j) = drop_start(&peak, *drop_readings)
+                    && (self.burst_rank == 0 || self.bursts(state).len() < self.burst_rank)
+                {
                     peak.drain(..j);
                     state.dropped = true;
                 }
@@ -327,10 +328,16 @@ impl Forecast {
         })
     }
 
-    /// The error: the quantile of the recent residuals, as `measure` takes them; `None` until
-    /// `MIN_RESIDUALS` forecasts were checked.
+    /// Fewer than `MIN_RESIDUALS` forecasts were checked: the error is unknown, the warm-up
+    /// headroom applies and the check never scales in.
+    pub fn warming_up(&self, state: &State) -> bool {
+        state.residuals.len() < MIN_RESIDUALS
+    }
+
+    /// The error: the quantile of the recent residuals, as `measure` takes them; `None` while
+    /// [`Self::warming_up`].
     pub fn error(&self, state: &State) -> Option<f64> {
-        if state.residuals.len() < MIN_RESIDUALS {
+        if self.warming_up(state) {
             return None;
         }
         let taken: Vec<f64> = state

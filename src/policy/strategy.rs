@@ -295,7 +295,7 @@ impl PolicyStrategy {
                         members_with_value: n,
                         sample_at: at(&flight_input),
                         recommended: d,
-                        warming_up: f.error(state).is_none(),
+                        warming_up: f.warming_up(state),
                     };
                     (d, r, rec)
                 }

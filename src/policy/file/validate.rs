@@ -136,7 +136,8 @@ impl PolicyFile {
                     if trend_significance.is_some_and(|z| !(0.0..=10.0).contains(&z)) {
                         bad(
                             f("trend-significance"),
-                            "must be in [0, 10]: Mann-Kendall's |z| (0: every trend counts)",
+                            "must be in [0, 10]: Mann-Kendall's |z| (0: no test, the slope counts once the trend \
+                             window is covered)",
                         );
                     }
                     if drop_readings.is_some_and(|n| n > 1000) {
