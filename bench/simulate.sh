@@ -8,6 +8,10 @@
 # better), instance-hours as a ratio of the oracle's, and SLO-violation minutes. The last
 # columns check the acceptance target of issue 16 for `default`: speedup over hpa >= 1.3, SLO
 # minutes <= hpa's, instance-hours <= 1.15 x the oracle's.
+#
+# The bench is seed 1 (the boot delays) and noisy's seeds 1-5. To see how much of a result is
+# the seed, run others side by side: SEEDS="2 3 4 5" (every trace but noisy) and NOISY_SEEDS
+# (e.g. "6 7 8 9 10 11 12 13 14 15", which were never used to choose the parameters).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -q
@@ -15,10 +19,17 @@ BIN=target/release/poolpilot
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 
+SEEDS=${SEEDS:-1}
+NOISY_SEEDS=${NOISY_SEEDS:-1 2 3 4 5}
+real=("traces/wisc-diurnal.csv 30" "traces/wc98-flash.csv 0.085" "traces/wc98-night.csv 0.5" "traces/nasa-launch.csv 30")
 runs=()
-for trace in step ramp sine spike; do runs+=("$trace 1 1"); done
-for seed in 1 2 3 4 5; do runs+=("noisy 1 $seed"); done
-runs+=("traces/wisc-diurnal.csv 30 1" "traces/wc98-flash.csv 0.085 1" "traces/wc98-night.csv 0.5 1" "traces/nasa-launch.csv 30 1")
+for seed in $SEEDS; do
+  for trace in step ramp sine spike; do runs+=("$trace 1 $seed"); done
+done
+for seed in $NOISY_SEEDS; do runs+=("noisy 1 $seed"); done
+for r in "${real[@]}"; do
+  for seed in $SEEDS; do runs+=("$r $seed"); done
+done
 
 i=0
 for r in "${runs[@]}"; do

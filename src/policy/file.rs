@@ -118,6 +118,10 @@ pub enum Check {
         /// 0: the headroom does not use bursts.
         #[serde(default)]
         burst_rank: usize,
+        /// The headroom is at least this times the demand's jitter (robust; 0: off) ...
+        jitter_k: Option<f64>,
+        /// ... and that floor is at most this many members.
+        jitter_max: Option<f64>,
     },
 }
 
@@ -133,6 +137,8 @@ pub enum ForecastModel {
 const DEFAULT_ALPHA: f64 = 0.5;
 const DEFAULT_BETA: f64 = 0.2;
 const DEFAULT_TREND_WINDOW: Dur = Dur::secs(300);
+/// A fifth of a member: what the default policy uses.
+const DEFAULT_JITTER_MAX: f64 = 0.2;
 const DEFAULT_PEAK_WINDOW: Dur = Dur::secs(300);
 
 fn default_k() -> f64 {
@@ -391,6 +397,8 @@ impl PolicyFile {
                     warm_up_headroom,
                     error_window,
                     burst_rank,
+                    jitter_k,
+                    jitter_max,
                 } => Some(crate::policy::forecast::Forecast {
                     model: match model {
                         ForecastModel::Holt => crate::policy::forecast::Model::Holt {
@@ -412,6 +420,10 @@ impl PolicyFile {
                     warm_up_headroom: *warm_up_headroom,
                     error_window: error_window.get(),
                     burst_rank: *burst_rank,
+                    jitter: crate::policy::forecast::Jitter {
+                        k: jitter_k.unwrap_or(0.0),
+                        max: jitter_max.unwrap_or(DEFAULT_JITTER_MAX),
+                    },
                 }),
                 _ => None,
             })
@@ -609,12 +621,26 @@ mod tests {
             ]
         );
         assert_eq!(fields("alpha = 0\n"), ["check[0].alpha"]);
+        assert_eq!(
+            fields("jitter-k = 10\njitter-max = 0.2\n"),
+            ["check[0].jitter-k", "check[0].jitter-max"],
+            "the jitter is the robust model's readings"
+        );
+        assert_eq!(
+            fields("model = \"robust\"\njitter-k = 101\njitter-max = -0.1\n"),
+            ["check[0].jitter-k", "check[0].jitter-max"]
+        );
         let f = PolicyFile::parse(&format!(
             "{head}model = \"robust\"\nburst-rank = 3\ntrend-significance = 3.5\ndrop-readings = 6\n\
-             error-measure = \"shortfall\"\nwarm-up-headroom = 0.5\n"
+             error-measure = \"shortfall\"\nwarm-up-headroom = 0.5\njitter-k = 10\n"
         ))
         .unwrap()
         .forecasts();
+        let jitter = crate::policy::forecast::Jitter { k: 10.0, max: 0.2 };
+        assert_eq!(
+            f[0].jitter, jitter,
+            "jitter-max defaults to a fifth of a member"
+        );
         assert_eq!(
             (
                 &f[0].model,
@@ -635,6 +661,7 @@ mod tests {
             )
         );
         let holt = PolicyFile::parse(head).unwrap().forecasts();
+        assert_eq!(holt[0].jitter.k, 0.0, "no jitter floor unless asked");
         assert_eq!(
             (holt[0].measure, holt[0].warm_up_headroom),
             (crate::policy::forecast::Measure::Absolute, 0.0)

@@ -45,6 +45,15 @@
 //! One step up makes one burst however many ticks it lasts, so a single step does not keep a
 //! headroom for the whole window, while jumps that keep coming (N of them within the window)
 //! do: the pool then holds a margin as large as the jumps it has seen.
+//!
+//! With a [`Jitter`] (robust model), the headroom is also at least `k` times the demand's
+//! **jitter**, at most `max` members: the jitter is the 75th percentile of the changes between
+//! consecutive readings of the trend window. A step or a spike moves a few of those changes, a
+//! live demand moves most of them. The level holds the highest reading, so a demand that creeps
+//! over a whole number of members (4.99 for minutes, then 5.01) finds no member ready, and its
+//! shortfall history says nothing, because the forecast never fell short while it sat just below;
+//! a fraction of a member above a moving demand covers that crossing. A demand that sits still
+//! (an idle site, a plateau) gets none, and needs none.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -105,7 +114,22 @@ pub struct Forecast {
     pub error_window: Duration,
     /// The headroom is at least the N-th largest burst of the window (0: bursts are not used).
     pub burst_rank: usize,
+    /// The headroom is at least this much of the demand's jitter (robust model).
+    pub jitter: Jitter,
 }
+
+/// A headroom floor from how much the demand moves between readings: `k` x the jitter, at most
+/// `max` members (`jitter-k`, `jitter-max` in the policy file; `k = 0`: off).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Jitter {
+    pub k: f64,
+    /// In members (the floor is at most `max x target` in the metric's units).
+    pub max: f64,
+}
+
+/// Which quantile of the changes between consecutive readings is the jitter: a step changes a
+/// few readings of a trend window, noise changes most.
+pub const JITTER_QUANTILE: f64 = 0.75;
 
 /// What the forecast remembers between ticks.
 #[derive(Clone, Debug, Default)]
@@ -146,6 +170,8 @@ pub struct Outlook {
     pub residuals: usize,
     /// The `burst_rank`-th largest burst of the window (0 when fewer), `None` when not used.
     pub burst: Option<f64>,
+    /// The jitter's floor, `min(k x jitter, max x target)`, `None` when not used.
+    pub jitter_floor: Option<f64>,
     /// The bursts in the window.
     pub bursts: usize,
     pub headroom: f64,
@@ -367,6 +393,28 @@ impl Forecast {
         out
     }
 
+    /// The demand's jitter: the [`JITTER_QUANTILE`] of the absolute changes between consecutive
+    /// readings of the trend window (0 with fewer than two; robust model only, `None` for holt).
+    pub fn jitter(&self, state: &State) -> Option<f64> {
+        let Model::Robust { trend_window, .. } = &self.model else {
+            return None;
+        };
+        let values: Vec<f64> = timed::within(&state.readings, state.last, *trend_window)
+            .map(|r| r.1)
+            .collect();
+        let changes: Vec<f64> = values.windows(2).map(|w| (w[1] - w[0]).abs()).collect();
+        Some(quantile(&changes, JITTER_QUANTILE).unwrap_or(0.0))
+    }
+
+    /// The jitter's headroom floor in the metric's units, `None` when off.
+    fn jitter_floor(&self, state: &State) -> Option<f64> {
+        if self.jitter.k <= 0.0 {
+            return None;
+        }
+        self.jitter(state)
+            .map(|j| (self.jitter.k * j).min(self.jitter.max * self.target))
+    }
+
     /// The `burst_rank`-th largest of `bursts` (0 when there are fewer), `None` when the
     /// check does not use bursts.
     pub fn burst(&self, bursts: &[f64]) -> Option<f64> {
@@ -389,8 +437,11 @@ impl Forecast {
         let error = self.error(state);
         let bursts = self.bursts(state);
         let burst = error.and(self.burst(&bursts));
+        let jitter_floor = error.and(self.jitter_floor(state));
         let headroom = match error {
-            Some(e) => (self.k * e).max(burst.unwrap_or(0.0)),
+            Some(e) => (self.k * e)
+                .max(burst.unwrap_or(0.0))
+                .max(jitter_floor.unwrap_or(0.0)),
             None => self.warm_up_headroom * observed.max(0.0),
         };
         let sized_for = (level.max(forecast) + headroom).max(observed);
@@ -404,6 +455,7 @@ impl Forecast {
             error,
             residuals: state.residuals.len(),
             burst,
+            jitter_floor,
             bursts: bursts.len(),
             headroom,
             sized_for,
@@ -430,6 +482,7 @@ mod tests {
             warm_up_headroom: 0.0,
             error_window: Duration::from_secs(600),
             burst_rank: 0,
+            jitter: Jitter::default(),
         }
     }
 
@@ -694,6 +747,55 @@ mod tests {
         f.k = 2.0;
         f.burst_rank = 1;
         assert_eq!(f.outlook(&s, 0.0, 1).headroom, 4.0);
+    }
+
+    /// The jitter floor, k = 10 and at most 0.2 member, on the robust model (60 s windows,
+    /// horizon 1 s, k = 0 so the floor is the whole headroom). A still plateau of 5s: every
+    /// change is 0, no floor. A step, 1 x 7 then 4 x 5: one change of 3 among eleven, the
+    /// 75th percentile (nearest rank, the 9th of 11) is 0: no floor. A live demand 4.9, 5.0,
+    /// 4.95, 4.99, 4.97: changes 0.1, 0.05, 0.04, 0.02, the 75th percentile (3rd of 4) 0.05,
+    /// 10 x 0.05 = 0.5 capped at 0.2: sized for the peak 5.0 + 0.2, so 6 members, where the
+    /// peak alone gives 5. With k = 2 the floor is 0.1, under the cap. Holt keeps no readings:
+    /// no jitter.
+    #[test]
+    fn the_jitter_floor_covers_a_live_demand_and_not_a_still_one() {
+        let mut f = robust(60, 60, 1);
+        f.k = 0.0;
+        f.jitter = Jitter { k: 10.0, max: 0.2 };
+        let run = |f: &Forecast, ys: &[f64]| {
+            let mut s = State::default();
+            for (t, y) in ys.iter().enumerate() {
+                f.observe(&mut s, Duration::from_secs(t as u64), *y);
+            }
+            let o = f.outlook(&s, *ys.last().unwrap(), 1);
+            (f.jitter(&s).unwrap(), o)
+        };
+        let (j, o) = run(&f, &[5.0; 5]);
+        assert_eq!(
+            (j, o.jitter_floor, o.headroom, o.desired),
+            (0.0, Some(0.0), 0.0, 5)
+        );
+        let step: Vec<f64> = [1.0; 7].into_iter().chain([4.0; 5]).collect();
+        let (j, o) = run(&f, &step);
+        assert_eq!((j, o.jitter_floor, o.desired), (0.0, Some(0.0), 4));
+        let live = [4.9, 5.0, 4.95, 4.99, 4.97];
+        let (j, o) = run(&f, &live);
+        assert!(close(j, 0.05), "{j}");
+        assert!(close(o.jitter_floor.unwrap(), 0.2) && close(o.headroom, 0.2));
+        assert!(close(o.sized_for, 5.2) && o.desired == 6, "{o:?}");
+        f.jitter.k = 2.0;
+        let (_, o) = run(&f, &live);
+        assert!(close(o.headroom, 0.1) && o.desired == 6, "{o:?}");
+        f.jitter.k = 0.0;
+        let (_, o) = run(&f, &live);
+        assert_eq!((o.jitter_floor, o.headroom, o.desired), (None, 0.0, 5));
+        let mut h = holt(1.0, 0.0, 1);
+        h.jitter = Jitter { k: 10.0, max: 0.2 };
+        let mut s = State::default();
+        for (t, y) in live.iter().enumerate() {
+            h.observe(&mut s, Duration::from_secs(t as u64), *y);
+        }
+        assert_eq!(h.jitter(&s), None);
     }
 
     fn close(a: f64, b: f64) -> bool {

@@ -374,7 +374,7 @@ fn forecast_check(
     f.observe(state, now, total);
     let o = f.outlook(state, total, input.current);
     let reason = format!(
-        "demand {:.2} (level {:.2}{}, trend {:+.4}/s{}), forecast {:.2} in {}s, error {} over {} residual(s){}, headroom {:.2} -> sized for {:.2} / {} per member",
+        "demand {:.2} (level {:.2}{}, trend {:+.4}/s{}), forecast {:.2} in {}s, error {} over {} residual(s){}{}, headroom {:.2} -> sized for {:.2} / {} per member",
         o.observed,
         o.level,
         if o.dropped { " since a drop" } else { "" },
@@ -391,6 +391,8 @@ fn forecast_check(
             ", burst {b:.2} (#{} of {})",
             f.burst_rank, o.bursts
         )),
+        o.jitter_floor
+            .map_or(String::new(), |j| format!(", jitter floor {j:.2}")),
         o.headroom,
         o.sized_for,
         f.target,

@@ -85,6 +85,8 @@ impl PolicyFile {
                     warm_up_headroom,
                     error_window,
                     burst_rank,
+                    jitter_k,
+                    jitter_max,
                 } => {
                     let f = |name: &str| format!("check[{i}].{name}");
                     if !(*target > 0.0 && *target <= 1000.0) {
@@ -106,6 +108,8 @@ impl PolicyFile {
                             ("peak-window", peak_window.is_some()),
                             ("trend-significance", trend_significance.is_some()),
                             ("drop-readings", drop_readings.is_some()),
+                            ("jitter-k", jitter_k.is_some()),
+                            ("jitter-max", jitter_max.is_some()),
                         ],
                         ForecastModel::Robust => {
                             vec![("alpha", alpha.is_some()), ("beta", beta.is_some())]
@@ -154,6 +158,15 @@ impl PolicyFile {
                     }
                     if *burst_rank > 1000 {
                         bad(f("burst-rank"), "must be at most 1000 (0: no bursts)");
+                    }
+                    if jitter_k.is_some_and(|k| !(0.0..=100.0).contains(&k)) {
+                        bad(
+                            f("jitter-k"),
+                            "must be in [0, 100]: times the demand's jitter (0: no jitter floor)",
+                        );
+                    }
+                    if jitter_max.is_some_and(|m| !(0.0..=10.0).contains(&m)) {
+                        bad(f("jitter-max"), "must be in [0, 10] members");
                     }
                     if !(0.0..=10.0).contains(k) {
                         bad(f("k"), "must be in [0, 10]");
