@@ -630,6 +630,11 @@ mod tests {
             fields("model = \"robust\"\njitter-k = 101\njitter-max = -0.1\n"),
             ["check[0].jitter-k", "check[0].jitter-max"]
         );
+        assert_eq!(
+            fields("model = \"robust\"\njitter-max = 0.3\n"),
+            ["check[0].jitter-max"],
+            "a cap with no floor to cap is refused, not ignored"
+        );
         let f = PolicyFile::parse(&format!(
             "{head}model = \"robust\"\nburst-rank = 3\ntrend-significance = 3.5\ndrop-readings = 6\n\
              error-measure = \"shortfall\"\nwarm-up-headroom = 0.5\njitter-k = 10\n"

@@ -167,6 +167,11 @@ impl PolicyFile {
                     }
                     if jitter_max.is_some_and(|m| !(0.0..=10.0).contains(&m)) {
                         bad(f("jitter-max"), "must be in [0, 10] members");
+                    } else if jitter_max.is_some() && jitter_k.is_none_or(|k| k <= 0.0) {
+                        bad(
+                            f("jitter-max"),
+                            "caps the jitter floor, which is off without a jitter-k above 0",
+                        );
                     }
                     if !(0.0..=10.0).contains(k) {
                         bad(f("k"), "must be in [0, 10]");
