@@ -345,6 +345,15 @@ pub(super) async fn story(
     Ok(outcome)
 }
 
+/// The NLB's notes on the answers it gave itself, as a tail for a problem line ("" if none).
+pub(super) fn why_nlb_failed(nlb: &Nlb) -> String {
+    let notes = nlb.stats().notes();
+    if notes.is_empty() {
+        return String::new();
+    }
+    format!(" (first ones: {})", notes.join("; "))
+}
+
 /// What happened, against what the story promises: the pool grew to what the clients need (one
 /// member each, at least 2, at most `--max`), came back to 1, and no request failed.
 fn verdict(
@@ -382,7 +391,8 @@ fn verdict(
     }
     if failed > 0 || nlb_failed > 0 {
         problems.push(format!(
-            "{failed} failed requests at the client, {nlb_failed} answered by the NLB itself"
+            "{failed} failed requests at the client, {nlb_failed} answered by the NLB itself{}",
+            why_nlb_failed(nlb)
         ));
     }
     Outcome {

@@ -64,6 +64,49 @@ pub struct NlbStats {
     pub forwarded: AtomicU64,
     /// 502/503 the NLB itself had to answer: no healthy member, or a member that failed.
     pub failed: AtomicU64,
+    /// Why, for the first [`MAX_NOTES`] of them: a demo that fails on one rare 502 says which
+    /// member it was and what the connection did.
+    notes: Mutex<Vec<String>>,
+}
+
+/// How many failures [`NlbStats::notes`] keeps.
+pub const MAX_NOTES: usize = 10;
+
+impl NlbStats {
+    /// Counts one answer the NLB had to give itself, and keeps why.
+    fn fail(&self, why: impl FnOnce() -> String) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        let mut notes = self.notes.lock().expect("notes lock");
+        if notes.len() < MAX_NOTES {
+            notes.push(why());
+        }
+    }
+
+    /// Why the first failures happened ("<when>: <member>: <error and its causes>").
+    pub fn notes(&self) -> Vec<String> {
+        self.notes.lock().expect("notes lock").clone()
+    }
+}
+
+/// An error with its chain of causes, which for hyper's client is where the reason lives
+/// ("client error (SendRequest)" / "connection closed before message completed").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Now, as the logs of every process write it (RFC 3339, UTC), to match a note with them.
+fn now() -> String {
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default()
 }
 
 struct Inner {
@@ -232,20 +275,28 @@ impl Nlb {
             let nlb = self.clone();
             tokio::spawn(async move {
                 if nlb.inner.down.load(Ordering::SeqCst) {
-                    nlb.inner.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    nlb.inner.stats.fail(|| format!("{}: {peer}: down", now()));
                     return;
                 }
                 let Some(slot) = nlb.pick() else {
-                    nlb.inner.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    nlb.inner
+                        .stats
+                        .fail(|| format!("{}: {peer}: no healthy member", now()));
                     return;
                 };
                 let target = SocketAddr::from((slot.addr, nlb.inner.cfg.target_port));
                 let connect = tokio::net::TcpStream::connect(target);
                 let mut member = match tokio::time::timeout(nlb.inner.cfg.timeout, connect).await {
                     Ok(Ok(m)) => m,
-                    _ => {
-                        nlb.inner.stats.failed.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(member = %target, %peer, "nlb: member refused a connection");
+                    failed => {
+                        let why = match failed {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => format!("no connection within {:?}", nlb.inner.cfg.timeout),
+                        };
+                        tracing::warn!(member = %target, %peer, error = %why, "nlb: member refused a connection");
+                        nlb.inner
+                            .stats
+                            .fail(|| format!("{}: {target}: {why}", now()));
                         return;
                     }
                 };
@@ -280,11 +331,13 @@ impl Drop for InFlight {
 
 async fn forward(State(nlb): State<Nlb>, mut req: Request) -> Response {
     if nlb.inner.down.load(Ordering::SeqCst) {
-        nlb.inner.stats.failed.fetch_add(1, Ordering::Relaxed);
+        nlb.inner.stats.fail(|| format!("{}: zone down", now()));
         return (StatusCode::SERVICE_UNAVAILABLE, "zone down\n").into_response();
     }
     let Some(slot) = nlb.pick() else {
-        nlb.inner.stats.failed.fetch_add(1, Ordering::Relaxed);
+        nlb.inner
+            .stats
+            .fail(|| format!("{}: no healthy member", now()));
         return (StatusCode::SERVICE_UNAVAILABLE, "no healthy member\n").into_response();
     };
     let target = SocketAddr::from((slot.addr, nlb.inner.cfg.target_port));
@@ -307,8 +360,11 @@ async fn forward(State(nlb): State<Nlb>, mut req: Request) -> Response {
             resp.map(Body::new)
         }
         Err(e) => {
-            nlb.inner.stats.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(member = %target, error = %e, "nlb: member failed");
+            let why = chain(&e);
+            tracing::warn!(member = %target, error = %why, "nlb: member failed");
+            nlb.inner
+                .stats
+                .fail(|| format!("{}: {target}: {why}", now()));
             (StatusCode::BAD_GATEWAY, "member failed\n").into_response()
         }
     }
@@ -484,5 +540,43 @@ mod tests {
         }
         assert_eq!(first_words(at).await.1, "");
         assert_eq!(n.stats().failed.load(Ordering::Relaxed), 2);
+        let notes = n.stats().notes();
+        assert!(
+            notes[0].ends_with(": down") && notes[1].ends_with(": no healthy member"),
+            "{notes:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_member_that_drops_the_request_is_a_502_noted_with_its_cause() {
+        let m = Ipv4Addr::new(127, 0, 1, 203);
+        let l = member(m, 0).await;
+        let port = l.local_addr().unwrap().port();
+        // Reads the request, then closes without a word.
+        tokio::spawn(async move {
+            loop {
+                let (mut c, _) = l.accept().await.unwrap();
+                tokio::spawn(async move {
+                    use tokio::io::AsyncReadExt;
+                    let mut buf = [0u8; 1024];
+                    let _ = c.read(&mut buf).await;
+                });
+            }
+        });
+        let mut n = nlb(&[m.octets()]);
+        Arc::get_mut(&mut n.inner).unwrap().cfg.target_port = port;
+        let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = front.local_addr().unwrap();
+        tokio::spawn(axum::serve(front, n.router()).into_future());
+
+        let resp = reqwest::get(format!("http://{at}/kv?id=a")).await.unwrap();
+        assert_eq!(resp.status(), 502);
+        assert_eq!(n.stats().failed.load(Ordering::Relaxed), 1);
+        let notes = n.stats().notes();
+        assert_eq!(notes.len(), 1);
+        assert!(
+            notes[0].contains(&format!("{m}:{port}: ")) && notes[0].contains("closed"),
+            "the note names the member and the cause: {notes:?}"
+        );
     }
 }

@@ -522,7 +522,8 @@ async fn story(
         .load(std::sync::atomic::Ordering::SeqCst);
     if nlb_failed > 0 {
         problems.push(format!(
-            "the API's NLB answered {nlb_failed} request(s) itself with 502/503"
+            "the API's NLB answered {nlb_failed} request(s) itself with 502/503{}",
+            super::view::why_nlb_failed(&cloud.api.nlb)
         ));
     }
     view::report(&paths.out, &w.samples, &summary, &verify, &problems)?;
