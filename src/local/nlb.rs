@@ -132,8 +132,11 @@ impl Nlb {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(cfg.timeout));
+        // An idle connection is given up well before a member closes it (our servers close an
+        // idle keep-alive connection at their header timeout, 30 s): a proxy whose idle timeout
+        // equals the upstream's can send a request on a connection as the member closes it.
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_idle_timeout(crate::shutdown::Limits::default().header_timeout / 2)
             .build(connector);
         Self {
             inner: Arc::new(Inner {
