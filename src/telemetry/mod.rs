@@ -53,8 +53,14 @@ pub fn init(format: LogFormat) {
                 warn!(error = %e, "the journal is not reachable; logging text to stderr instead");
             }
         },
+        // Colours only on a terminal: a log written to a file (the demo's members, CI) stays
+        // plain text that grep and a reader see alike.
         LogFormat::Text | LogFormat::Auto => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_writer(std::io::stderr),
+            )
             .init(),
     }
 }
