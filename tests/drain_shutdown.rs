@@ -1,8 +1,10 @@
 //! A scale-in is drain, wait, evict. Whatever stops the autoscaler in the middle, no member is
 //! left drained (taking no traffic) and still in the pool (still paid for): a SIGTERM during the
 //! drain wait undrains the victim within the grace period, and after a crash (SIGKILL) the next
-//! autoscaler to start undrains what it finds drained. Real `poolpilot app` processes on
-//! 127.0.1.x behind the simulator, and the real autoscaler binary.
+//! autoscaler to start undrains what it finds drained. The wait ends when the NLB reports the
+//! victim out of rotation, or at twice `--drain-wait`. Real `poolpilot app` processes on
+//! 127.0.1.x and 127.0.7.x (one subnet per test: they run at once) behind the simulator, whose
+//! NLB service reports the health the test sets, and the real autoscaler binary.
 
 mod common;
 
@@ -24,9 +26,10 @@ struct Rig {
     _dir: tempfile::TempDir,
 }
 
-async fn rig() -> Rig {
+/// Two members on 127.0.`subnet`.x behind the simulator.
+async fn rig(subnet: u8) -> Rig {
     let dir = tempfile::tempdir().unwrap();
-    let backend = common::local_backend(dir.path(), Duration::from_millis(500), DRAIN);
+    let backend = common::local_backend(dir.path(), Duration::from_millis(500), DRAIN, subnet);
     let mut state = State::new(
         Zone::DEFAULT,
         Timing {
@@ -45,6 +48,22 @@ async fn rig() -> Rig {
             false,
         )
         .unwrap();
+    // An NLB service in front of the pool, its members' health set by the test (no prober).
+    state.create_load_balancer(
+        "nlb",
+        std::net::Ipv4Addr::new(198, 51, 100, 10),
+        pool,
+        80,
+        8080,
+        poolpilot::exoscale::Healthcheck {
+            mode: "http".into(),
+            port: 8080,
+            uri: Some("/health".into()),
+            interval: 10,
+            timeout: 5,
+            retries: 1,
+        },
+    );
     let sim = Sim::new(state, vec![Credentials::new(common::KEY, common::SECRET)]);
     let running = sim.start("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let r = Rig {
@@ -53,17 +72,7 @@ async fn rig() -> Rig {
         pool,
         _dir: dir,
     };
-    r.until("two members serving", Duration::from_secs(30), || async {
-        let ips = r.members().await;
-        ips.len() == 2 && {
-            let mut all = true;
-            for ip in ips {
-                all &= drained(ip).await.is_some();
-            }
-            all
-        }
-    })
-    .await;
+    r.until_two_serving().await;
     r
 }
 
@@ -132,11 +141,18 @@ impl Rig {
 
     /// The autoscaler with a long drain wait, ticking every second, on a free port.
     fn autoscaler(&self) -> (Scaler, String) {
+        let (scaler, base, _) = self.autoscaler_with("60s");
+        (scaler, base)
+    }
+
+    /// The autoscaler with this drain wait, its log in a file of the rig's directory.
+    fn autoscaler_with(&self, drain_wait: &str) -> (Scaler, String, std::path::PathBuf) {
         let port = common::free_port();
+        let log = self._dir.path().join(format!("autoscaler-{port}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_poolpilot"))
             .args(["autoscaler", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--min", "1", "--max", "3", "--interval", "1s"])
-            .args(["--drain-port", "8080", "--drain-wait", "60s"])
+            .args(["--drain-port", "8080", "--drain-wait", drain_wait])
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("EXOSCALE_API_ENDPOINT", self.running.endpoint())
@@ -147,11 +163,50 @@ impl Rig {
             .env("POOLPILOT_DRAIN_TOKEN", DRAIN)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        (Scaler(child), format!("http://127.0.0.1:{port}"))
+        (Scaler(child), format!("http://127.0.0.1:{port}"), log)
     }
+
+    /// Sets a member's health as the NLB service in front of the pool reports it.
+    async fn set_health(&self, ip: std::net::Ipv4Addr, healthy: bool) {
+        let c = common::client_for(
+            &self.running.endpoint(),
+            Credentials::new(common::KEY, common::SECRET),
+        );
+        let id = c
+            .list_pool_members(self.pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|m| m.public_ip == Some(ip))
+            .expect("a member with that address")
+            .id;
+        self.running
+            .sim
+            .with_state(|s| s.set_health(id, healthy))
+            .unwrap();
+    }
+
+    /// Two members serving.
+    async fn until_two_serving(&self) {
+        self.until("two members serving", Duration::from_secs(30), || async {
+            let ips = self.members().await;
+            ips.len() == 2 && {
+                let mut all = true;
+                for ip in ips {
+                    all &= drained(ip).await.is_some();
+                }
+                all
+            }
+        })
+        .await;
+    }
+}
+
+fn read(log: &std::path::Path) -> String {
+    std::fs::read_to_string(log).unwrap_or_default()
 }
 
 /// A child killed when dropped, so a failing assertion leaves no autoscaler behind.
@@ -216,7 +271,7 @@ fn wait_exit(child: &mut Scaler, limit: Duration) -> Option<i32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_member_is_left_drained_by_a_stop_or_a_crash_mid_scale_in() {
-    let r = rig().await;
+    let r = rig(1).await;
 
     // SIGTERM during the drain wait: the victim is undrained, nothing is evicted, exit 0.
     let mut scaler = r.scale_in_to_the_drain_wait().await;
@@ -246,6 +301,85 @@ async fn no_member_is_left_drained_by_a_stop_or_a_crash_mid_scale_in() {
     )
     .await;
     assert_eq!(r.size().await, 2);
+    signal(&scaler, libc::SIGTERM);
+    assert_eq!(wait_exit(&mut scaler, Duration::from_secs(10)), Some(0));
+
+    let b = r.backend.clone();
+    tokio::task::spawn_blocking(move || b.shutdown())
+        .await
+        .unwrap();
+}
+
+/// The drain wait lasts until the NLB reports the victim out of rotation: a member the NLB still
+/// reports healthy when the fixed wait ends (its checks can run late) keeps running until it
+/// reports it failing; one it never reports failing (a TCP check never sees a drain) is evicted
+/// at twice the wait, with a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_member_is_evicted_once_the_nlb_reports_it_out() {
+    let r = rig(7).await;
+
+    // The NLB never reports the victim out: evicted at the bound, with a warning.
+    let (mut scaler, base, log) = r.autoscaler_with("1s");
+    ask_down(&base).await;
+    r.until(
+        "the scale-in at the bound",
+        Duration::from_secs(30),
+        || async { r.members().await.len() == 1 },
+    )
+    .await;
+    assert!(
+        read(&log).contains("evicting anyway"),
+        "the eviction at the bound is warned about:\n{}",
+        read(&log)
+    );
+    signal(&scaler, libc::SIGTERM);
+    assert_eq!(wait_exit(&mut scaler, Duration::from_secs(10)), Some(0));
+
+    // The NLB reports the victim out after the fixed wait: evicted then, not before.
+    let (mut scaler, base, log) = r.autoscaler_with("4s");
+    let started = Instant::now();
+    loop {
+        match reqwest::get(format!("{base}/up")).await {
+            Ok(resp) if resp.status() == 200 => break,
+            _ => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "the autoscaler did not start"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    r.until_two_serving().await;
+    ask_down(&base).await;
+    r.until(
+        "a member drained for the scale-in",
+        Duration::from_secs(30),
+        || async { r.drained_members().await.len() == 1 },
+    )
+    .await;
+    let victim = r.drained_members().await[0];
+    r.until(
+        "the autoscaler waiting for the NLB past the fixed wait",
+        Duration::from_secs(30),
+        || async { read(&log).contains("waiting for the load balancer") },
+    )
+    .await;
+    assert!(
+        r.members().await.contains(&victim),
+        "not evicted while the NLB reports it healthy"
+    );
+    r.set_health(victim, false).await;
+    r.until("the victim evicted", Duration::from_secs(30), || async {
+        let m = r.members().await;
+        m.len() == 1 && !m.contains(&victim)
+    })
+    .await;
+    assert!(
+        !read(&log).contains("evicting anyway"),
+        "evicted because the NLB reported it out, not at the bound:\n{}",
+        read(&log)
+    );
     signal(&scaler, libc::SIGTERM);
     assert_eq!(wait_exit(&mut scaler, Duration::from_secs(10)), Some(0));
 

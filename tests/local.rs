@@ -25,7 +25,7 @@ async fn served(addr: std::net::Ipv4Addr, route: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_serve_behind_a_health_checked_round_robin_nlb_and_drain() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = common::local_backend(dir.path(), Duration::from_millis(1500), DRAIN);
+    let backend = common::local_backend(dir.path(), Duration::from_millis(1500), DRAIN, 1);
     // Generous health-check timeout and 3 retries: a probe answered late by a loaded machine
     // must not flip membership in the middle of the round-robin count; the drain below is
     // waited for.

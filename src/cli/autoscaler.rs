@@ -105,7 +105,8 @@ pub struct AutoscalerArgs {
     #[arg(long, value_name = "PORT")]
     pub drain_port: Option<u16>,
     /// How long a drained member keeps running before eviction: the NLB's check interval x
-    /// retries, plus the longest request.
+    /// retries, plus the longest request. Then, for at most as long again, until no NLB in front
+    /// of the pool reports it healthy.
     #[arg(long, value_name = "DURATION", env = config::env::DRAIN_WAIT)]
     pub drain_wait: Option<Dur>,
     #[command(flatten)]

@@ -171,12 +171,14 @@ pub async fn served(base: &str, route: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The local mode's backend: instances as real `poolpilot app` processes on 127.0.1.x, half a
-/// core each, `/load` lasting `load`, draining with `drain_token`, logs in `dir`.
+/// The local mode's backend: instances as real `poolpilot app` processes on 127.0.`subnet`.x,
+/// half a core each, `/load` lasting `load`, draining with `drain_token`, logs in `dir`. Tests
+/// of one binary run at once: each of its rigs takes a subnet of its own.
 pub fn local_backend(
     dir: &std::path::Path,
     load: Duration,
     drain_token: &str,
+    subnet: u8,
 ) -> Arc<poolpilot::local::backend::LocalBackend> {
     use poolpilot::local::backend::{LocalBackend, LocalConfig, QuotaMode};
     Arc::new(LocalBackend::new(LocalConfig {
@@ -186,7 +188,7 @@ pub fn local_backend(
         drain_token: drain_token.into(),
         log_dir: dir.to_path_buf(),
         quota: QuotaMode::detect(),
-        subnet: 1,
+        subnet,
         kind: poolpilot::local::backend::MemberKind::App,
     }))
 }

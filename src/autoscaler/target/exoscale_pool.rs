@@ -9,14 +9,15 @@ use crate::autoscaler::source::scrape::read_capped;
 use crate::exoscale::{Client, HealthStatus, InstanceState, PoolState};
 
 /// Graceful scale-in: drain the member through the app's drain switch, give the load balancer
-/// time to take it out and its requests time to finish, then evict exactly that member.
+/// time to take it out (and wait until it says so) and its requests time to finish, then evict
+/// exactly that member.
 #[derive(Clone, Debug)]
 pub struct Drain {
     pub token: crate::exoscale::Secret,
     /// The app's port on each member.
     pub port: u16,
     /// How long to wait after draining: the NLB's check interval x retries, plus the longest
-    /// request.
+    /// request (then, for at most as long again, until the NLB reports the member out).
     pub wait: std::time::Duration,
     /// Which members go first (see [`super::victims`]).
     pub victims: Vec<VictimOrder>,
@@ -176,8 +177,52 @@ impl ExoscalePool {
         crate::autoscaler::source::scrape::gauge(&text, "poolpilot_app_load_in_flight")
     }
 
-    /// Chooses `count` running members in the drain's victim order, drains them, waits, and
-    /// evicts exactly those.
+    /// The drain wait: `d.wait`, then until no load balancer in front of the pool reports a
+    /// victim healthy, for at most another `d.wait`. The wait is what the NLB's checks need on
+    /// paper; a busy NLB (or API) can run its checks late, and a member evicted while still in
+    /// rotation fails the requests sent to it. Past the bound the victims are evicted anyway (a
+    /// TCP health check never sees a drain) with a warning; health that cannot be read is not
+    /// waited for (the fixed wait is then all there is). False when the process is stopping.
+    async fn until_out_of_rotation(&self, d: &Drain, victims: &[Candidate]) -> bool {
+        use tokio::time::{Instant, sleep, sleep_until};
+        let mut stop = self.stop.clone();
+        let bound = Instant::now() + 2 * d.wait;
+        tokio::select! {
+            _ = sleep(d.wait) => {}
+            _ = stop.wait() => return false,
+        }
+        let step = (d.wait / 4).clamp(
+            std::time::Duration::from_millis(100),
+            std::time::Duration::from_secs(1),
+        );
+        let mut told = false;
+        loop {
+            let health = self.health_by_ip().await;
+            let still: Vec<std::net::Ipv4Addr> = victims
+                .iter()
+                .filter(|v| health.get(&v.ip) == Some(&true))
+                .map(|v| v.ip)
+                .collect();
+            if still.is_empty() {
+                return true;
+            }
+            if Instant::now() >= bound {
+                tracing::warn!(members = ?still, waited_s = (2 * d.wait).as_secs_f64(), "the load balancer still reports drained member(s) healthy; evicting anyway");
+                return true;
+            }
+            if !told {
+                tracing::info!(members = ?still, "waiting for the load balancer to take the drained member(s) out");
+                told = true;
+            }
+            tokio::select! {
+                _ = sleep_until((Instant::now() + step).min(bound)) => {}
+                _ = stop.wait() => return false,
+            }
+        }
+    }
+
+    /// Chooses `count` running members in the drain's victim order, drains them, waits until the
+    /// load balancer has taken them out, and evicts exactly those.
     async fn drain_and_evict(&self, d: &Drain, count: usize) -> Result<Actuation, TargetError> {
         let members = self.client.list_pool_members(self.pool).await?;
         let health = if d.victims.contains(&VictimOrder::UnhealthyFirst) {
@@ -229,12 +274,7 @@ impl ExoscalePool {
                 }
             }
         }
-        let mut stop = self.stop.clone();
-        let stopping = tokio::select! {
-            _ = tokio::time::sleep(d.wait) => false,
-            _ = stop.wait() => true,
-        };
-        if stopping {
+        if !self.until_out_of_rotation(d, &victims).await {
             for v in &victims {
                 match self.drain_switch(d, v.ip, false).await {
                     Ok(()) => {
