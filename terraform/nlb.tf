@@ -2,7 +2,8 @@ locals {
   healthcheck = { interval = 10, timeout = 5, retries = 1 }
   # A drained member answers the health check with 503; the NLB stops sending to it after at
   # most interval x retries + timeout. The autoscaler waits that, plus 10 s for requests under
-  # way, before it evicts the member (POOLPILOT_DRAIN_WAIT in the monitor's user-data).
+  # way (POOLPILOT_DRAIN_WAIT in the monitor's user-data), then until the NLB reports the member
+  # failing, at most as long again, before it evicts the member.
   drain_wait_seconds = local.healthcheck.interval * local.healthcheck.retries + local.healthcheck.timeout + 10
 }
 
