@@ -288,7 +288,7 @@ in
         drainWait = mkOption {
           type = types.str;
           default = defaults.autoscaler."drain-wait";
-          description = "Between draining a member and evicting it: the NLB's check interval x retries plus the longest request (10 s).";
+          description = "Between draining a member and evicting it: the NLB's check interval x retries plus the longest request (10 s); then, for at most as long again, until the NLB reports the member failing.";
         };
         dryRun = mkOption { type = types.bool; default = defaults.autoscaler."dry-run"; description = "Decide and log without scaling."; };
         scrapeWindow = mkOption {
