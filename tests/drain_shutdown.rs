@@ -130,13 +130,18 @@ impl Rig {
     async fn scale_in_to_the_drain_wait(&self) -> Scaler {
         let (scaler, base) = self.autoscaler();
         ask_down(&base).await;
+        self.until_one_drained().await;
+        scaler
+    }
+
+    /// One member drained for a scale-in.
+    async fn until_one_drained(&self) {
         self.until(
             "a member drained for the scale-in",
             Duration::from_secs(30),
             || async { self.drained_members().await.len() == 1 },
         )
         .await;
-        scaler
     }
 
     /// The autoscaler with a long drain wait, ticking every second, on a free port.
@@ -234,9 +239,14 @@ async fn drained(ip: std::net::Ipv4Addr) -> Option<bool> {
 
 /// Asks for one member fewer, once the autoscaler answers.
 async fn ask_down(base: &str) {
+    ask(base, "down").await
+}
+
+/// Asks for one member more or fewer (`up` or `down`), once the autoscaler answers.
+async fn ask(base: &str, way: &str) {
     let started = Instant::now();
     loop {
-        if let Ok(r) = reqwest::get(format!("{base}/down")).await {
+        if let Ok(r) = reqwest::get(format!("{base}/{way}")).await {
             assert_eq!(r.status(), 200);
             return;
         }
@@ -337,27 +347,10 @@ async fn a_drained_member_is_evicted_once_the_nlb_reports_it_out() {
 
     // The NLB reports the victim out after the fixed wait: evicted then, not before.
     let (mut scaler, base, log) = r.autoscaler_with("4s");
-    let started = Instant::now();
-    loop {
-        match reqwest::get(format!("{base}/up")).await {
-            Ok(resp) if resp.status() == 200 => break,
-            _ => {
-                assert!(
-                    started.elapsed() < Duration::from_secs(20),
-                    "the autoscaler did not start"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    ask(&base, "up").await;
     r.until_two_serving().await;
     ask_down(&base).await;
-    r.until(
-        "a member drained for the scale-in",
-        Duration::from_secs(30),
-        || async { r.drained_members().await.len() == 1 },
-    )
-    .await;
+    r.until_one_drained().await;
     let victim = r.drained_members().await[0];
     r.until(
         "the autoscaler waiting for the NLB past the fixed wait",
