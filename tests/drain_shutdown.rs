@@ -134,6 +134,14 @@ impl Rig {
         scaler
     }
 
+    /// Stops the members.
+    async fn shutdown(&self) {
+        let b = self.backend.clone();
+        tokio::task::spawn_blocking(move || b.shutdown())
+            .await
+            .unwrap();
+    }
+
     /// One member drained for a scale-in.
     async fn until_one_drained(&self) {
         self.until(
@@ -268,6 +276,12 @@ fn signal(child: &Scaler, sig: i32) {
     assert_eq!(sent, 0);
 }
 
+/// SIGTERM, and the autoscaler exits 0 within its grace.
+fn stop(child: &mut Scaler) {
+    signal(child, libc::SIGTERM);
+    assert_eq!(wait_exit(child, Duration::from_secs(10)), Some(0));
+}
+
 fn wait_exit(child: &mut Scaler, limit: Duration) -> Option<i32> {
     let started = Instant::now();
     loop {
@@ -285,8 +299,7 @@ async fn no_member_is_left_drained_by_a_stop_or_a_crash_mid_scale_in() {
 
     // SIGTERM during the drain wait: the victim is undrained, nothing is evicted, exit 0.
     let mut scaler = r.scale_in_to_the_drain_wait().await;
-    signal(&scaler, libc::SIGTERM);
-    assert_eq!(wait_exit(&mut scaler, Duration::from_secs(10)), Some(0));
+    stop(&mut scaler);
     assert!(
         r.drained_members().await.is_empty(),
         "a member was left drained by the stop"
@@ -311,13 +324,9 @@ async fn no_member_is_left_drained_by_a_stop_or_a_crash_mid_scale_in() {
     )
     .await;
     assert_eq!(r.size().await, 2);
-    signal(&scaler, libc::SIGTERM);
-    assert_eq!(wait_exit(&mut scaler, Duration::from_secs(10)), Some(0));
+    stop(&mut scaler);
 
-    let b = r.backend.clone();
-    tokio::task::spawn_blocking(move || b.shutdown())
-        .await
-        .unwrap();
+    r.shutdown().await;
 }
 
 /// The drain wait lasts until the NLB reports the victim out of rotation: a member the NLB still
@@ -342,8 +351,7 @@ async fn a_drained_member_is_evicted_once_the_nlb_reports_it_out() {
         "the eviction at the bound is warned about:\n{}",
         read(&log)
     );
-    signal(&scaler, libc::SIGTERM);
-    assert_eq!(wait_exit(&mut scaler, Duration::from_secs(10)), Some(0));
+    stop(&mut scaler);
 
     // The NLB reports the victim out after the fixed wait: evicted then, not before.
     let (mut scaler, base, log) = r.autoscaler_with("4s");
@@ -373,11 +381,7 @@ async fn a_drained_member_is_evicted_once_the_nlb_reports_it_out() {
         "evicted because the NLB reported it out, not at the bound:\n{}",
         read(&log)
     );
-    signal(&scaler, libc::SIGTERM);
-    assert_eq!(wait_exit(&mut scaler, Duration::from_secs(10)), Some(0));
+    stop(&mut scaler);
 
-    let b = r.backend.clone();
-    tokio::task::spawn_blocking(move || b.shutdown())
-        .await
-        .unwrap();
+    r.shutdown().await;
 }
